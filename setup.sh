@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set-up for a fresh Debian machine with the Rust toolchain, as root.
+#   ./setup.sh demo   analyze a capture from captures/ and print the report
+#   ./setup.sh test   run the whole test suite
+# Installs libpcap-dev if it is missing (or prints the command to run).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need_pkg() {
+  dpkg -s "$1" >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "setup.sh: missing $*; run: sudo apt-get update && sudo apt-get install -y $*" >&2
+    exit 1
+  fi
+}
+
+need_pkg libpcap-dev
+
+case "${1:-}" in
+  demo) cargo run --quiet --release -- analyze captures/incident.pcap ;;
+  test) cargo test --workspace --release ;;
+  *) echo "usage: ./setup.sh demo|test" >&2; exit 2 ;;
+esac

@@ -1,0 +1,322 @@
+//! The analysis engine: packets in, finished connection attempts out.
+//!
+//! It does no I/O and reads no clock. Drivers feed `handle_packet` with
+//! each frame's timestamp, call `handle_timeout` when `poll_timeout` says so
+//! (live capture) and `finish` when the capture ends, and take finished
+//! attempts from `poll_finished`. Memory is bounded by `max_flows`.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::decode::{decode, DecodeError, Decoded, IcmpError, LinkType, TcpSegment};
+use crate::flow::{EndCause, Flow, State, Step};
+use crate::record::{AttemptRecord, Side};
+use crate::time::Timestamp;
+
+/// What the engine needs to know before the first packet.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The PostgreSQL server ports: they say which end of a connection is the server.
+    pub server_ports: Vec<u16>,
+    /// How long a SYN must go unanswered before it counts as a timeout
+    /// (shorter waits at the end of a capture are reported as `capture_ended`).
+    pub syn_timeout: Duration,
+    /// The most connections tracked at once; beyond it the flow nearest its
+    /// deadline is ended early (a SYN flood must not exhaust memory).
+    pub max_flows: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { server_ports: vec![5432], syn_timeout: Duration::from_secs(3), max_flows: 1_000_000 }
+    }
+}
+
+/// Counters over the whole capture.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// Frames handed to the engine.
+    pub packets: u64,
+    /// TCP segments to or from a server port, and ICMP errors quoting one.
+    pub packets_on_port: u64,
+    /// Frames that could not be decoded (see the error lines for which).
+    pub undecodable: u64,
+    /// Segments on the port whose payload the capture cut (snap length).
+    pub payload_cut: u64,
+    /// RSTs and SYN-ACKs with no SYN before them (backscatter, late capture start).
+    pub stray_answers: u64,
+    /// ICMP errors quoting a port connection that matched no waiting SYN.
+    pub unmatched_icmp: u64,
+    /// Attempts ended early because the flow table was full.
+    pub evicted: u64,
+    /// Segments of new connections not tracked because the table was full
+    /// of established connections.
+    pub untracked: u64,
+    /// Attempts reported.
+    pub attempts: u64,
+}
+
+/// A connection is keyed by its client and server addresses; repeated
+/// attempts from one client port are told apart by their SYN sequence.
+type FlowKey = (SocketAddr, SocketAddr);
+
+pub struct Analyzer {
+    config: Config,
+    server_ports: PortSet,
+    flows: HashMap<FlowKey, Flow>,
+    /// Deadlines, earliest first. An entry is current while it equals the
+    /// flow's `armed`; others are stale and skipped (lazy deletion).
+    timers: BinaryHeap<Reverse<(Timestamp, FlowKey)>>,
+    finished: VecDeque<AttemptRecord>,
+    stats: Stats,
+    /// The latest time seen: packet timestamps can step back a little.
+    clock: Timestamp,
+    next_id: u64,
+}
+
+impl Analyzer {
+    pub fn new(config: Config) -> Analyzer {
+        let server_ports = PortSet::new(&config.server_ports);
+        Analyzer {
+            config,
+            server_ports,
+            flows: HashMap::new(),
+            timers: BinaryHeap::new(),
+            finished: VecDeque::new(),
+            stats: Stats::default(),
+            clock: Timestamp::default(),
+            next_id: 0,
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Connections being tracked now.
+    pub fn live_flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Feeds one captured frame. A frame that cannot be decoded is counted
+    /// and its reason returned, for the driver to report with its position.
+    pub fn handle_packet(&mut self, ts: Timestamp, link: LinkType, frame: &[u8]) -> Result<(), DecodeError> {
+        self.stats.packets += 1;
+        self.handle_timeout(ts);
+        match decode(link, frame) {
+            Ok(Decoded::Tcp(seg)) => self.on_segment(&seg, ts),
+            Ok(Decoded::IcmpError(icmp)) => self.on_icmp(&icmp, ts),
+            Ok(Decoded::Ignored) => {}
+            Err(e) => {
+                self.stats.undecodable += 1;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Advances the clock to `now` and ends the flows whose deadline passed.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.clock = self.clock.max(now);
+        while let Some(&Reverse((deadline, key))) = self.timers.peek() {
+            if deadline > self.clock {
+                break;
+            }
+            self.timers.pop();
+            self.expire(key, deadline, EndCause::Silence);
+        }
+    }
+
+    /// The next time `handle_timeout` has work, if any.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// The next finished attempt, in the order they ended.
+    pub fn poll_finished(&mut self) -> Option<AttemptRecord> {
+        self.finished.pop_front()
+    }
+
+    /// The capture has ended: every flow still open is reported as it stands.
+    pub fn finish(&mut self) {
+        self.handle_timeout(self.clock);
+        let mut open: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
+        open.sort_by_key(|f| f.id);
+        for mut flow in open {
+            self.report(&mut flow, EndCause::CaptureEnd);
+        }
+        self.timers.clear();
+    }
+
+    fn on_segment(&mut self, seg: &TcpSegment<'_>, ts: Timestamp) {
+        let (key, side) = if self.server_ports.contains(seg.dst.port()) {
+            ((seg.src, seg.dst), Side::Client)
+        } else if self.server_ports.contains(seg.src.port()) {
+            ((seg.dst, seg.src), Side::Server)
+        } else {
+            return;
+        };
+        self.stats.packets_on_port += 1;
+        if seg.payload.len() < seg.wire_payload_len as usize {
+            self.stats.payload_cut += 1;
+        }
+        let opens = side == Side::Client && seg.flags.syn && !seg.flags.ack;
+        let step = match self.flows.get_mut(&key) {
+            Some(flow) => flow.on_segment(seg, side, ts),
+            None if opens => {
+                self.open(key, Flow::from_syn(self.next_id, seg, ts));
+                return;
+            }
+            None if seg.flags.rst => {
+                // A RST for a connection never seen: nothing to track.
+                self.stats.stray_answers += 1;
+                return;
+            }
+            None => {
+                self.open(key, Flow::midstream(self.next_id, seg, side, ts));
+                return;
+            }
+        };
+        match step {
+            Step::Continue => self.arm(key),
+            Step::Finished => self.expire(key, self.clock, EndCause::Packet),
+            Step::NewAttempt => {
+                if let Some(mut old) = self.flows.remove(&key) {
+                    self.report(&mut old, EndCause::NewAttempt);
+                }
+                self.open(key, Flow::from_syn(self.next_id, seg, ts));
+            }
+        }
+    }
+
+    fn on_icmp(&mut self, icmp: &IcmpError, ts: Timestamp) {
+        let key = (icmp.quoted_src, icmp.quoted_dst);
+        if !self.server_ports.contains(key.1.port()) {
+            return;
+        }
+        self.stats.packets_on_port += 1;
+        let matched = self.flows.get_mut(&key).is_some_and(|flow| flow.on_icmp(icmp, ts));
+        if matched {
+            self.arm(key);
+        } else {
+            self.stats.unmatched_icmp += 1;
+        }
+    }
+
+    /// Starts tracking a new flow, making room first if the table is full.
+    fn open(&mut self, key: FlowKey, flow: Flow) {
+        if self.flows.len() >= self.config.max_flows && !self.evict_one() {
+            self.stats.untracked += 1;
+            return;
+        }
+        self.next_id += 1;
+        self.flows.insert(key, flow);
+        self.arm(key);
+    }
+
+    /// Ends the flow nearest its deadline. False when no flow has one
+    /// (all established): then the new flow goes untracked.
+    fn evict_one(&mut self) -> bool {
+        while let Some(Reverse((deadline, key))) = self.timers.pop() {
+            if self.flows.get(&key).is_some_and(|f| f.armed == Some(deadline)) {
+                if let Some(mut flow) = self.flows.remove(&key) {
+                    if flow.state != State::Closed {
+                        self.stats.evicted += 1;
+                    }
+                    self.report(&mut flow, EndCause::Evicted);
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Makes sure the timer holds the flow's current deadline. A deadline
+    /// that moved later keeps its earlier entry; `expire` re-arms it then.
+    fn arm(&mut self, key: FlowKey) {
+        let Some(flow) = self.flows.get_mut(&key) else { return };
+        let Some(deadline) = flow.deadline(self.config.syn_timeout) else {
+            flow.armed = None;
+            return;
+        };
+        if flow.armed.is_none_or(|armed| deadline < armed) {
+            flow.armed = Some(deadline);
+            self.timers.push(Reverse((deadline, key)));
+        }
+    }
+
+    /// A timer entry for `key` came due (or the flow ended on a packet).
+    fn expire(&mut self, key: FlowKey, due: Timestamp, cause: EndCause) {
+        let Some(flow) = self.flows.get_mut(&key) else { return };
+        if cause == EndCause::Silence {
+            if flow.armed != Some(due) {
+                return; // a stale entry
+            }
+            flow.armed = None;
+            match flow.deadline(self.config.syn_timeout) {
+                Some(deadline) if deadline > self.clock => {
+                    flow.armed = Some(deadline);
+                    self.timers.push(Reverse((deadline, key)));
+                    return;
+                }
+                None => return,
+                Some(_) => {}
+            }
+            if flow.state == State::Closed {
+                self.flows.remove(&key);
+                return;
+            }
+        }
+        conclude(flow, cause, self.clock, &self.config, &mut self.stats, &mut self.finished);
+        // The closed entry lingers to absorb late packets.
+        flow.armed = None;
+        self.arm(key);
+    }
+
+    /// Reports a flow already taken out of the table.
+    fn report(&mut self, flow: &mut Flow, cause: EndCause) {
+        conclude(flow, cause, self.clock, &self.config, &mut self.stats, &mut self.finished);
+    }
+}
+
+/// Ends a flow and queues its record; a flow with nothing to report that
+/// was still open was a stray answer (a lone SYN-ACK).
+fn conclude(
+    flow: &mut Flow,
+    cause: EndCause,
+    clock: Timestamp,
+    config: &Config,
+    stats: &mut Stats,
+    finished: &mut VecDeque<AttemptRecord>,
+) {
+    let was_open = flow.state != State::Closed;
+    match flow.finish(cause, clock, config.syn_timeout) {
+        Some(record) => {
+            stats.attempts += 1;
+            finished.push_back(record);
+        }
+        None if was_open => stats.stray_answers += 1,
+        None => {}
+    }
+}
+
+/// A set of TCP ports, one bit each: one lookup per packet, no hashing.
+struct PortSet(Box<[u64; 1024]>);
+
+impl PortSet {
+    fn new(ports: &[u16]) -> PortSet {
+        let mut bits = Box::new([0u64; 1024]);
+        for &p in ports {
+            bits[usize::from(p / 64)] |= 1 << (p % 64);
+        }
+        PortSet(bits)
+    }
+
+    fn contains(&self, port: u16) -> bool {
+        self.0[usize::from(port / 64)] & (1 << (port % 64)) != 0
+    }
+}

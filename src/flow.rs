@@ -1,0 +1,437 @@
+//! One tracked TCP connection attempt: an explicit state machine driven by
+//! the segments and ICMP errors of one (client, server) pair, and the
+//! decision of its outcome once it is over.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::decode::{IcmpError, TcpSegment};
+use crate::record::{
+    Answer, AnswerKind, AttemptRecord, GaveUp, Note, Outcome, SessionEnd, Side, SynEvidence, Traffic,
+    UnreachableKind,
+};
+use crate::seq::SeqNumber;
+use crate::time::{millis, Timestamp};
+
+/// How many SYN times an attempt keeps (Linux sends 7 by default).
+const MAX_SYN_TIMES: usize = 16;
+/// How long a SYN-ACK may wait for the client's ACK: Linux retransmits a
+/// SYN-ACK 5 times over about 63 s before giving up.
+const SYN_RECEIVED_GRACE: Duration = Duration::from_secs(64);
+/// How long a half-closed connection waits for the other side's FIN.
+const CLOSING_GRACE: Duration = Duration::from_secs(30);
+/// How long an ended connection's entry stays to absorb its late packets
+/// (final ACKs, retransmitted FINs) so that they do not look like new flows.
+const CLOSED_LINGER: Duration = Duration::from_secs(30);
+
+/// The TCP state of an attempt as seen from the wire (RFC 9293 names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// The client's SYN is out; no valid answer yet.
+    SynSent,
+    /// The server's SYN-ACK is out; the client's final ACK not yet seen.
+    SynReceived,
+    Established,
+    /// One side has sent FIN.
+    Closing,
+    /// Over and reported; the entry only absorbs late packets.
+    Closed,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::SynSent => "SYN-SENT",
+            State::SynReceived => "SYN-RECEIVED",
+            State::Established => "ESTABLISHED",
+            State::Closing => "CLOSING",
+            State::Closed => "CLOSED",
+        })
+    }
+}
+
+/// Whether the capture saw the attempt begin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// From the client's SYN.
+    Syn,
+    /// From a later packet: the capture began after the SYN.
+    Midstream,
+}
+
+/// What a segment did to the flow, for the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing more to do.
+    Continue,
+    /// The attempt is over: report it now.
+    Finished,
+    /// A client SYN with a new sequence number: this attempt is over and a new one begins.
+    NewAttempt,
+}
+
+/// Why the engine ends a flow that is still in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndCause {
+    /// Its deadline passed with no packet.
+    Silence,
+    /// A new SYN from the same client port.
+    NewAttempt,
+    /// One of its own packets (a RST, the last FIN).
+    Packet,
+    /// The capture ended.
+    CaptureEnd,
+    /// The flow table is full.
+    Evicted,
+}
+
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub id: u64,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub state: State,
+    origin: Origin,
+    client_isn: Option<SeqNumber>,
+    server_isn: Option<SeqNumber>,
+    start: Timestamp,
+    last: Timestamp,
+    syn_count: u32,
+    syn_times: Vec<Timestamp>,
+    syn_ack_at: Option<Timestamp>,
+    server_ttl: Option<u8>,
+    answer: Option<Answer>,
+    client_reset_at: Option<Timestamp>,
+    session_end: Option<SessionEnd>,
+    fin_client: bool,
+    fin_server: bool,
+    traffic: Traffic,
+    notes: Vec<Note>,
+    /// The deadline the engine's timer holds for this flow, if any.
+    pub armed: Option<Timestamp>,
+}
+
+impl Flow {
+    /// A flow that begins with the client's SYN.
+    pub fn from_syn(id: u64, seg: &TcpSegment<'_>, ts: Timestamp) -> Flow {
+        let mut flow = Flow::empty(id, seg.src, seg.dst, ts, State::SynSent, Origin::Syn);
+        flow.client_isn = Some(seg.seq);
+        flow.record_syn(ts);
+        flow.count(Side::Client, seg, ts);
+        flow
+    }
+
+    /// A flow first seen after its SYN (a late capture start, or backscatter).
+    pub fn midstream(id: u64, seg: &TcpSegment<'_>, side: Side, ts: Timestamp) -> Flow {
+        let (client, server) = match side {
+            Side::Client => (seg.src, seg.dst),
+            Side::Server => (seg.dst, seg.src),
+        };
+        let state = if seg.flags.syn { State::SynReceived } else { State::Established };
+        let mut flow = Flow::empty(id, client, server, ts, state, Origin::Midstream);
+        if seg.flags.syn {
+            flow.server_isn = Some(seg.seq);
+            flow.server_ttl = Some(seg.ttl);
+        }
+        flow.count(side, seg, ts);
+        if seg.flags.fin {
+            flow.close(side, false);
+        }
+        flow
+    }
+
+    fn empty(id: u64, client: SocketAddr, server: SocketAddr, ts: Timestamp, state: State, origin: Origin) -> Flow {
+        Flow {
+            id,
+            client,
+            server,
+            state,
+            origin,
+            client_isn: None,
+            server_isn: None,
+            start: ts,
+            last: ts,
+            syn_count: 0,
+            syn_times: Vec::new(),
+            syn_ack_at: None,
+            server_ttl: None,
+            answer: None,
+            client_reset_at: None,
+            session_end: None,
+            fin_client: false,
+            fin_server: false,
+            traffic: Traffic::default(),
+            notes: Vec::new(),
+            armed: None,
+        }
+    }
+
+    /// Whether a client SYN with this sequence number starts a new attempt
+    /// rather than retransmitting this one's.
+    pub fn is_new_syn(&self, seq: SeqNumber) -> bool {
+        self.state == State::Closed || self.client_isn.is_some_and(|isn| isn != seq)
+    }
+
+    /// Whether this flow would be reported at all when it ends: a lone SYN-ACK
+    /// with no SYN before it is backscatter or a late start, not a client's attempt.
+    pub fn is_reportable(&self) -> bool {
+        !(self.origin == Origin::Midstream && self.state == State::SynReceived)
+    }
+
+    /// Feeds one segment of this flow, sent by `side`.
+    pub fn on_segment(&mut self, seg: &TcpSegment<'_>, side: Side, ts: Timestamp) -> Step {
+        if self.state == State::Closed {
+            return Step::Continue;
+        }
+        if side == Side::Client && seg.flags.syn && !seg.flags.ack && self.is_new_syn(seg.seq) {
+            return Step::NewAttempt;
+        }
+        self.count(side, seg, ts);
+        let f = seg.flags;
+        match (self.state, side) {
+            // A retransmitted SYN: the client has heard nothing valid yet.
+            (State::SynSent | State::SynReceived, Side::Client) if f.syn && !f.ack => {
+                if self.answer.as_ref().is_some_and(|a| a.kind == AnswerKind::Icmp) {
+                    self.note(Note::RetransmittedAfterIcmp);
+                }
+                self.record_syn(ts);
+                Step::Continue
+            }
+            // The client aborts before any answer: it gave up waiting.
+            (State::SynSent, Side::Client) if f.rst => {
+                self.client_reset_at = Some(ts);
+                Step::Finished
+            }
+            // An ACK or data from the client: the SYN-ACK was answered, even
+            // if the capture missed it.
+            (State::SynSent, Side::Client) => {
+                self.note(Note::HandshakeInferred);
+                self.establish(seg, side)
+            }
+            (State::SynSent, Side::Server) if f.syn && f.ack => {
+                if Some(seg.ack) == self.client_isn.map(|isn| isn + 1) {
+                    self.server_isn = Some(seg.seq);
+                    self.syn_ack_at = Some(ts);
+                    self.server_ttl = Some(seg.ttl);
+                    self.state = State::SynReceived;
+                } else {
+                    self.note(Note::IgnoredSynAckBadAck);
+                }
+                Step::Continue
+            }
+            // A client in SYN-SENT accepts a RST only if it acknowledges its SYN.
+            (State::SynSent, Side::Server) if f.rst => {
+                if f.ack && Some(seg.ack) == self.client_isn.map(|isn| isn + 1) {
+                    self.answer = Some(Answer {
+                        kind: AnswerKind::Rst,
+                        from: seg.src.ip(),
+                        ttl: seg.ttl,
+                        icmp_type: None,
+                        icmp_code: None,
+                        unreachable: None,
+                        after_ms: millis(ts.since(self.start)),
+                    });
+                    Step::Finished
+                } else {
+                    self.note(Note::IgnoredRstBadAck);
+                    Step::Continue
+                }
+            }
+            // Any other segment from the server means the handshake went on unseen.
+            (State::SynSent, Side::Server) => {
+                self.note(Note::HandshakeInferred);
+                self.establish(seg, side)
+            }
+            (State::SynReceived, Side::Server) if f.syn => {
+                self.note(Note::SynAckRetransmitted);
+                Step::Continue
+            }
+            (State::SynReceived, _) if f.rst => {
+                self.session_end = Some(SessionEnd::by(side, true));
+                Step::Finished
+            }
+            (State::SynReceived, _) => self.establish(seg, side),
+            (State::Established | State::Closing, _) if f.rst => self.close(side, true),
+            (State::Established | State::Closing, _) if f.fin => self.close(side, false),
+            (State::Established | State::Closing, _) => Step::Continue,
+            (State::Closed, _) => Step::Continue,
+        }
+    }
+
+    /// Feeds an ICMP error that quotes this flow's SYN. Linux aborts the
+    /// connect at once; other stacks keep retransmitting, so the flow stays open.
+    pub fn on_icmp(&mut self, icmp: &IcmpError, ts: Timestamp) -> bool {
+        if self.state != State::SynSent || Some(icmp.quoted_seq) != self.client_isn || self.answer.is_some() {
+            return false;
+        }
+        self.last = self.last.max(ts);
+        self.answer = Some(Answer {
+            kind: AnswerKind::Icmp,
+            from: icmp.from,
+            ttl: icmp.ttl,
+            icmp_type: Some(icmp.icmp_type),
+            icmp_code: Some(icmp.code),
+            unreachable: Some(icmp.unreachable.into()),
+            after_ms: millis(ts.since(self.start)),
+        });
+        true
+    }
+
+    /// When this flow's state says it should be looked at again with no new packet.
+    pub fn deadline(&self, syn_timeout: Duration) -> Option<Timestamp> {
+        match self.state {
+            State::SynSent => Some(self.last_syn() + self.give_up_after(syn_timeout)),
+            State::SynReceived => Some(self.last + SYN_RECEIVED_GRACE),
+            State::Established => None,
+            State::Closing => Some(self.last + CLOSING_GRACE),
+            State::Closed => Some(self.last + CLOSED_LINGER),
+        }
+    }
+
+    /// Silence after the last SYN that means the client gave up. Retransmission
+    /// backoff at most doubles each gap (Linux: linear 1 s steps, then
+    /// exponential; others: exponential from 1 or 3 s), so a client that has
+    /// not retransmitted within twice its last gap, plus a second, has stopped.
+    fn give_up_after(&self, syn_timeout: Duration) -> Duration {
+        let last_gap = match self.syn_times.as_slice() {
+            [.., before, last] => last.since(*before),
+            _ => Duration::ZERO,
+        };
+        syn_timeout.max(last_gap * 2 + Duration::from_secs(1))
+    }
+
+    fn last_syn(&self) -> Timestamp {
+        self.syn_times.last().copied().unwrap_or(self.start)
+    }
+
+    /// Ends the flow and decides its outcome from the state it is in; `None`
+    /// when there is nothing to report (already closed, or a lone SYN-ACK).
+    /// `clock` is the engine's time now: the capture's end, for `CaptureEnd`.
+    pub fn finish(&mut self, cause: EndCause, clock: Timestamp, syn_timeout: Duration) -> Option<AttemptRecord> {
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        match cause {
+            EndCause::Evicted => self.note(Note::Evicted),
+            EndCause::NewAttempt if matches!(state, State::Established | State::Closing) => {
+                self.note(Note::Superseded)
+            }
+            _ => {}
+        }
+        let mut gave_up = None;
+        let mut wait = None;
+        let outcome = match (state, self.origin) {
+            (State::Closed, _) | (State::SynReceived, Origin::Midstream) => return None,
+            (State::SynSent, _) => match &self.answer {
+                Some(a) if a.kind == AnswerKind::Rst || a.unreachable == Some(UnreachableKind::Port) => {
+                    Outcome::Refused
+                }
+                Some(_) => Outcome::Unreachable,
+                None => {
+                    let (why, waited) = match (cause, self.client_reset_at) {
+                        (_, Some(reset)) => (GaveUp::ClientReset, reset.since(self.start)),
+                        (EndCause::CaptureEnd, None) => {
+                            let waited = clock.since(self.start);
+                            if waited < syn_timeout {
+                                return Some(self.record(Outcome::CaptureEnded, None, None));
+                            }
+                            (GaveUp::StillWaitingAtCaptureEnd, waited)
+                        }
+                        (EndCause::NewAttempt, None) => (GaveUp::NewAttempt, self.last_syn().since(self.start)),
+                        (EndCause::Packet | EndCause::Silence | EndCause::Evicted, None) => {
+                            (GaveUp::StoppedRetransmitting, self.last_syn().since(self.start))
+                        }
+                    };
+                    gave_up = Some(why);
+                    wait = Some(waited);
+                    Outcome::Timeout
+                }
+            },
+            (State::SynReceived, Origin::Syn) => Outcome::HandshakeIncomplete,
+            (State::Established | State::Closing, Origin::Syn) => Outcome::Established,
+            (State::Established | State::Closing, Origin::Midstream) => Outcome::Midstream,
+        };
+        Some(self.record(outcome, gave_up, wait))
+    }
+
+    fn record(&self, outcome: Outcome, gave_up: Option<GaveUp>, wait: Option<Duration>) -> AttemptRecord {
+        let connected = matches!(outcome, Outcome::Established | Outcome::Midstream);
+        AttemptRecord {
+            id: self.id,
+            client: self.client,
+            server: self.server,
+            outcome,
+            start: self.start,
+            end: self.last,
+            syn: (self.syn_count > 0).then(|| SynEvidence {
+                count: self.syn_count,
+                at_ms: self.syn_times.iter().map(|t| millis(t.since(self.start))).collect(),
+            }),
+            handshake_ms: self.syn_ack_at.filter(|_| self.origin == Origin::Syn).map(|t| millis(t.since(self.start))),
+            server_ttl: self.server_ttl,
+            answer: self.answer.clone(),
+            gave_up,
+            wait_ms: wait.map(millis),
+            session_end: if connected {
+                Some(self.session_end.unwrap_or(SessionEnd::Open))
+            } else {
+                self.session_end
+            },
+            traffic: self.traffic,
+            notes: self.notes.clone(),
+        }
+    }
+
+    fn establish(&mut self, seg: &TcpSegment<'_>, side: Side) -> Step {
+        self.state = State::Established;
+        if seg.flags.rst || seg.flags.fin {
+            return self.close(side, seg.flags.rst);
+        }
+        Step::Continue
+    }
+
+    /// A FIN or RST from `side` in an established connection.
+    fn close(&mut self, side: Side, rst: bool) -> Step {
+        if self.session_end.is_none() {
+            self.session_end = Some(SessionEnd::by(side, rst));
+        }
+        match side {
+            Side::Client => self.fin_client |= !rst,
+            Side::Server => self.fin_server |= !rst,
+        }
+        if rst || (self.fin_client && self.fin_server) {
+            Step::Finished
+        } else {
+            self.state = State::Closing;
+            Step::Continue
+        }
+    }
+
+    fn record_syn(&mut self, ts: Timestamp) {
+        self.syn_count = self.syn_count.saturating_add(1);
+        if self.syn_times.len() < MAX_SYN_TIMES {
+            self.syn_times.push(ts);
+        }
+    }
+
+    fn count(&mut self, side: Side, seg: &TcpSegment<'_>, ts: Timestamp) {
+        let t = &mut self.traffic;
+        let bytes = u64::from(seg.wire_payload_len);
+        match side {
+            Side::Client => {
+                t.client_packets += 1;
+                t.client_bytes += bytes;
+            }
+            Side::Server => {
+                t.server_packets += 1;
+                t.server_bytes += bytes;
+            }
+        }
+        self.last = self.last.max(ts);
+    }
+
+    fn note(&mut self, note: Note) {
+        if !self.notes.contains(&note) {
+            self.notes.push(note);
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The JSON report: one document with the same data as the terminal report.
+//! Field names are stable and documented in the README; `schema_version`
+//! changes when one changes meaning.
+
+use serde::Serialize;
+
+use super::summary::{ClientSummary, OutcomeCounts};
+use super::Report;
+use crate::engine::Stats;
+use crate::record::AttemptRecord;
+use crate::time::Timestamp;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct Document<'a> {
+    schema_version: u32,
+    files: &'a [String],
+    server_ports: &'a [u16],
+    syn_timeout_ms: f64,
+    first_seen: Option<Timestamp>,
+    last_seen: Option<Timestamp>,
+    stats: &'a Stats,
+    totals: OutcomeCounts,
+    clients: Vec<ClientSummary>,
+    other_clients: OutcomeCounts,
+    attempts: Vec<&'a AttemptRecord>,
+    attempts_not_listed: u64,
+    problems: &'a [String],
+}
+
+pub fn render(report: &Report<'_>) -> String {
+    let s = report.summary;
+    let doc = Document {
+        schema_version: SCHEMA_VERSION,
+        files: report.files,
+        server_ports: report.server_ports,
+        syn_timeout_ms: crate::time::millis(report.syn_timeout),
+        first_seen: s.first_seen,
+        last_seen: s.last_seen,
+        stats: report.stats,
+        totals: s.totals,
+        clients: s.clients(),
+        other_clients: s.other_clients,
+        attempts: s.attempts(),
+        attempts_not_listed: s.attempts_not_listed,
+        problems: &report.problems,
+    };
+    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    out.push('\n');
+    out
+}

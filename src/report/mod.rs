@@ -1,0 +1,31 @@
+//! Reports: what the engine found, for people (the terminal table) and for
+//! programs (JSON). They read the engine's finished attempts, never packets.
+
+mod explain;
+pub mod json;
+pub mod summary;
+pub mod text;
+
+use std::time::Duration;
+
+use crate::engine::Stats;
+use summary::Summary;
+
+/// What a report is made of.
+pub struct Report<'a> {
+    pub summary: &'a Summary,
+    pub stats: &'a Stats,
+    /// The input files, as named on the command line.
+    pub files: &'a [String],
+    pub server_ports: &'a [u16],
+    pub syn_timeout: Duration,
+    /// Error lines about the input (file problems, undecodable packets).
+    pub problems: Vec<String>,
+}
+
+impl Report<'_> {
+    fn ports_label(&self) -> String {
+        let ports: Vec<String> = self.server_ports.iter().map(u16::to_string).collect();
+        ports.join(",")
+    }
+}

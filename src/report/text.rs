@@ -1,0 +1,209 @@
+//! The terminal report: the per-client table, what each outcome means, and
+//! (with --connections) one row per attempt with its evidence.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
+
+use super::explain::explain;
+use super::Report;
+use crate::record::{AnswerKind, AttemptRecord, GaveUp, Outcome, SessionEnd, UnreachableKind};
+use crate::time::{short, Timestamp};
+
+pub fn render(report: &Report<'_>, connections: bool) -> String {
+    let mut out = String::new();
+    let s = report.summary;
+    if s.totals.attempts == 0 {
+        out.push_str("No connection attempts to the server port(s) in this capture.\n\n");
+    } else {
+        out.push_str(&clients_table(report));
+        out.push('\n');
+        if s.other_clients.attempts > 0 {
+            let _ = writeln!(
+                out,
+                "(+ {} attempts from further clients, beyond the table's limit, counted in the totals)",
+                s.other_clients.attempts
+            );
+        }
+        out.push('\n');
+        if connections {
+            out.push_str(&attempts_table(report));
+            out.push_str("\n\n");
+        }
+        out.push_str(&explanations(report));
+    }
+    out.push_str(&summary_line(report));
+    out
+}
+
+fn clients_table(report: &Report<'_>) -> String {
+    let mut table = Table::new();
+    table.load_style(presets::UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    table.set_header(vec![
+        "client", "attempts", "established", "refused", "unreachable", "timeout", "other", "first seen",
+        "last seen", "median handshake",
+    ]);
+    for c in report.summary.clients() {
+        let n = &c.counts;
+        let mut row = vec![Cell::new(c.client)];
+        for v in [n.attempts, n.established, n.refused, n.unreachable, n.timeout, n.other()] {
+            row.push(Cell::new(v).set_alignment(CellAlignment::Right));
+        }
+        row.push(Cell::new(clock(c.first_seen)));
+        row.push(Cell::new(clock(c.last_seen)));
+        row.push(
+            Cell::new(c.median_handshake_ms.map_or("-".to_owned(), ms)).set_alignment(CellAlignment::Right),
+        );
+        table.add_row(row);
+    }
+    table.to_string()
+}
+
+fn attempts_table(report: &Report<'_>) -> String {
+    let mut table = Table::new();
+    table.load_style(presets::UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    table.set_header(vec!["#", "start", "client", "server", "outcome", "evidence"]);
+    for a in report.summary.attempts() {
+        table.add_row(vec![
+            Cell::new(a.id),
+            Cell::new(clock(a.start)),
+            Cell::new(a.client),
+            Cell::new(a.server),
+            Cell::new(a.outcome),
+            Cell::new(evidence(a)),
+        ]);
+    }
+    let mut out = table.to_string();
+    if report.summary.attempts_not_listed > 0 {
+        let _ = write!(out, "\n({} more attempts not listed)", report.summary.attempts_not_listed);
+    }
+    out
+}
+
+/// One line of evidence for an attempt: what was seen on the wire that decided its outcome.
+pub fn evidence(a: &AttemptRecord) -> String {
+    let mut parts = Vec::new();
+    if let Some(answer) = &a.answer {
+        let what = match (answer.kind, answer.unreachable) {
+            (AnswerKind::Rst, _) => "RST".to_owned(),
+            (AnswerKind::Icmp, kind) => format!(
+                "ICMP{} {} ({}/{})",
+                if a.client.is_ipv6() { "v6" } else { "" },
+                match kind {
+                    Some(UnreachableKind::Port) => "port unreachable",
+                    Some(UnreachableKind::Net) => "net unreachable",
+                    Some(UnreachableKind::Host) => "host unreachable",
+                    Some(UnreachableKind::AdminProhibited) => "admin prohibited",
+                    _ => "unreachable",
+                },
+                answer.icmp_type.unwrap_or_default(),
+                answer.icmp_code.unwrap_or_default()
+            ),
+        };
+        parts.push(format!("{what} from {} (ttl {}) after {}", answer.from, answer.ttl, ms(answer.after_ms)));
+    }
+    if let Some(syn) = &a.syn {
+        if syn.count > 1 || a.outcome == Outcome::Timeout {
+            let times: Vec<String> = syn.at_ms.iter().map(|&t| short(Duration::from_secs_f64(t / 1e3))).collect();
+            let more = if syn.count as usize > syn.at_ms.len() { ", …" } else { "" };
+            parts.push(format!("{} SYNs at {}{more}", syn.count, times.join(", ")));
+        }
+    }
+    if let Some(why) = a.gave_up {
+        let wait = a.wait_ms.map_or(String::new(), ms);
+        parts.push(match why {
+            GaveUp::StoppedRetransmitting => format!("client stopped retransmitting after {wait}"),
+            GaveUp::ClientReset => format!("client reset after {wait}"),
+            GaveUp::NewAttempt => format!("client retried with a new SYN after {wait}"),
+            GaveUp::StillWaitingAtCaptureEnd => format!("capture ended after {wait}, client still waiting"),
+        });
+    }
+    if let Some(h) = a.handshake_ms {
+        parts.push(format!("handshake {}", ms(h)));
+    }
+    if let Some(end) = a.session_end {
+        parts.push(
+            match end {
+                SessionEnd::FinClient => "closed by client (FIN)",
+                SessionEnd::FinServer => "closed by server (FIN)",
+                SessionEnd::RstClient => "reset by client (RST)",
+                SessionEnd::RstServer => "reset by server (RST)",
+                SessionEnd::Open => "open at capture end",
+            }
+            .to_owned(),
+        );
+    }
+    let t = &a.traffic;
+    parts.push(format!(
+        "{}↑ {}↓ packets, {}↑ {}↓ bytes",
+        t.client_packets, t.server_packets, t.client_bytes, t.server_bytes
+    ));
+    for note in &a.notes {
+        parts.push(serde_json::to_value(note).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default());
+    }
+    parts.join("; ")
+}
+
+fn explanations(report: &Report<'_>) -> String {
+    let s = report.summary;
+    let mut out = String::new();
+    let mut seen: Vec<Outcome> = Outcome::ALL.into_iter().filter(|&o| s.totals.get(o) > 0).collect();
+    // Failures first, the worst (most clients) first.
+    seen.sort_by_key(|&o| (!o.is_failure(), std::cmp::Reverse(s.clients_with(o))));
+    for outcome in seen {
+        let e = explain(outcome, report.syn_timeout);
+        let _ = writeln!(
+            out,
+            "{}: {} attempts from {} clients\n  client sees: {}\n  {}\n  next: {}\n",
+            outcome,
+            s.totals.get(outcome),
+            s.clients_with(outcome),
+            e.client_sees,
+            e.meaning,
+            e.next_steps
+        );
+    }
+    out
+}
+
+fn summary_line(report: &Report<'_>) -> String {
+    let st = report.stats;
+    let s = report.summary;
+    let span = match (s.first_seen, s.last_seen) {
+        (Some(a), Some(b)) => format!(" from {a} to {b}"),
+        _ => String::new(),
+    };
+    let mut line = format!(
+        "{} packets read, {} on port {}; {} attempts from {} clients{span}",
+        st.packets,
+        st.packets_on_port,
+        report.ports_label(),
+        s.totals.attempts,
+        s.client_count()
+    );
+    for (n, what) in [
+        (st.undecodable, "undecodable"),
+        (st.payload_cut, "with payload cut by the snap length"),
+        (st.stray_answers, "stray answers (RST/SYN-ACK with no SYN)"),
+        (st.unmatched_icmp, "ICMP errors matching no SYN"),
+        (st.evicted, "attempts ended early (flow table full)"),
+        (st.untracked, "packets untracked (flow table full)"),
+    ] {
+        if n > 0 {
+            let _ = write!(line, "; {n} {what}");
+        }
+    }
+    line.push('\n');
+    line
+}
+
+/// The time of day (UTC) with milliseconds; the date is in the summary line.
+fn clock(t: Timestamp) -> String {
+    let full = t.to_string();
+    full.get(11..23).map_or(full.clone(), str::to_owned)
+}
+
+fn ms(v: f64) -> String {
+    short(Duration::from_secs_f64(v.max(0.0) / 1e3))
+}
