@@ -41,6 +41,8 @@ pub struct Problems {
     pub file_errors: Vec<Problem>,
     /// Undecodable packets by kind: examples, and how many in all.
     pub bad_packets: BTreeMap<String, (Vec<Problem>, u64)>,
+    /// Files that end in a fragment shorter than a record header.
+    pub trailing_fragment: Vec<String>,
 }
 
 impl Problems {
@@ -55,6 +57,14 @@ impl Problems {
     /// Whether some input could not be read at all (as opposed to bad packets inside it).
     pub fn has_file_errors(&self) -> bool {
         !self.file_errors.is_empty()
+    }
+
+    /// Facts about the input that are not errors, for the report's summary.
+    pub fn notes(&self) -> Vec<String> {
+        self.trailing_fragment
+            .iter()
+            .map(|f| format!("{f} ends in a fragment too short to be a packet record (ignored)"))
+            .collect()
     }
 
     /// One line per problem: file errors, then bad-packet examples and the count of the rest.
@@ -104,6 +114,11 @@ impl Source {
                 self.pending = Some(ts);
             }
             Err(pcap::Error::NoMorePackets) => {}
+            // Fewer bytes than a record header after the last packet: trailing
+            // junk (a newline appended in transfer), not a lost packet.
+            Err(pcap::Error::PcapError(msg)) if msg.contains("header bytes") => {
+                problems.trailing_fragment.push(self.name.clone());
+            }
             Err(e) => problems.file_errors.push(Problem {
                 file: self.name.clone(),
                 packet: Some(self.read + 1),
@@ -133,10 +148,7 @@ pub fn analyze_files(
     }
     loop {
         // Few files at a time: a scan beats a heap here.
-        let next = sources
-            .iter_mut()
-            .filter(|s| s.pending.is_some())
-            .min_by_key(|s| s.pending);
+        let next = sources.iter_mut().filter(|s| s.pending.is_some()).min_by_key(|s| s.pending);
         let Some(source) = next else { break };
         let ts = source.pending.unwrap_or_default();
         if let Err(e) = analyzer.handle_packet(ts, source.link, &source.frame) {
@@ -159,18 +171,16 @@ fn open(path: &str, filter: Option<&str>, problems: &mut Problems) -> Result<Opt
     };
     let dlt = capture.get_datalink();
     let Some(link) = LinkType::from_dlt(dlt.0) else {
-        let name = dlt.get_name().unwrap_or_else(|_| "unknown".to_owned());
+        let name = dlt.get_name().map(|n| format!(" ({n})")).unwrap_or_default();
         problems.file_errors.push(file_problem(format!(
-            "link type {} ({name}) is not supported; pgreach reads {}",
+            "link type {}{name} is not supported; pgreach reads {}",
             dlt.0,
             LinkType::SUPPORTED
         )));
         return Ok(None);
     };
     if let Some(expr) = filter {
-        capture
-            .filter(expr, true)
-            .map_err(|e| FilterError { expr: expr.to_owned(), reason: e.to_string() })?;
+        capture.filter(expr, true).map_err(|e| FilterError { expr: expr.to_owned(), reason: e.to_string() })?;
     }
     Ok(Some(Source { name: path.to_owned(), capture, link, read: 0, pending: None, frame: Vec::new() }))
 }

@@ -44,8 +44,7 @@ impl LinkType {
     }
 
     /// The names of the link types pgreach reads, for error messages.
-    pub const SUPPORTED: &'static str =
-        "Ethernet (with 802.1Q/QinQ), Linux cooked v1/v2, raw IP, BSD null/loopback";
+    pub const SUPPORTED: &'static str = "Ethernet (with 802.1Q/QinQ), Linux cooked v1/v2, raw IP, BSD null/loopback";
 }
 
 /// Transmission control flags of one segment.
@@ -186,7 +185,9 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded<'_>, DecodeError> 
             let wire_len = if payload.incomplete { declared_payload_len(net) } else { payload.payload.len() };
             tcp_segment(src, dst, ttl, payload.payload, wire_len).map(Decoded::Tcp)
         }
-        IpNumber::ICMP => Ok(icmp_error(src, ttl, false, payload.payload)?.map_or(Decoded::Ignored, Decoded::IcmpError)),
+        IpNumber::ICMP => {
+            Ok(icmp_error(src, ttl, false, payload.payload)?.map_or(Decoded::Ignored, Decoded::IcmpError))
+        }
         IpNumber::IPV6_ICMP => {
             Ok(icmp_error(src, ttl, true, payload.payload)?.map_or(Decoded::Ignored, Decoded::IcmpError))
         }
@@ -220,8 +221,7 @@ fn slice_link(link: LinkType, frame: &[u8]) -> Result<LaxSlicedPacket<'_>, Decod
 }
 
 fn from_ip(bytes: &[u8]) -> Result<LaxSlicedPacket<'_>, DecodeError> {
-    LaxSlicedPacket::from_ip(bytes)
-        .map_err(|e| DecodeError::Malformed { layer: "IP header", reason: e.to_string() })
+    LaxSlicedPacket::from_ip(bytes).map_err(|e| DecodeError::Malformed { layer: "IP header", reason: e.to_string() })
 }
 
 fn net_error(err: &etherparse::err::packet::SliceError) -> DecodeError {
@@ -237,7 +237,8 @@ fn declared_payload_len(net: &LaxNetSlice<'_>) -> usize {
     match net {
         LaxNetSlice::Ipv4(ip) => {
             let h = ip.header();
-            usize::from(h.total_len()).saturating_sub(usize::from(h.ihl()) * 4 + ip.extensions().auth.map_or(0, |a| a.slice().len()))
+            usize::from(h.total_len())
+                .saturating_sub(usize::from(h.ihl()) * 4 + ip.extensions().auth.map_or(0, |a| a.slice().len()))
         }
         LaxNetSlice::Ipv6(ip) => {
             usize::from(ip.header().payload_length()).saturating_sub(ip.extensions().slice().len())
@@ -287,10 +288,8 @@ fn icmp_error(from: IpAddr, ttl: u8, v6: bool, icmp: &[u8]) -> Result<Option<Icm
     };
     // The quoted packet starts after type, code, checksum and 4 unused bytes.
     let quoted = icmp.get(8..).unwrap_or_default();
-    let sliced = LaxSlicedPacket::from_ip(quoted).map_err(|e| DecodeError::Malformed {
-        layer: "IP header quoted in ICMP",
-        reason: e.to_string(),
-    })?;
+    let sliced = LaxSlicedPacket::from_ip(quoted)
+        .map_err(|e| DecodeError::Malformed { layer: "IP header quoted in ICMP", reason: e.to_string() })?;
     let Some(payload) = sliced.ip_payload() else {
         return Err(DecodeError::Truncated { layer: "IP header quoted in ICMP", len: quoted.len(), needed: 20 });
     };
@@ -298,8 +297,12 @@ fn icmp_error(from: IpAddr, ttl: u8, v6: bool, icmp: &[u8]) -> Result<Option<Icm
         return Ok(None);
     }
     let (qsrc, qdst) = match sliced.net.as_ref() {
-        Some(LaxNetSlice::Ipv4(ip)) => (IpAddr::V4(ip.header().source_addr()), IpAddr::V4(ip.header().destination_addr())),
-        Some(LaxNetSlice::Ipv6(ip)) => (IpAddr::V6(ip.header().source_addr()), IpAddr::V6(ip.header().destination_addr())),
+        Some(LaxNetSlice::Ipv4(ip)) => {
+            (IpAddr::V4(ip.header().source_addr()), IpAddr::V4(ip.header().destination_addr()))
+        }
+        Some(LaxNetSlice::Ipv6(ip)) => {
+            (IpAddr::V6(ip.header().source_addr()), IpAddr::V6(ip.header().destination_addr()))
+        }
         _ => return Ok(None),
     };
     // RFC 792 promises 8 bytes of the quoted transport header: ports and sequence.

@@ -47,6 +47,8 @@ pub struct Stats {
     pub undecodable: u64,
     /// Segments on the port whose payload the capture cut (snap length).
     pub payload_cut: u64,
+    /// Second copies of a segment (e.g. `-i any` on a bridged host).
+    pub duplicates: u64,
     /// RSTs and SYN-ACKs with no SYN before them (backscatter, late capture start).
     pub stray_answers: u64,
     /// ICMP errors quoting a port connection that matched no waiting SYN.
@@ -183,6 +185,7 @@ impl Analyzer {
         };
         match step {
             Step::Continue => self.arm(key),
+            Step::Duplicate => self.stats.duplicates += 1,
             Step::Finished => self.expire(key, self.clock, EndCause::Packet),
             Step::NewAttempt => {
                 if let Some(mut old) = self.flows.remove(&key) {

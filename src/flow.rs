@@ -6,10 +6,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::decode::{IcmpError, TcpSegment};
+use crate::decode::{IcmpError, TcpFlags, TcpSegment};
 use crate::record::{
-    Answer, AnswerKind, AttemptRecord, GaveUp, Note, Outcome, SessionEnd, Side, SynEvidence, Traffic,
-    UnreachableKind,
+    Answer, AnswerKind, AttemptRecord, GaveUp, Note, Outcome, SessionEnd, Side, SynEvidence, Traffic, UnreachableKind,
 };
 use crate::seq::SeqNumber;
 use crate::time::{millis, Timestamp};
@@ -19,6 +18,11 @@ const MAX_SYN_TIMES: usize = 16;
 /// How long a SYN-ACK may wait for the client's ACK: Linux retransmits a
 /// SYN-ACK 5 times over about 63 s before giving up.
 const SYN_RECEIVED_GRACE: Duration = Duration::from_secs(64);
+/// A segment identical to the previous one from the same side within this
+/// window is a second copy of it (`tcpdump -i any` on a bridge or a
+/// bond captures every packet twice), not a retransmission: no TCP stack
+/// retransmits a SYN sooner than 1 s.
+const DUPLICATE_WINDOW: Duration = Duration::from_millis(100);
 /// How long a half-closed connection waits for the other side's FIN.
 const CLOSING_GRACE: Duration = Duration::from_secs(30);
 /// How long an ended connection's entry stays to absorb its late packets
@@ -69,6 +73,23 @@ pub enum Step {
     Finished,
     /// A client SYN with a new sequence number: this attempt is over and a new one begins.
     NewAttempt,
+    /// A second copy of the previous segment; ignored.
+    Duplicate,
+}
+
+/// What makes two captured segments copies of one another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SegmentId {
+    seq: SeqNumber,
+    ack: SeqNumber,
+    flags: TcpFlags,
+    len: u32,
+}
+
+impl SegmentId {
+    fn of(seg: &TcpSegment<'_>) -> SegmentId {
+        SegmentId { seq: seg.seq, ack: seg.ack, flags: seg.flags, len: seg.wire_payload_len }
+    }
 }
 
 /// Why the engine ends a flow that is still in progress.
@@ -108,6 +129,8 @@ pub struct Flow {
     fin_server: bool,
     traffic: Traffic,
     notes: Vec<Note>,
+    /// The last segment from the client and from the server, for duplicates.
+    last_segment: [Option<(SegmentId, Timestamp)>; 2],
     /// The deadline the engine's timer holds for this flow, if any.
     pub armed: Option<Timestamp>,
 }
@@ -117,6 +140,7 @@ impl Flow {
     pub fn from_syn(id: u64, seg: &TcpSegment<'_>, ts: Timestamp) -> Flow {
         let mut flow = Flow::empty(id, seg.src, seg.dst, ts, State::SynSent, Origin::Syn);
         flow.client_isn = Some(seg.seq);
+        flow.last_segment[Side::Client as usize] = Some((SegmentId::of(seg), ts));
         flow.record_syn(ts);
         flow.count(Side::Client, seg, ts);
         flow
@@ -130,6 +154,7 @@ impl Flow {
         };
         let state = if seg.flags.syn { State::SynReceived } else { State::Established };
         let mut flow = Flow::empty(id, client, server, ts, state, Origin::Midstream);
+        flow.last_segment[side as usize] = Some((SegmentId::of(seg), ts));
         if seg.flags.syn {
             flow.server_isn = Some(seg.seq);
             flow.server_ttl = Some(seg.ttl);
@@ -163,6 +188,7 @@ impl Flow {
             fin_server: false,
             traffic: Traffic::default(),
             notes: Vec::new(),
+            last_segment: [None, None],
             armed: None,
         }
     }
@@ -170,23 +196,23 @@ impl Flow {
     /// Whether a client SYN with this sequence number starts a new attempt
     /// rather than retransmitting this one's.
     pub fn is_new_syn(&self, seq: SeqNumber) -> bool {
-        self.state == State::Closed || self.client_isn.is_some_and(|isn| isn != seq)
-    }
-
-    /// Whether this flow would be reported at all when it ends: a lone SYN-ACK
-    /// with no SYN before it is backscatter or a late start, not a client's attempt.
-    pub fn is_reportable(&self) -> bool {
-        !(self.origin == Origin::Midstream && self.state == State::SynReceived)
+        self.client_isn != Some(seq)
     }
 
     /// Feeds one segment of this flow, sent by `side`.
     pub fn on_segment(&mut self, seg: &TcpSegment<'_>, side: Side, ts: Timestamp) -> Step {
-        if self.state == State::Closed {
-            return Step::Continue;
-        }
         if side == Side::Client && seg.flags.syn && !seg.flags.ack && self.is_new_syn(seg.seq) {
             return Step::NewAttempt;
         }
+        if self.state == State::Closed {
+            return Step::Continue;
+        }
+        let id = SegmentId::of(seg);
+        let slot = &mut self.last_segment[side as usize];
+        if slot.is_some_and(|(prev, at)| prev == id && ts.since(at) < DUPLICATE_WINDOW) {
+            return Step::Duplicate;
+        }
+        *slot = Some((id, ts));
         self.count(side, seg, ts);
         let f = seg.flags;
         match (self.state, side) {
@@ -259,13 +285,17 @@ impl Flow {
         }
     }
 
-    /// Feeds an ICMP error that quotes this flow's SYN. Linux aborts the
-    /// connect at once; other stacks keep retransmitting, so the flow stays open.
+    /// Feeds an ICMP error; false if it does not quote this flow's SYN.
+    /// The flow stays open: some stacks (and Linux, for some ICMPv6 errors)
+    /// keep retransmitting, and the first error is the one the client met.
     pub fn on_icmp(&mut self, icmp: &IcmpError, ts: Timestamp) -> bool {
-        if self.state != State::SynSent || Some(icmp.quoted_seq) != self.client_isn || self.answer.is_some() {
+        if self.state != State::SynSent || Some(icmp.quoted_seq) != self.client_isn {
             return false;
         }
         self.last = self.last.max(ts);
+        if self.answer.is_some() {
+            return true;
+        }
         self.answer = Some(Answer {
             kind: AnswerKind::Icmp,
             from: icmp.from,
@@ -312,9 +342,7 @@ impl Flow {
         let state = std::mem::replace(&mut self.state, State::Closed);
         match cause {
             EndCause::Evicted => self.note(Note::Evicted),
-            EndCause::NewAttempt if matches!(state, State::Established | State::Closing) => {
-                self.note(Note::Superseded)
-            }
+            EndCause::NewAttempt if matches!(state, State::Established | State::Closing) => self.note(Note::Superseded),
             _ => {}
         }
         let mut gave_up = None;
@@ -371,11 +399,7 @@ impl Flow {
             answer: self.answer.clone(),
             gave_up,
             wait_ms: wait.map(millis),
-            session_end: if connected {
-                Some(self.session_end.unwrap_or(SessionEnd::Open))
-            } else {
-                self.session_end
-            },
+            session_end: if connected { Some(self.session_end.unwrap_or(SessionEnd::Open)) } else { self.session_end },
             traffic: self.traffic,
             notes: self.notes.clone(),
         }

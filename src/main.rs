@@ -100,6 +100,7 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
         server_ports: &args.ports,
         syn_timeout: args.syn_timeout,
         problems: lines,
+        input_notes: problems.notes(),
     };
     let rendered = match args.format {
         Format::Table => text::render(&report, args.connections),

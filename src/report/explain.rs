@@ -34,7 +34,8 @@ pub fn explain(outcome: Outcome, syn_timeout: Duration) -> Explanation {
                          a device in the path (see --connections).",
         },
         Outcome::Unreachable => Explanation {
-            client_sees: "could not connect to server: No route to host (or Network is unreachable)",
+            client_sees: "could not connect to server: No route to host (Network is unreachable for \
+                          ICMP net-unreachable; Permission denied for ICMPv6 admin-prohibited)",
             meaning: "An ICMP destination-unreachable answered the SYN: administratively prohibited \
                       (a firewall REJECT; firewalld's default), or host/net unreachable (a router \
                       without a route, or no neighbour answering for the server's address)."

@@ -27,6 +27,7 @@ struct Document<'a> {
     attempts: Vec<&'a AttemptRecord>,
     attempts_not_listed: u64,
     problems: &'a [String],
+    input_notes: &'a [String],
 }
 
 pub fn render(report: &Report<'_>) -> String {
@@ -45,6 +46,7 @@ pub fn render(report: &Report<'_>) -> String {
         attempts: s.attempts(),
         attempts_not_listed: s.attempts_not_listed,
         problems: &report.problems,
+        input_notes: &report.input_notes,
     };
     let mut out = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     out.push('\n');

@@ -21,6 +21,8 @@ pub struct Report<'a> {
     pub syn_timeout: Duration,
     /// Error lines about the input (file problems, undecodable packets).
     pub problems: Vec<String>,
+    /// Facts about the input that are not errors (a trailing fragment).
+    pub input_notes: Vec<String>,
 }
 
 impl Report<'_> {

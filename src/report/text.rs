@@ -41,8 +41,16 @@ fn clients_table(report: &Report<'_>) -> String {
     let mut table = Table::new();
     table.load_style(presets::UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
     table.set_header(vec![
-        "client", "attempts", "established", "refused", "unreachable", "timeout", "other", "first seen",
-        "last seen", "median handshake",
+        "client",
+        "attempts",
+        "established",
+        "refused",
+        "unreachable",
+        "timeout",
+        "other",
+        "first seen",
+        "last seen",
+        "median handshake",
     ]);
     for c in report.summary.clients() {
         let n = &c.counts;
@@ -52,9 +60,7 @@ fn clients_table(report: &Report<'_>) -> String {
         }
         row.push(Cell::new(clock(c.first_seen)));
         row.push(Cell::new(clock(c.last_seen)));
-        row.push(
-            Cell::new(c.median_handshake_ms.map_or("-".to_owned(), ms)).set_alignment(CellAlignment::Right),
-        );
+        row.push(Cell::new(c.median_handshake_ms.map_or("-".to_owned(), ms)).set_alignment(CellAlignment::Right));
         table.add_row(row);
     }
     table.to_string()
@@ -113,7 +119,7 @@ pub fn evidence(a: &AttemptRecord) -> String {
     if let Some(why) = a.gave_up {
         let wait = a.wait_ms.map_or(String::new(), ms);
         parts.push(match why {
-            GaveUp::StoppedRetransmitting => format!("client stopped retransmitting after {wait}"),
+            GaveUp::StoppedRetransmitting => format!("no SYN after {wait}: the client gave up"),
             GaveUp::ClientReset => format!("client reset after {wait}"),
             GaveUp::NewAttempt => format!("client retried with a new SYN after {wait}"),
             GaveUp::StillWaitingAtCaptureEnd => format!("capture ended after {wait}, client still waiting"),
@@ -155,10 +161,10 @@ fn explanations(report: &Report<'_>) -> String {
         let e = explain(outcome, report.syn_timeout);
         let _ = writeln!(
             out,
-            "{}: {} attempts from {} clients\n  client sees: {}\n  {}\n  next: {}\n",
+            "{}: {} from {}\n  client sees: {}\n  {}\n  next: {}\n",
             outcome,
-            s.totals.get(outcome),
-            s.clients_with(outcome),
+            count(s.totals.get(outcome), "attempt"),
+            count(s.clients_with(outcome) as u64, "client"),
             e.client_sees,
             e.meaning,
             e.next_steps
@@ -175,16 +181,17 @@ fn summary_line(report: &Report<'_>) -> String {
         _ => String::new(),
     };
     let mut line = format!(
-        "{} packets read, {} on port {}; {} attempts from {} clients{span}",
-        st.packets,
+        "{} read, {} on port {}; {} from {}{span}",
+        count(st.packets, "packet"),
         st.packets_on_port,
         report.ports_label(),
-        s.totals.attempts,
-        s.client_count()
+        count(s.totals.attempts, "attempt"),
+        count(s.client_count() as u64, "client")
     );
     for (n, what) in [
         (st.undecodable, "undecodable"),
         (st.payload_cut, "with payload cut by the snap length"),
+        (st.duplicates, "duplicate copies ignored"),
         (st.stray_answers, "stray answers (RST/SYN-ACK with no SYN)"),
         (st.unmatched_icmp, "ICMP errors matching no SYN"),
         (st.evicted, "attempts ended early (flow table full)"),
@@ -195,7 +202,19 @@ fn summary_line(report: &Report<'_>) -> String {
         }
     }
     line.push('\n');
+    for note in &report.input_notes {
+        let _ = writeln!(line, "note: {note}");
+    }
     line
+}
+
+/// `1 attempt`, `2 attempts`.
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// The time of day (UTC) with milliseconds; the date is in the summary line.

@@ -1,0 +1,136 @@
+//! Every capture in captures/ gives the outcomes its recorder staged,
+//! attempt by attempt for each client, in the order the client made them.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::util::{analyze_json, project_root, stderr};
+
+/// The recorded scenarios; each must be present with its expected file.
+const SCENARIOS: &[&str] = &[
+    "normal",
+    "ipv6",
+    "server_stopped",
+    "wrong_port",
+    "nft_drop",
+    "nft_reject",
+    "nft_reject_tcp_reset",
+    "nft_reject_admin",
+    "nft_drop_ipv6",
+    "cooked_any",
+    "cooked_v1",
+    "midstream",
+    "incident",
+];
+
+fn client_ip(socket: &str) -> String {
+    let addr: std::net::SocketAddr = socket.parse().expect("socket address in report");
+    addr.ip().to_string()
+}
+
+fn check_scenario(name: &str) {
+    let dir = project_root().join("captures");
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(format!("{name}.expected.json"))).expect("expected file"),
+    )
+    .expect("expected JSON");
+    let pcap = format!("captures/{name}.pcap");
+    let mut args: Vec<&str> = vec![&pcap];
+    let extra: Vec<String> =
+        expected["args"].as_array().expect("args").iter().map(|a| a.as_str().expect("arg").to_owned()).collect();
+    args.extend(extra.iter().map(String::as_str));
+    let (doc, out) = analyze_json(&args);
+    assert!(out.status.success(), "{name}: exit {:?}, stderr {}", out.status, stderr(&out));
+    assert!(stderr(&out).is_empty(), "{name}: error lines: {}", stderr(&out));
+
+    let mut actual: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for a in doc["attempts"].as_array().expect("attempts") {
+        actual.entry(client_ip(a["client"].as_str().expect("client"))).or_default().push(a);
+    }
+    let mut wanted: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for e in expected["attempts"].as_array().expect("expected attempts") {
+        wanted.entry(e["client"].as_str().expect("client").to_owned()).or_default().push(e);
+    }
+    assert_eq!(actual.keys().collect::<Vec<_>>(), wanted.keys().collect::<Vec<_>>(), "{name}: clients differ");
+    for (client, want) in &wanted {
+        let got = &actual[client];
+        let outcomes =
+            |v: &[&Value]| v.iter().map(|a| a["outcome"].as_str().unwrap_or("?").to_owned()).collect::<Vec<_>>();
+        assert_eq!(outcomes(got), outcomes(want), "{name}: outcomes of client {client}");
+        for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+            let at = format!("{name}: client {client} attempt {i}");
+            assert_eq!(g["server"], w["server"], "{at}: server");
+            if let Some(kind) = w.get("answer_kind") {
+                assert_eq!(&g["answer"]["kind"], kind, "{at}: answer kind");
+                assert_eq!(&g["answer"]["from"], &w["answer_from"], "{at}: answer from");
+            } else {
+                assert!(g.get("answer").is_none(), "{at}: unexpected answer {}", g["answer"]);
+            }
+            if let Some(code) = w.get("icmp_code") {
+                assert_eq!(&g["answer"]["icmp_code"], code, "{at}: ICMP code");
+            }
+            if let Some(gave_up) = w.get("gave_up") {
+                assert_eq!(&g["gave_up"], gave_up, "{at}: gave_up");
+            }
+            if let Some(min) = w.get("min_syns").and_then(Value::as_u64) {
+                let syns = g["syn"]["count"].as_u64().unwrap_or(0);
+                assert!(syns >= min, "{at}: {syns} SYNs, expected at least {min}");
+            }
+        }
+    }
+}
+
+macro_rules! scenario_tests {
+    ($($name:ident),*) => {$(
+        #[test]
+        fn $name() {
+            check_scenario(stringify!($name));
+        }
+    )*};
+}
+
+scenario_tests!(
+    normal,
+    ipv6,
+    server_stopped,
+    wrong_port,
+    nft_drop,
+    nft_reject,
+    nft_reject_tcp_reset,
+    nft_reject_admin,
+    nft_drop_ipv6,
+    cooked_any,
+    cooked_v1,
+    midstream,
+    incident
+);
+
+/// No capture in captures/ goes unchecked: each has an expected file and a test above.
+#[test]
+fn every_capture_has_expectations_and_a_test() {
+    let dir = project_root().join("captures");
+    let mut found: Vec<String> = std::fs::read_dir(&dir)
+        .expect("captures dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".pcap").map(str::to_owned))
+        .collect();
+    found.sort();
+    let mut listed: Vec<String> = SCENARIOS.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(found, listed);
+    for name in &found {
+        assert!(dir.join(format!("{name}.expected.json")).exists(), "{name}.expected.json missing");
+    }
+}
+
+/// The cooked capture on a bridged host holds every packet twice; the copies
+/// must not show up as retransmissions.
+#[test]
+fn duplicate_copies_are_not_retransmissions() {
+    let (doc, _) = analyze_json(&["captures/cooked_any.pcap"]);
+    assert!(doc["stats"]["duplicates"].as_u64().unwrap_or(0) > 0, "the capture should hold duplicates");
+    for a in doc["attempts"].as_array().expect("attempts") {
+        assert_eq!(a["syn"]["count"], 1, "attempt {}", a["id"]);
+    }
+}

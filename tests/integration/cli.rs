@@ -1,0 +1,176 @@
+//! The command line: every input error gives one line saying what and where,
+//! and the rest of the input is still analyzed.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+use crate::util::*;
+
+fn read_capture(name: &str) -> Vec<u8> {
+    std::fs::read(project_root().join("captures").join(name)).expect("capture")
+}
+
+fn attempts(doc: &serde_json::Value) -> u64 {
+    doc["totals"]["attempts"].as_u64().expect("attempt total")
+}
+
+/// Byte offsets where each record of a classic pcap file starts.
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        offsets.push(at);
+        let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 16 + caplen;
+    }
+    offsets
+}
+
+#[test]
+fn truncated_file_reports_the_packet_and_keeps_what_was_read() {
+    let bytes = read_capture("normal.pcap");
+    let offsets = record_offsets(&bytes);
+    let last = offsets.len();
+    // Cut five bytes into the last record's packet data.
+    let cut = temp_file("normal-cut.pcap", &bytes[..offsets[last - 1] + 16 + 5]);
+    let path = cut.to_string_lossy().into_owned();
+    let (doc, out) = analyze_json(&[&path]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("normal-cut.pcap: packet {last}: cannot read further")), "{err}");
+    assert_eq!(attempts(&doc), 3, "the packets before the cut are analyzed");
+}
+
+/// A newline appended to a capture in transfer is noted, not an error.
+#[test]
+fn trailing_fragment_is_a_note() {
+    let mut bytes = read_capture("normal.pcap");
+    bytes.push(b'\n');
+    let path = temp_file("normal-newline.pcap", &bytes).to_string_lossy().into_owned();
+    let (doc, out) = analyze_json(&[&path]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    assert!(doc["input_notes"][0].as_str().unwrap().contains("ends in a fragment"));
+    assert_eq!(attempts(&doc), 3);
+}
+
+#[test]
+fn a_file_that_is_not_a_capture() {
+    let path = temp_file("notes.txt", b"these are not packets\n").to_string_lossy().into_owned();
+    let out = pgreach(&["analyze", &path]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.starts_with(&format!("pgreach: {path}: cannot open as a pcap or pcapng capture")), "{err}");
+}
+
+#[test]
+fn missing_file_and_good_file_together() {
+    let (doc, out) = analyze_json(&["captures/does-not-exist.pcap", "captures/normal.pcap"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("captures/does-not-exist.pcap: cannot open"), "{}", stderr(&out));
+    assert_eq!(attempts(&doc), 3, "the good file is still analyzed");
+}
+
+#[test]
+fn unknown_link_type_is_named() {
+    let records = vec![(at(0.0), vec![0u8; 40], 40)];
+    let path = temp_file("usb.pcap", &pcap_bytes(147, 65535, &records)).to_string_lossy().into_owned();
+    let (doc, out) = analyze_json(&[&path, "captures/nft_reject.pcap"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("usb.pcap: link type 147 is not supported; pgreach reads Ethernet"), "{err}");
+    assert_eq!(attempts(&doc), 2, "the other file is still analyzed");
+}
+
+#[test]
+fn packet_cut_inside_the_tcp_header() {
+    let full = tcp_frame(CLIENT, SERVER, syn(7));
+    let records = vec![
+        (at(0.0), full[..40].to_vec(), full.len() as u32),
+        (at(0.1), tcp_frame(CLIENT, SERVER, syn(9)), full.len() as u32),
+        (at(0.2), tcp_frame(SERVER, CLIENT, rst_ack(0, 10)), 54),
+    ];
+    let path = temp_file("snap.pcap", &pcap_bytes(1, 65535, &records)).to_string_lossy().into_owned();
+    let (doc, out) = analyze_json(&[&path]);
+    assert_eq!(out.status.code(), Some(0), "bad packets are data, not a failure");
+    let err = stderr(&out);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "pgreach: {path}: packet 1: TCP header cut short: 6 of 20 bytes captured (snap length or corrupt record)"
+        )
+    );
+    assert_eq!(doc["stats"]["undecodable"], 1);
+    assert_eq!(doc["totals"]["refused"], 1, "the next packets are analyzed");
+}
+
+#[test]
+fn standard_input() {
+    let bytes = read_capture("server_stopped.pcap");
+    let out = pgreach_with_stdin(&["analyze", "--format", "json", "-"], Some(&bytes));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["totals"]["refused"], 2);
+}
+
+/// Several files are one capture in timestamp order, whatever order they are named in.
+#[test]
+fn several_files_merge_in_time_order() {
+    let (a, _) = analyze_json(&["captures/normal.pcap", "captures/nft_reject.pcap"]);
+    let (b, _) = analyze_json(&["captures/nft_reject.pcap", "captures/normal.pcap"]);
+    assert_eq!(attempts(&a), 5);
+    assert_eq!(a["attempts"], b["attempts"]);
+    let starts: Vec<&str> = a["attempts"].as_array().unwrap().iter().map(|x| x["start"].as_str().unwrap()).collect();
+    let mut sorted = starts.clone();
+    sorted.sort();
+    assert_eq!(starts, sorted);
+}
+
+#[test]
+fn filter_expression() {
+    let (doc, out) = analyze_json(&["captures/nft_reject.pcap", "--filter", "ip6"]);
+    assert!(out.status.success());
+    assert_eq!(attempts(&doc), 1);
+    assert!(doc["attempts"][0]["client"].as_str().unwrap().starts_with('['));
+    let bad = pgreach(&["analyze", "captures/normal.pcap", "--filter", "tcp port banana"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("invalid filter expression"), "{}", stderr(&bad));
+}
+
+#[test]
+fn wrong_flag() {
+    let out = pgreach(&["analyze", "--colour", "captures/normal.pcap"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--colour"), "{}", stderr(&out));
+}
+
+#[test]
+fn table_report_explains_each_outcome_seen() {
+    let out = pgreach(&["analyze", "captures/nft_reject_admin.pcap", "--connections"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("192.0.2.100"), "{text}");
+    assert!(text.contains("unreachable: 2 attempts from 2 clients"), "{text}");
+    assert!(text.contains("ICMP admin prohibited (3/13) from 192.0.2.1"), "{text}");
+    assert!(text.contains("ICMPv6 admin prohibited (1/1) from 2001:db8::1"), "{text}");
+    assert!(!text.contains("refused:"), "no explanation for an outcome not seen");
+}
+
+/// `pgreach … | head -1`: a closed pipe ends quietly.
+#[test]
+fn broken_pipe_exits_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgreach"))
+        .args(["analyze", "captures/incident.pcap", "--connections"])
+        .current_dir(project_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = [0u8; 16];
+    child.stdout.as_mut().unwrap().read_exact(&mut first).expect("some output");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,10 @@
+//! pgreach's integration tests: the engine driven with built packets, the
+//! binary run on the recorded captures and the shared corpus, and every
+//! input error path.
+
+mod captures;
+mod cli;
+mod corpus;
+mod decode;
+mod engine;
+mod util;
