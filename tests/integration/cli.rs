@@ -174,3 +174,64 @@ fn broken_pipe_exits_quietly() {
     assert_eq!(out.status.code(), Some(0));
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Rewrites every record of a classic little-endian pcap with `f`.
+fn rewrite_records(bytes: &[u8], f: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+    let mut out = bytes[..24].to_vec();
+    for at in record_offsets(bytes) {
+        let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        let orig = u32::from_le_bytes(bytes[at + 12..at + 16].try_into().unwrap());
+        let frame = f(&bytes[at + 16..at + 16 + caplen]);
+        let grown = (frame.len() - caplen) as u32;
+        out.extend_from_slice(&bytes[at..at + 8]);
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(orig + grown).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    out
+}
+
+fn outcomes_of(doc: &serde_json::Value) -> Vec<(String, String, String)> {
+    doc["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["client"].to_string(), a["server"].to_string(), a["outcome"].to_string()))
+        .collect()
+}
+
+/// A real capture with every frame tagged (802.1Q, then QinQ) gives the same attempts.
+#[test]
+fn vlan_tagged_captures_give_the_same_outcomes() {
+    let bytes = read_capture("nft_drop.pcap");
+    let (plain, _) = analyze_json(&["captures/nft_drop.pcap"]);
+    let tags: [&[u8]; 2] = [&[0x81, 0x00, 0x00, 0x64], &[0x88, 0xa8, 0x00, 0x0a, 0x81, 0x00, 0x00, 0x64]];
+    for (i, tag) in tags.iter().enumerate() {
+        let tagged = rewrite_records(&bytes, |frame| {
+            let mut f = frame[..12].to_vec();
+            f.extend_from_slice(tag);
+            f.extend_from_slice(&frame[12..]);
+            f
+        });
+        let path = temp_file(&format!("tagged-{i}.pcap"), &tagged).to_string_lossy().into_owned();
+        let (doc, out) = analyze_json(&[&path]);
+        assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+        assert_eq!(outcomes_of(&doc), outcomes_of(&plain), "tag {tag:x?}");
+        assert_eq!(doc["stats"]["packets_on_port"], plain["stats"]["packets_on_port"]);
+    }
+}
+
+/// A record whose length field is corrupt: one error line naming the packet.
+#[test]
+fn corrupt_record_length() {
+    let mut bytes = read_capture("normal.pcap");
+    let offsets = record_offsets(&bytes);
+    let at = offsets[5];
+    bytes[at + 8..at + 12].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
+    let path = temp_file("corrupt.pcap", &bytes).to_string_lossy().into_owned();
+    let out = pgreach(&["analyze", &path]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("corrupt.pcap: packet 6: cannot read further"), "{err}");
+}
