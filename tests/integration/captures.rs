@@ -20,6 +20,7 @@ const SCENARIOS: &[&str] = &[
     "nft_drop_ipv6",
     "cooked_any",
     "cooked_v1",
+    "pcapng",
     "midstream",
     "incident",
 ];
@@ -35,7 +36,8 @@ fn check_scenario(name: &str) {
         &std::fs::read_to_string(dir.join(format!("{name}.expected.json"))).expect("expected file"),
     )
     .expect("expected JSON");
-    let pcap = format!("captures/{name}.pcap");
+    let ext = if dir.join(format!("{name}.pcapng")).exists() { "pcapng" } else { "pcap" };
+    let pcap = format!("captures/{name}.{ext}");
     let mut args: Vec<&str> = vec![&pcap];
     let extra: Vec<String> =
         expected["args"].as_array().expect("args").iter().map(|a| a.as_str().expect("arg").to_owned()).collect();
@@ -102,6 +104,7 @@ scenario_tests!(
     nft_drop_ipv6,
     cooked_any,
     cooked_v1,
+    pcapng,
     midstream,
     incident
 );
@@ -113,7 +116,7 @@ fn every_capture_has_expectations_and_a_test() {
     let mut found: Vec<String> = std::fs::read_dir(&dir)
         .expect("captures dir")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|n| n.strip_suffix(".pcap").map(str::to_owned))
+        .filter_map(|n| n.strip_suffix(".pcap").or_else(|| n.strip_suffix(".pcapng")).map(str::to_owned))
         .collect();
     found.sort();
     let mut listed: Vec<String> = SCENARIOS.iter().map(|s| s.to_string()).collect();

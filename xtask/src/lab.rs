@@ -155,54 +155,54 @@ fn teardown() {
     ));
 }
 
-/// A running tcpdump in the server namespace.
-pub struct Tcpdump {
-    child: Child,
+/// The program that captures: tcpdump writes pcap, dumpcap pcapng.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Sniffer {
+    Tcpdump,
+    Dumpcap,
 }
 
-impl Tcpdump {
-    /// Starts capturing on `iface` into `file` (extra tcpdump flags in `extra`).
-    pub fn start(iface: &str, file: &Path, extra: &[&str]) -> Result<Tcpdump> {
+/// A running capture in the server namespace.
+pub struct Capture {
+    child: Child,
+    sniffer: Sniffer,
+}
+
+impl Capture {
+    /// Starts capturing on `iface` into `file` (extra flags in `extra`).
+    pub fn start(sniffer: Sniffer, iface: &str, file: &Path, extra: &[&str]) -> Result<Capture> {
         let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            SERVER_NS,
-            "tcpdump",
-            "-i",
-            iface,
-            "--immediate-mode",
-            "-B",
-            "32768",
-            "-U",
-            "-s",
-            "0",
-            "-n",
-            "-Z",
-            "root",
-            "-w",
-        ])
-        .arg(file)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(format!("{WORK}/tcpdump.log"))?);
-        let child = cmd.spawn().context("starting tcpdump")?;
-        // tcpdump needs a moment to open the interface. Immediate mode: without
-        // it the last packets wait in a TPACKET_V3 block and are lost at stop.
+        cmd.args(["netns", "exec", SERVER_NS]);
+        match sniffer {
+            // Immediate mode: without it the last packets wait in a TPACKET_V3
+            // block and are lost when tcpdump stops.
+            Sniffer::Tcpdump => cmd
+                .args(["tcpdump", "-i", iface, "--immediate-mode", "-B", "32768", "-U", "-s", "0"])
+                .args(["-n", "-Z", "root", "-w"]),
+            Sniffer::Dumpcap => cmd.args(["dumpcap", "-i", iface, "-B", "32", "-n", "-w"]),
+        };
+        cmd.arg(file).args(extra).stdout(Stdio::null()).stderr(std::fs::File::create(format!("{WORK}/capture.log"))?);
+        let child = cmd.spawn().context("starting the capture (tcpdump / dumpcap installed?)")?;
+        // The sniffer needs a moment to open the interface.
         sleep(Duration::from_millis(1500));
-        Ok(Tcpdump { child })
+        Ok(Capture { child, sniffer })
     }
 
     pub fn stop(mut self) -> Result<()> {
         sleep(Duration::from_millis(500));
         sh(&format!("kill -INT {}", self.child.id()))?;
         self.child.wait()?;
-        // tcpdump's own count: a capture that lost packets is no ground truth.
-        let log = std::fs::read_to_string(format!("{WORK}/tcpdump.log")).unwrap_or_default();
-        eprint!("  tcpdump: {}", log.lines().filter(|l| l.contains("packets")).collect::<Vec<_>>().join("; "));
-        eprintln!();
-        if log.lines().any(|l| l.contains("dropped by kernel") && !l.starts_with("0 ")) {
-            bail!("tcpdump dropped packets: {log}");
+        // The sniffer's own count: a capture that lost packets is no ground truth.
+        let log = std::fs::read_to_string(format!("{WORK}/capture.log")).unwrap_or_default();
+        let counts: Vec<&str> = log.lines().filter(|l| l.contains("packets") || l.contains("Packets")).collect();
+        eprintln!("  capture: {}", counts.join("; "));
+        let dropped = match self.sniffer {
+            Sniffer::Tcpdump => log.lines().any(|l| l.contains("dropped by kernel") && !l.starts_with("0 ")),
+            // "Packets received/dropped on interface 'p0': 10/0 (…)"
+            Sniffer::Dumpcap => log.lines().any(|l| l.contains("received/dropped") && !l.contains("/0 (")),
+        };
+        if dropped {
+            bail!("the capture dropped packets: {log}");
         }
         Ok(())
     }

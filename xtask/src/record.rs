@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::lab::{sh, Client, ClientResult, Lab, Tcpdump, SERVER_V4, SERVER_V6};
+use crate::lab::{sh, Capture, Client, ClientResult, Lab, Sniffer, SERVER_V4, SERVER_V6};
 
 /// One expected attempt, in the order the client made them.
 #[derive(Serialize, Clone)]
@@ -121,6 +121,7 @@ fn first_line(s: &str) -> String {
 type Scenario = fn(&mut Recorder<'_>, &Path) -> Result<()>;
 
 /// Every scenario: name, description, extra analyze args, and how to stage it.
+/// The `pcapng` scenario is captured by dumpcap; the others by tcpdump.
 fn scenarios() -> Vec<(&'static str, &'static str, Vec<&'static str>, Scenario)> {
     vec![
         ("normal", "psql connects three times over IPv4 (Ethernet capture on the server's bridge port)", vec![], normal),
@@ -160,6 +161,12 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<&'static str>, Scenario)>
             cooked_v1,
         ),
         (
+            "pcapng",
+            "dumpcap (pcapng): a session, then nft `reject` (ICMP port unreachable)",
+            vec![],
+            pcapng,
+        ),
+        (
             "midstream",
             "the capture starts while a psql session is open; then a new session",
             vec![],
@@ -190,7 +197,8 @@ pub fn run(names: &[String]) -> Result<()> {
     for (name, description, args, stage) in chosen {
         eprintln!("recording {name}…");
         lab.firewall("")?;
-        let pcap = out_dir.join(format!("{name}.pcap"));
+        let ext = if name == "pcapng" { "pcapng" } else { "pcap" };
+        let pcap = out_dir.join(format!("{name}.{ext}"));
         let mut rec = Recorder { lab: &lab, expected: Vec::new() };
         stage(&mut rec, &pcap).with_context(|| format!("scenario {name}"))?;
         let file = ExpectedFile {
@@ -208,7 +216,8 @@ pub fn run(names: &[String]) -> Result<()> {
 /// Captures on the server's bridge while `body` runs, then waits `tail` so
 /// that silences after the last packet are in the capture too.
 fn captured(pcap: &Path, iface: &str, extra: &[&str], tail: Duration, body: impl FnOnce() -> Result<()>) -> Result<()> {
-    let dump = Tcpdump::start(iface, pcap, extra)?;
+    let sniffer = if pcap.extension().is_some_and(|e| e == "pcapng") { Sniffer::Dumpcap } else { Sniffer::Tcpdump };
+    let dump = Capture::start(sniffer, iface, pcap, extra)?;
     let result = body();
     sleep(tail);
     dump.stop()?;
@@ -334,6 +343,16 @@ fn cooked_v1(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
         rec.attempt(&c, true, 5432, Staged::Connects)?;
         lab.firewall("    tcp dport 5432 reject")?;
         rec.attempt(&c, true, 5432, Staged::IcmpPort)
+    })
+}
+
+fn pcapng(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
+    let c = rec.lab.clients[0].clone();
+    let lab = rec.lab;
+    captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
+        rec.attempt(&c, false, 5432, Staged::Connects)?;
+        lab.firewall("    tcp dport 5432 reject")?;
+        rec.attempt(&c, false, 5432, Staged::IcmpPort)
     })
 }
 
