@@ -7,10 +7,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::decode::{IcmpError, TcpFlags, TcpSegment};
+use crate::pg::{PgSession, PgSummary};
 use crate::record::{
-    Answer, AnswerKind, AttemptRecord, GaveUp, Note, Outcome, SessionEnd, Side, SynEvidence, Traffic, UnreachableKind,
+    Answer, AnswerKind, AttemptRecord, GaveUp, Note, Outcome, SessionEnd, Side, SynEvidence, TcpOutcome, Traffic,
+    UnreachableKind,
 };
 use crate::seq::SeqNumber;
+use crate::stream::Stream;
 use crate::time::{millis, Timestamp};
 
 /// How many SYN times an attempt keeps (Linux sends 7 by default).
@@ -107,7 +110,7 @@ pub enum EndCause {
     Evicted,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Flow {
     pub id: u64,
     pub client: SocketAddr,
@@ -131,6 +134,9 @@ pub struct Flow {
     notes: Vec<Note>,
     /// The last segment from the client and from the server, for duplicates.
     last_segment: [Option<(SegmentId, Timestamp)>; 2],
+    /// The PostgreSQL conversation, once the handshake is done (boxed: most
+    /// flows in a SYN flood never get one).
+    pg: Option<Box<PgTrack>>,
     /// The deadline the engine's timer holds for this flow, if any.
     pub armed: Option<Timestamp>,
 }
@@ -189,6 +195,7 @@ impl Flow {
             traffic: Traffic::default(),
             notes: Vec::new(),
             last_segment: [None, None],
+            pg: None,
             armed: None,
         }
     }
@@ -214,6 +221,15 @@ impl Flow {
         }
         *slot = Some((id, ts));
         self.count(side, seg, ts);
+        let step = self.transition(seg, side, ts);
+        if let Some(track) = self.pg.as_deref_mut() {
+            track.on_segment(seg, side, ts);
+        }
+        step
+    }
+
+    /// The TCP state change one segment makes.
+    fn transition(&mut self, seg: &TcpSegment<'_>, side: Side, ts: Timestamp) -> Step {
         let f = seg.flags;
         match (self.state, side) {
             // A retransmitted SYN: the client has heard nothing valid yet.
@@ -347,20 +363,20 @@ impl Flow {
         }
         let mut gave_up = None;
         let mut wait = None;
-        let outcome = match (state, self.origin) {
+        let tcp = match (state, self.origin) {
             (State::Closed, _) | (State::SynReceived, Origin::Midstream) => return None,
             (State::SynSent, _) => match &self.answer {
                 Some(a) if a.kind == AnswerKind::Rst || a.unreachable == Some(UnreachableKind::Port) => {
-                    Outcome::Refused
+                    TcpOutcome::Refused
                 }
-                Some(_) => Outcome::Unreachable,
+                Some(_) => TcpOutcome::Unreachable,
                 None => {
                     let (why, waited) = match (cause, self.client_reset_at) {
                         (_, Some(reset)) => (GaveUp::ClientReset, reset.since(self.start)),
                         (EndCause::CaptureEnd, None) => {
                             let waited = clock.since(self.start);
                             if waited < syn_timeout {
-                                return Some(self.record(Outcome::CaptureEnded, None, None));
+                                return Some(self.record(TcpOutcome::CaptureEnded, None, None));
                             }
                             (GaveUp::StillWaitingAtCaptureEnd, waited)
                         }
@@ -371,23 +387,33 @@ impl Flow {
                     };
                     gave_up = Some(why);
                     wait = Some(waited);
-                    Outcome::Timeout
+                    TcpOutcome::Timeout
                 }
             },
-            (State::SynReceived, Origin::Syn) => Outcome::HandshakeIncomplete,
-            (State::Established | State::Closing, Origin::Syn) => Outcome::Established,
-            (State::Established | State::Closing, Origin::Midstream) => Outcome::Midstream,
+            (State::SynReceived, Origin::Syn) => TcpOutcome::HandshakeIncomplete,
+            (State::Established | State::Closing, Origin::Syn) => TcpOutcome::Established,
+            (State::Established | State::Closing, Origin::Midstream) => TcpOutcome::Midstream,
         };
-        Some(self.record(outcome, gave_up, wait))
+        Some(self.record(tcp, gave_up, wait))
     }
 
-    fn record(&self, outcome: Outcome, gave_up: Option<GaveUp>, wait: Option<Duration>) -> AttemptRecord {
-        let connected = matches!(outcome, Outcome::Established | Outcome::Midstream);
+    fn record(&mut self, tcp: TcpOutcome, gave_up: Option<GaveUp>, wait: Option<Duration>) -> AttemptRecord {
+        let connected = matches!(tcp, TcpOutcome::Established | TcpOutcome::Midstream);
+        let (outcome, pg) = match (tcp, self.pg.take()) {
+            (TcpOutcome::Established, Some(track)) => {
+                let closed_by_client = matches!(self.session_end, Some(SessionEnd::FinClient | SessionEnd::RstClient));
+                let (outcome, summary) =
+                    track.finish(closed_by_client, self.session_end.is_none(), self.start, self.last);
+                (outcome, Some(summary))
+            }
+            (tcp, _) => (Outcome::from(tcp), None),
+        };
         AttemptRecord {
             id: self.id,
             client: self.client,
             server: self.server,
             outcome,
+            tcp_outcome: tcp,
             start: self.start,
             end: self.last,
             syn: (self.syn_count > 0).then(|| SynEvidence {
@@ -401,12 +427,16 @@ impl Flow {
             wait_ms: wait.map(millis),
             session_end: if connected { Some(self.session_end.unwrap_or(SessionEnd::Open)) } else { self.session_end },
             traffic: self.traffic,
+            pg,
             notes: self.notes.clone(),
         }
     }
 
     fn establish(&mut self, seg: &TcpSegment<'_>, side: Side) -> Step {
         self.state = State::Established;
+        if self.origin == Origin::Syn {
+            self.pg = Some(Box::new(PgTrack::new(self.client_isn, self.server_isn)));
+        }
         if seg.flags.rst || seg.flags.fin {
             return self.close(side, seg.flags.rst);
         }
@@ -457,5 +487,57 @@ impl Flow {
         if !self.notes.contains(&note) {
             self.notes.push(note);
         }
+    }
+}
+
+/// The two byte streams of an established connection and the PostgreSQL
+/// session read from them.
+#[derive(Debug)]
+struct PgTrack {
+    /// Client to server, server to client.
+    streams: [Stream; 2],
+    session: PgSession,
+}
+
+impl PgTrack {
+    fn new(client_isn: Option<SeqNumber>, server_isn: Option<SeqNumber>) -> PgTrack {
+        let mut streams = [Stream::default(), Stream::default()];
+        for (stream, isn) in streams.iter_mut().zip([client_isn, server_isn]) {
+            if let Some(isn) = isn {
+                stream.start_after_syn(isn);
+            }
+        }
+        PgTrack { streams, session: PgSession::default() }
+    }
+
+    fn on_segment(&mut self, seg: &TcpSegment<'_>, side: Side, ts: Timestamp) {
+        let (mine, theirs) = match side {
+            Side::Client => (0, 1),
+            Side::Server => (1, 0),
+        };
+        if seg.flags.ack {
+            self.streams[theirs].on_ack(seg.ack);
+        }
+        if seg.flags.syn || seg.flags.rst {
+            return;
+        }
+        let session = &mut self.session;
+        self.streams[mine].on_segment(seg.seq, seg.payload, seg.wire_payload_len, seg.flags.fin, &mut |chunk| {
+            session.on_chunk(side, chunk, ts)
+        });
+    }
+
+    fn finish(
+        mut self,
+        closed_by_client: bool,
+        capture_ended: bool,
+        start: Timestamp,
+        last: Timestamp,
+    ) -> (Outcome, PgSummary) {
+        for (stream, side) in self.streams.iter_mut().zip([Side::Client, Side::Server]) {
+            let session = &mut self.session;
+            stream.finish(&mut |chunk| session.on_chunk(side, chunk, last));
+        }
+        self.session.finish(closed_by_client, capture_ended, start)
     }
 }

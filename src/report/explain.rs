@@ -1,4 +1,5 @@
-//! What each outcome means to the person on call, and where to look next.
+//! What each outcome means to the person on call, what the client
+//! application saw, and where to look next.
 
 use std::time::Duration;
 
@@ -6,78 +7,172 @@ use crate::record::Outcome;
 use crate::time::short;
 
 pub struct Explanation {
-    /// What the client application saw.
+    /// What the client application saw (libpq's words where it has them).
     pub client_sees: &'static str,
     pub meaning: String,
     pub next_steps: &'static str,
 }
 
 pub fn explain(outcome: Outcome, syn_timeout: Duration) -> Explanation {
+    let e =
+        |client_sees, meaning: &str, next_steps| Explanation { client_sees, meaning: meaning.to_owned(), next_steps };
     match outcome {
-        Outcome::Established => Explanation {
-            client_sees: "a connected socket",
-            meaning: "The TCP handshake completed: the network path and the listener are fine. \
-                      Whether PostgreSQL then accepted the login is decided after this point."
-                .into(),
-            next_steps: "If these clients still fail, read the server's log for their login \
-                         (authentication, pg_hba.conf, max_connections).",
-        },
-        Outcome::Refused => Explanation {
-            client_sees: "could not connect to server: Connection refused",
-            meaning: "The SYN was answered by a RST or an ICMP port-unreachable: the attempt never \
-                      reached PostgreSQL. Either nothing listens on that address and port, or a \
-                      firewall rejects it."
-                .into(),
-            next_steps: "Check that the server runs and listens there (`ss -ltnp`, listen_addresses, \
-                         port), then REJECT rules (`nft list ruleset`, `iptables -S`). An answer from \
-                         another address, or with another TTL than the server's SYN-ACKs, comes from \
-                         a device in the path (see --connections).",
-        },
-        Outcome::Unreachable => Explanation {
-            client_sees: "could not connect to server: No route to host (Network is unreachable for \
-                          ICMP net-unreachable; Permission denied for ICMPv6 admin-prohibited)",
-            meaning: "An ICMP destination-unreachable answered the SYN: administratively prohibited \
-                      (a firewall REJECT; firewalld's default), or host/net unreachable (a router \
-                      without a route, or no neighbour answering for the server's address)."
-                .into(),
-            next_steps: "The answering address in --connections names the device. For admin-prohibited, \
-                         look at its REJECT rules; for host/net unreachable, at routes and at whether \
-                         the server's address is up.",
-        },
-        Outcome::Timeout => Explanation {
-            client_sees: "timeout expired (with connect_timeout), or a hang of about two minutes while \
-                          the kernel retries",
-            meaning: "The SYN was never answered, not even by a refusal: a firewall DROP, a routing \
-                      hole, a host that is down, or (seen on the server's side) a full listen queue."
-                .into(),
-            next_steps: "Find where the SYNs stop: capture on the server side too. Check DROP rules, \
-                         routes and security groups between client and server, and the server's \
-                         listen backlog (`ss -ltn`: Recv-Q against Send-Q).",
-        },
-        Outcome::HandshakeIncomplete => Explanation {
-            client_sees: "usually a timeout",
-            meaning: "The server answered with SYN-ACK, but the client's final ACK never came: the \
-                      SYN-ACK was lost on its way back (asymmetric routing, a stateful firewall \
-                      dropping the return path) or the client had already given up."
-                .into(),
-            next_steps: "Capture on the client side to see whether the SYN-ACKs arrive; check return \
-                         routes and connection-tracking firewalls.",
-        },
-        Outcome::Midstream => Explanation {
-            client_sees: "nothing pgreach can tell",
-            meaning: "These connections were already open when the capture began; their start is \
-                      not in it."
-                .into(),
-            next_steps: "Start the capture before the clients connect to see their whole attempts.",
-        },
+        Outcome::Success => e(
+            "a working session",
+            "AuthenticationOk, then ReadyForQuery: the login worked.",
+            "Nothing to fix for these; compare their login time with the failures'.",
+        ),
+        Outcome::Refused => e(
+            "connection to server at \"…\", port …failed: Connection refused",
+            "The SYN was answered by a RST or an ICMP port-unreachable: the attempt never reached PostgreSQL. \
+             Either nothing listens on that address and port, or a firewall rejects it.",
+            "Check that the server runs and listens there (`ss -ltnp`, listen_addresses, port), then REJECT rules \
+             (`nft list ruleset`, `iptables -S`). An answer from another address, or with another TTL than the \
+             server's SYN-ACKs, comes from a device in the path (see --connections).",
+        ),
+        Outcome::Unreachable => e(
+            "No route to host (Network is unreachable for ICMP net-unreachable; Permission denied for ICMPv6 \
+             admin-prohibited on Linux)",
+            "An ICMP destination-unreachable answered the SYN: administratively prohibited (a firewall REJECT; \
+             firewalld's default), or host/net unreachable (a router without a route, or no neighbour answering \
+             for the server's address).",
+            "The answering address in --connections names the device. For admin-prohibited, look at its REJECT \
+             rules; for host/net unreachable, at routes and at whether the server's address is up.",
+        ),
+        Outcome::Timeout => e(
+            "timeout expired (with connect_timeout), or a hang of about two minutes while the kernel retries",
+            "The SYN was never answered, not even by a refusal: a firewall DROP, a routing hole, a host that is \
+             down, or (seen on the server's side) a full listen queue.",
+            "Find where the SYNs stop: capture on the server side too. Check DROP rules, routes and security \
+             groups between client and server, and the server's listen backlog (`ss -ltn`: Recv-Q against Send-Q).",
+        ),
+        Outcome::HandshakeIncomplete => e(
+            "usually a timeout",
+            "The server answered with SYN-ACK, but the client's final ACK never came: the SYN-ACK was lost on its \
+             way back (asymmetric routing, a stateful firewall dropping the return path) or the client had already \
+             given up.",
+            "Capture on the client side to see whether the SYN-ACKs arrive; check return routes and \
+             connection-tracking firewalls.",
+        ),
+        Outcome::AuthFailed => e(
+            "FATAL:  password authentication failed for user \"…\"",
+            "The server asked for credentials and rejected them (28P01; or 28000 when ident, LDAP, RADIUS, PAM or \
+             GSS authentication failed). With password authentication PostgreSQL answers a role that does not \
+             exist the same way, on purpose.",
+            "Check the password the application uses (a rotated secret?), whether the role exists, and the \
+             server log line for this attempt, which says which it was.",
+        ),
+        Outcome::HbaRejected => e(
+            "FATAL:  no pg_hba.conf entry for host \"…\", user \"…\", database \"…\", no encryption",
+            "PostgreSQL refused before asking for any credentials (28000): no pg_hba.conf line matches this \
+             client address, user, database and SSL state, or a `reject` line does.",
+            "Add or fix the pg_hba.conf line for this host/user/database/SSL combination (the message names it), \
+             then `SELECT pg_reload_conf()`; check `pg_hba_file_rules` for lines that did not load.",
+        ),
+        Outcome::RoleMissing => e(
+            "FATAL:  role \"…\" does not exist",
+            "Authentication passed, then the role check failed (28000): the role does not exist, or it may not log \
+             in (NOLOGIN).",
+            "Check the user name the application sends (see the users column), `\\du` on the server, and \
+             rolcanlogin.",
+        ),
+        Outcome::DatabaseMissing => e(
+            "FATAL:  database \"…\" does not exist",
+            "The login worked but the database named in the startup message does not exist (3D000).",
+            "Check the database name the application sends (see the databases column; libpq defaults it to the \
+             user name), and whether it was dropped or renamed.",
+        ),
+        Outcome::TooManyClients => e(
+            "FATAL:  sorry, too many clients already",
+            "All max_connections slots were taken (53300): the server turned clients away at the door, or only \
+             reserved superuser slots were left.",
+            "Look at `pg_stat_activity` for who holds the connections (idle ones above all), put a pooler \
+             (PgBouncer) in front of many short-lived clients, and size max_connections for the real peak.",
+        ),
+        Outcome::ServerUnavailable => e(
+            "FATAL:  the database system is starting up / shutting down / in recovery mode",
+            "The server was not accepting connections (57P03), or shut down during the login (57P01/57P02).",
+            "Check the server's state and log around these times: a restart, a crash recovery, a failover, a \
+             standby without hot_standby.",
+        ),
+        Outcome::ProtocolError => e(
+            "FATAL:  unsupported frontend protocol / invalid startup packet layout",
+            "The server rejected the client's messages (SQLSTATE class 08, or 0A000): a client or pooler that \
+             speaks another protocol version, or a broken driver.",
+            "Check the client library and any pooler or proxy between it and the server.",
+        ),
+        Outcome::OtherError => e(
+            "FATAL with the message shown in --connections",
+            "The server ended the login with an error not in the classes above; its SQLSTATE and message are \
+             kept as evidence.",
+            "Read the message, detail and hint in --connections or the JSON report.",
+        ),
+        Outcome::SslRefused => e(
+            "server does not support SSL, but SSL was required",
+            "The client asked for TLS (SSLRequest) and the server answered `N`; the client then closed, as \
+             sslmode=require (or stricter) makes it do.",
+            "Enable ssl on the server (ssl = on, with a certificate), or stop requiring it on the client.",
+        ),
+        Outcome::Terminated => e(
+            "FATAL:  terminating connection due to administrator command (or an idle/transaction timeout)",
+            "The login worked, then the server ended the session with a FATAL: pg_terminate_backend or a shutdown \
+             (57P01), idle_session_timeout (57P05), idle_in_transaction_session_timeout (25P03), a crash of \
+             another backend (57P02).",
+            "Check who ran pg_terminate_backend, the server's shutdown and crash log lines, and the timeout \
+             settings.",
+        ),
+        Outcome::AuthAbandoned => e(
+            "a password prompt (psql), then a new connection with the password",
+            "The server asked for a password and the client closed without sending one. psql does this every time \
+             it needs to prompt: it is not a failure unless no successful retry follows.",
+            "Nothing, if the same client logs in right after; otherwise the application has no password configured.",
+        ),
+        Outcome::CancelRequest => e(
+            "nothing: a query was cancelled",
+            "A connection that only carried a CancelRequest for another session's running query.",
+            "Nothing to fix; many of them point at statement timeouts or impatient users.",
+        ),
+        Outcome::Tls => e(
+            "not visible",
+            "The connection was encrypted (SSLRequest answered `S`, GSS encryption, or a direct TLS ClientHello): \
+             the login's outcome is hidden. Timings and who closed it are still shown.",
+            "Read the server log for these attempts, or capture where TLS ends.",
+        ),
+        Outcome::NotPostgres => e(
+            "not a PostgreSQL conversation",
+            "The bytes on this port are not the PostgreSQL protocol (another service, a scanner, TLS to the wrong \
+             port); the reason is in --connections.",
+            "Check what listens on the port (`ss -ltnp`) and what the client thinks it connects to.",
+        ),
+        Outcome::Gap => e(
+            "not known",
+            "The capture lost bytes of this connection before PostgreSQL's answer could be read.",
+            "Capture with a larger buffer (-B), no snap length (-s 0), and on a less loaded host.",
+        ),
+        Outcome::Probe => e(
+            "nothing: a port check",
+            "The client connected and closed without sending a startup message: a load balancer or monitoring \
+             health check, or a port scan.",
+            "Nothing to fix; useful to know which clients are only probing.",
+        ),
+        Outcome::Incomplete => e(
+            "usually \"server closed the connection unexpectedly\"",
+            "The connection closed during the login with no error message from the server: the server process \
+             died or was killed, a proxy cut the connection, or the client gave up mid-login.",
+            "Check the server log for crashes or OOM kills at these times, and any proxy or pooler in between.",
+        ),
+        Outcome::Midstream => e(
+            "nothing pgreach can tell",
+            "These connections were already open when the capture began; their login is not in it.",
+            "Start the capture before the clients connect to see their whole attempts.",
+        ),
         Outcome::CaptureEnded => Explanation {
             client_sees: "not known",
             meaning: format!(
-                "The capture ended less than {} after these SYNs: too soon to tell whether they \
-                 would have been answered.",
+                "The capture ended before the outcome was known: less than {} after the SYN, or during the login.",
                 short(syn_timeout)
             ),
-            next_steps: "Capture for longer, or lower --syn-timeout if answers are known to be fast.",
+            next_steps: "Capture for longer.",
         },
     }
 }

@@ -2,60 +2,71 @@
 //! summary per client, and (when asked) the attempts themselves. Every
 //! collection here is bounded, so a capture of any size fits in memory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::record::{AttemptRecord, Outcome};
+use crate::record::{AttemptRecord, Column, Outcome};
 use crate::time::Timestamp;
 
 /// Handshake samples kept per client for its median.
 const MAX_HANDSHAKE_SAMPLES: usize = 4096;
+/// Distinct users, databases or applications kept per client.
+const MAX_NAMES: usize = 8;
 
 /// Attempt counts by outcome.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OutcomeCounts {
     pub attempts: u64,
-    pub established: u64,
-    pub refused: u64,
-    pub unreachable: u64,
-    pub timeout: u64,
-    pub handshake_incomplete: u64,
-    pub midstream: u64,
-    pub capture_ended: u64,
+    /// Only outcomes that occurred.
+    #[serde(flatten)]
+    by_outcome: BTreeMap<Outcome, u64>,
 }
 
 impl OutcomeCounts {
     fn add(&mut self, outcome: Outcome) {
         self.attempts += 1;
-        *self.slot(outcome) += 1;
-    }
-
-    fn slot(&mut self, outcome: Outcome) -> &mut u64 {
-        match outcome {
-            Outcome::Established => &mut self.established,
-            Outcome::Refused => &mut self.refused,
-            Outcome::Unreachable => &mut self.unreachable,
-            Outcome::Timeout => &mut self.timeout,
-            Outcome::HandshakeIncomplete => &mut self.handshake_incomplete,
-            Outcome::Midstream => &mut self.midstream,
-            Outcome::CaptureEnded => &mut self.capture_ended,
-        }
+        *self.by_outcome.entry(outcome).or_default() += 1;
     }
 
     pub fn get(&self, outcome: Outcome) -> u64 {
-        let mut copy = *self;
-        *copy.slot(outcome)
+        self.by_outcome.get(&outcome).copied().unwrap_or(0)
     }
 
-    /// Outcomes that fit none of the main columns.
-    pub fn other(&self) -> u64 {
-        self.handshake_incomplete + self.midstream + self.capture_ended
+    /// The attempts counted in one column of the per-client table.
+    pub fn column(&self, column: Column) -> u64 {
+        self.by_outcome.iter().filter(|(o, _)| o.column() == column).map(|(_, n)| n).sum()
     }
 
     pub fn failures(&self) -> u64 {
-        Outcome::ALL.iter().filter(|o| o.is_failure()).map(|&o| self.get(o)).sum()
+        self.by_outcome.iter().filter(|(o, _)| o.is_failure()).map(|(_, n)| n).sum()
+    }
+
+    /// The outcomes that occurred.
+    pub fn outcomes(&self) -> impl Iterator<Item = Outcome> + '_ {
+        self.by_outcome.keys().copied()
+    }
+}
+
+/// A few distinct names (users, databases, applications), bounded.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NameSet {
+    pub names: BTreeSet<String>,
+    /// Distinct names beyond the first few, not kept.
+    pub more: u64,
+}
+
+impl NameSet {
+    fn add(&mut self, name: &str) {
+        if self.names.contains(name) {
+            return;
+        }
+        if self.names.len() < MAX_NAMES {
+            self.names.insert(name.to_owned());
+        } else {
+            self.more += 1;
+        }
     }
 }
 
@@ -69,6 +80,10 @@ pub struct ClientSummary {
     pub last_seen: Timestamp,
     /// Median SYN to SYN-ACK time of its attempts, in milliseconds.
     pub median_handshake_ms: Option<f64>,
+    /// The users, databases and application names in its startup messages.
+    pub users: NameSet,
+    pub databases: NameSet,
+    pub applications: NameSet,
     #[serde(skip)]
     handshakes_ms: Vec<f64>,
 }
@@ -121,6 +136,9 @@ impl Summary {
                     first_seen: record.start,
                     last_seen: record.end,
                     median_handshake_ms: None,
+                    users: NameSet::default(),
+                    databases: NameSet::default(),
+                    applications: NameSet::default(),
                     handshakes_ms: Vec::new(),
                 };
                 c.add(&record);
@@ -173,6 +191,19 @@ impl ClientSummary {
         if let Some(ms) = record.handshake_ms {
             if self.handshakes_ms.len() < MAX_HANDSHAKE_SAMPLES {
                 self.handshakes_ms.push(ms);
+            }
+        }
+        if let Some(startup) = record.pg.as_ref().map(|pg| &pg.startup) {
+            // libpq defaults the database to the user name.
+            let database = startup.database.as_ref().or(startup.user.as_ref());
+            for (set, name) in [
+                (&mut self.users, startup.user.as_ref()),
+                (&mut self.databases, database),
+                (&mut self.applications, startup.application_name.as_ref().filter(|a| !a.is_empty())),
+            ] {
+                if let Some(name) = name {
+                    set.add(name);
+                }
             }
         }
     }

@@ -7,8 +7,10 @@ use std::time::Duration;
 use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
 
 use super::explain::explain;
+use super::summary::{ClientSummary, NameSet};
 use super::Report;
-use crate::record::{AnswerKind, AttemptRecord, GaveUp, Outcome, SessionEnd, UnreachableKind};
+use crate::pg::{Encryption, PgSummary};
+use crate::record::{AnswerKind, AttemptRecord, Column, GaveUp, Outcome, SessionEnd, UnreachableKind};
 use crate::time::{short, Timestamp};
 
 pub fn render(report: &Report<'_>, connections: bool) -> String {
@@ -43,11 +45,13 @@ fn clients_table(report: &Report<'_>) -> String {
     table.set_header(vec![
         "client",
         "attempts",
-        "established",
+        "logged in",
         "refused",
         "unreachable",
         "timeout",
+        "login failed",
         "other",
+        "users@databases",
         "first seen",
         "last seen",
         "median handshake",
@@ -55,15 +59,41 @@ fn clients_table(report: &Report<'_>) -> String {
     for c in report.summary.clients() {
         let n = &c.counts;
         let mut row = vec![Cell::new(c.client)];
-        for v in [n.attempts, n.established, n.refused, n.unreachable, n.timeout, n.other()] {
-            row.push(Cell::new(v).set_alignment(CellAlignment::Right));
+        let columns = [
+            Column::LoggedIn,
+            Column::Refused,
+            Column::Unreachable,
+            Column::Timeout,
+            Column::LoginFailed,
+            Column::Other,
+        ];
+        row.push(Cell::new(n.attempts).set_alignment(CellAlignment::Right));
+        for column in columns {
+            row.push(Cell::new(n.column(column)).set_alignment(CellAlignment::Right));
         }
+        row.push(Cell::new(users_at_databases(&c)));
         row.push(Cell::new(clock(c.first_seen)));
         row.push(Cell::new(clock(c.last_seen)));
         row.push(Cell::new(c.median_handshake_ms.map_or("-".to_owned(), ms)).set_alignment(CellAlignment::Right));
         table.add_row(row);
     }
     table.to_string()
+}
+
+/// `app@shop, postgres` — users, then the databases when they differ from the user names.
+fn users_at_databases(c: &ClientSummary) -> String {
+    let join = |set: &NameSet| {
+        let mut s = set.names.iter().cloned().collect::<Vec<_>>().join(", ");
+        if set.more > 0 {
+            let _ = write!(s, " +{}", set.more);
+        }
+        s
+    };
+    match (c.users.names.is_empty(), c.databases.names == c.users.names) {
+        (true, _) => "-".to_owned(),
+        (false, true) => join(&c.users),
+        (false, false) => format!("{}@{}", join(&c.users), join(&c.databases)),
+    }
 }
 
 fn attempts_table(report: &Report<'_>) -> String {
@@ -140,6 +170,9 @@ pub fn evidence(a: &AttemptRecord) -> String {
             .to_owned(),
         );
     }
+    if let Some(pg) = &a.pg {
+        parts.extend(pg_evidence(pg));
+    }
     let t = &a.traffic;
     parts.push(format!(
         "{}↑ {}↓ packets, {}↑ {}↓ bytes",
@@ -151,10 +184,69 @@ pub fn evidence(a: &AttemptRecord) -> String {
     parts.join("; ")
 }
 
+/// What the PostgreSQL conversation showed, briefly: who logged in where,
+/// how, and what the server said.
+fn pg_evidence(pg: &PgSummary) -> Vec<String> {
+    let mut parts = Vec::new();
+    match pg.encryption {
+        Some(Encryption::SslRefused) => parts.push("SSL refused (N)".to_owned()),
+        Some(Encryption::Ssl) => parts.push("SSL accepted (S): encrypted".to_owned()),
+        Some(Encryption::SslError) => parts.push("SSLRequest answered with an error".to_owned()),
+        Some(Encryption::DirectTls) => parts.push("direct TLS".to_owned()),
+        Some(Encryption::GssRefused) => parts.push("GSS encryption refused".to_owned()),
+        Some(Encryption::Gss) => parts.push("GSS encrypted".to_owned()),
+        None => {}
+    }
+    if let Some(user) = &pg.startup.user {
+        let db = pg.startup.database.as_deref().unwrap_or(user);
+        let mut who = format!("{user}@{db}");
+        if let Some(app) = pg.startup.application_name.as_deref().filter(|a| !a.is_empty()) {
+            let _ = write!(who, " ({app})");
+        }
+        if let Some(r) = &pg.startup.replication {
+            let _ = write!(who, " replication={r}");
+        }
+        parts.push(who);
+    }
+    if !pg.auth.is_empty() {
+        parts.push(format!("auth {}", pg.auth.join(" → ")));
+    }
+    if let Some(v) = &pg.server_version {
+        parts.push(format!("server {v}"));
+    }
+    if let Some(login) = pg.login_ms {
+        parts.push(format!("login {}", ms(login)));
+    }
+    if let Some(e) = &pg.error {
+        let mut said = format!("{} {}: {}", e.severity().unwrap_or("?"), e.code(), e.message.as_deref().unwrap_or(""));
+        if let Some(d) = &e.detail {
+            let _ = write!(said, " DETAIL: {d}");
+        }
+        if let Some(h) = &e.hint {
+            let _ = write!(said, " HINT: {h}");
+        }
+        parts.push(said);
+    }
+    if !pg.session_errors.is_empty() {
+        let errs: Vec<String> = pg.session_errors.iter().map(|(code, n)| format!("{code}×{n}")).collect();
+        parts.push(format!("session errors {}", errs.join(" ")));
+    }
+    if pg.terminate_sent {
+        parts.push("Terminate".to_owned());
+    }
+    if let Some(why) = &pg.not_postgres {
+        parts.push(why.clone());
+    }
+    if pg.framing_lost {
+        parts.push("framing lost at a capture gap".to_owned());
+    }
+    parts
+}
+
 fn explanations(report: &Report<'_>) -> String {
     let s = report.summary;
     let mut out = String::new();
-    let mut seen: Vec<Outcome> = Outcome::ALL.into_iter().filter(|&o| s.totals.get(o) > 0).collect();
+    let mut seen: Vec<Outcome> = s.totals.outcomes().collect();
     // Failures first, the worst (most clients) first.
     seen.sort_by_key(|&o| (!o.is_failure(), std::cmp::Reverse(s.clients_with(o))));
     for outcome in seen {

@@ -63,6 +63,7 @@ fn check_scenario(name: &str) {
         for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
             let at = format!("{name}: client {client} attempt {i}");
             assert_eq!(g["server"], w["server"], "{at}: server");
+            assert_eq!(g["tcp_outcome"], w["tcp_outcome"], "{at}: TCP outcome");
             if let Some(kind) = w.get("answer_kind") {
                 assert_eq!(&g["answer"]["kind"], kind, "{at}: answer kind");
                 assert_eq!(&g["answer"]["from"], &w["answer_from"], "{at}: answer from");

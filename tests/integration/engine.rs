@@ -3,7 +3,7 @@
 
 use pgreach::decode::LinkType;
 use pgreach::engine::{Analyzer, Config};
-use pgreach::record::{AnswerKind, AttemptRecord, GaveUp, Note, Outcome, SessionEnd, UnreachableKind};
+use pgreach::record::{AnswerKind, AttemptRecord, GaveUp, Note, Outcome, SessionEnd, TcpOutcome, UnreachableKind};
 use pgreach::time::Timestamp;
 
 use crate::util::*;
@@ -65,7 +65,7 @@ mod established {
             .s2c(0.021, fin(SISN + 1, ISN + 7))
             .c2s(0.022, ack(ISN + 7, SISN + 2))
             .only();
-        assert_eq!(a.outcome, Outcome::Established);
+        assert_eq!(a.tcp_outcome, TcpOutcome::Established);
         assert_eq!(a.session_end, Some(SessionEnd::FinClient));
         assert_eq!(a.handshake_ms, Some(0.2));
         assert_eq!(a.traffic.client_bytes, 5);
@@ -76,7 +76,7 @@ mod established {
     #[test]
     fn reset_by_server() {
         let a = Run::new().handshake(0.0).s2c(1.0, rst_ack(SISN + 1, ISN + 1)).only();
-        assert_eq!(a.outcome, Outcome::Established);
+        assert_eq!(a.tcp_outcome, TcpOutcome::Established);
         assert_eq!(a.session_end, Some(SessionEnd::RstServer));
     }
 
@@ -89,7 +89,7 @@ mod established {
     #[test]
     fn syn_ack_missed_but_client_acked() {
         let a = Run::new().c2s(0.0, syn(ISN)).c2s(0.001, ack(ISN + 1, SISN + 1)).only();
-        assert_eq!(a.outcome, Outcome::Established);
+        assert_eq!(a.tcp_outcome, TcpOutcome::Established);
         assert!(a.notes.contains(&Note::HandshakeInferred));
         assert_eq!(a.handshake_ms, None);
     }
@@ -163,8 +163,8 @@ mod refused {
             .s2c(0.5001, syn_ack(SISN, ISN + 777_001))
             .c2s(0.5002, ack(ISN + 777_001, SISN + 1))
             .finish();
-        let outcomes: Vec<Outcome> = all.iter().map(|a| a.outcome).collect();
-        assert_eq!(outcomes, [Outcome::Refused, Outcome::Established]);
+        let outcomes: Vec<TcpOutcome> = all.iter().map(|a| a.tcp_outcome).collect();
+        assert_eq!(outcomes, [TcpOutcome::Refused, TcpOutcome::Established]);
     }
 }
 
@@ -352,7 +352,7 @@ mod strays_and_midstream {
     fn timestamps_stepping_back() {
         let a =
             Run::new().c2s(1.0, syn(ISN)).s2c(0.999, syn_ack(SISN, ISN + 1)).c2s(1.001, ack(ISN + 1, SISN + 1)).only();
-        assert_eq!(a.outcome, Outcome::Established);
+        assert_eq!(a.tcp_outcome, TcpOutcome::Established);
         assert_eq!(a.handshake_ms, Some(0.0));
     }
 

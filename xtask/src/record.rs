@@ -21,6 +21,7 @@ struct Expected {
     client: String,
     server: String,
     outcome: &'static str,
+    tcp_outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     answer_kind: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,7 +81,8 @@ impl Recorder<'_> {
     fn expect(&self, client: &Client, v6: bool, port: u16, staged: Staged, r: &ClientResult) -> Result<Expected> {
         let host = if v6 { SERVER_V6 } else { SERVER_V4 };
         let (outcome, kind, code, gave_up, libpq_says) = match staged {
-            Staged::Connects => ("established", None, None, None, ""),
+            // Trust authentication and `select 1`: a complete login.
+            Staged::Connects => ("success", None, None, None, ""),
             Staged::Rst => ("refused", Some("rst"), None, None, "Connection refused"),
             Staged::IcmpPort => ("refused", Some("icmp"), Some(if v6 { 4 } else { 3 }), None, "Connection refused"),
             // Linux maps ICMPv6 admin-prohibited to EACCES, ICMP 3/13 to EHOSTUNREACH.
@@ -104,6 +106,7 @@ impl Recorder<'_> {
             client: if v6 { client.v6.clone() } else { client.v4.clone() },
             server: if v6 { format!("[{host}]:{port}") } else { format!("{host}:{port}") },
             outcome,
+            tcp_outcome: if outcome == "success" { "established" } else { outcome },
             answer_kind: kind,
             answer_from: kind.map(|_| host.to_owned()),
             icmp_code: code,
@@ -370,6 +373,7 @@ fn midstream(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
             client: c.v4.clone(),
             server: format!("{SERVER_V4}:5432"),
             outcome: "midstream",
+            tcp_outcome: "midstream",
             answer_kind: None,
             answer_from: None,
             icmp_code: None,

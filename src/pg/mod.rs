@@ -1,0 +1,10 @@
+//! The PostgreSQL frontend/backend protocol inside an established
+//! connection: framing, message decoding, the session state machine and
+//! what its errors mean.
+
+mod classify;
+pub mod framer;
+pub mod message;
+pub mod session;
+
+pub use session::{Encryption, PgSession, PgSummary};
