@@ -23,7 +23,7 @@ pub fn explain(outcome: Outcome, syn_timeout: Duration) -> Explanation {
             "Nothing to fix for these; compare their login time with the failures'.",
         ),
         Outcome::Refused => e(
-            "connection to server at \"…\", port …failed: Connection refused",
+            "connection to server at \"…\", port … failed: Connection refused",
             "The SYN was answered by a RST or an ICMP port-unreachable: the attempt never reached PostgreSQL. \
              Either nothing listens on that address and port, or a firewall rejects it.",
             "Check that the server runs and listens there (`ss -ltnp`, listen_addresses, port), then REJECT rules \

@@ -23,6 +23,18 @@ const SCENARIOS: &[&str] = &[
     "pcapng",
     "midstream",
     "incident",
+    "pg_logins",
+    "pg_auth_failures",
+    "pg_hba_rejected",
+    "pg_database_missing",
+    "pg_too_many_clients",
+    "pg_shutdown",
+    "pg_terminate_backend",
+    "pg_idle_session_timeout",
+    "pg_ssl",
+    "pg_password_prompt",
+    "pg_query_errors",
+    "pg_lc_messages",
 ];
 
 fn client_ip(socket: &str) -> String {
@@ -76,6 +88,22 @@ fn check_scenario(name: &str) {
             if let Some(gave_up) = w.get("gave_up") {
                 assert_eq!(&g["gave_up"], gave_up, "{at}: gave_up");
             }
+            if let Some(code) = w.get("sqlstate") {
+                assert_eq!(&g["pg"]["error"]["code"], code, "{at}: SQLSTATE");
+            }
+            if let Some(user) = w.get("user") {
+                assert_eq!(&g["pg"]["user"], user, "{at}: user");
+            }
+            if let Some(auth) = w.get("auth").and_then(Value::as_str) {
+                let first = g["pg"]["auth"][0].as_str().unwrap_or("");
+                assert!(first.starts_with(auth), "{at}: first authentication request {first:?}, staged {auth}");
+            }
+            if let Some(encryption) = w.get("encryption") {
+                assert_eq!(&g["pg"]["encryption"], encryption, "{at}: encryption");
+            }
+            if let Some(errors) = w.get("session_errors") {
+                assert_eq!(&g["pg"]["session_errors"], errors, "{at}: session errors");
+            }
             if let Some(min) = w.get("min_syns").and_then(Value::as_u64) {
                 let syns = g["syn"]["count"].as_u64().unwrap_or(0);
                 assert!(syns >= min, "{at}: {syns} SYNs, expected at least {min}");
@@ -107,7 +135,19 @@ scenario_tests!(
     cooked_v1,
     pcapng,
     midstream,
-    incident
+    incident,
+    pg_logins,
+    pg_auth_failures,
+    pg_hba_rejected,
+    pg_database_missing,
+    pg_too_many_clients,
+    pg_shutdown,
+    pg_terminate_backend,
+    pg_idle_session_timeout,
+    pg_ssl,
+    pg_password_prompt,
+    pg_query_errors,
+    pg_lc_messages
 );
 
 /// No capture in captures/ goes unchecked: each has an expected file and a test above.

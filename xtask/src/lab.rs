@@ -15,6 +15,17 @@ pub const SERVER_V4: &str = "192.0.2.1";
 pub const SERVER_V6: &str = "2001:db8::1";
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const WORK: &str = "/tmp/pgreach-lab";
+/// Who may log in how. `ghost_*` roles do not exist; `blocked` hits a
+/// `reject` line; replication connections have no line at all.
+const HBA: &str = "local all all trust
+host all app_scram all scram-sha-256
+host all app_md5 all md5
+host all ghost_md5 all md5
+host all ghost_scram all scram-sha-256
+host all blocked all reject
+host all all 192.0.2.0/24 trust
+host all all 2001:db8::/32 trust
+";
 
 /// Runs a shell command, failing with its output if it fails.
 pub fn sh(cmd: &str) -> Result<String> {
@@ -41,31 +52,115 @@ pub struct ClientResult {
     pub error: String,
 }
 
-impl Client {
-    /// Runs psql from this client against `host:port` and returns what libpq said.
-    pub fn psql(&self, host: &str, port: u16, sql: &str, connect_timeout: u32) -> Result<ClientResult> {
-        let conninfo = format!(
-            "host={host} port={port} user=postgres dbname=postgres connect_timeout={connect_timeout} application_name=pgreach-lab"
-        );
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns, &format!("{PG_BIN}/psql"), &conninfo, "-X", "-q", "-c", sql])
-            .stdin(Stdio::null())
-            .output()
-            .context("running psql")?;
-        Ok(ClientResult { ok: out.status.success(), error: String::from_utf8_lossy(&out.stderr).trim().to_owned() })
+/// How one psql run connects and what it does.
+#[derive(Clone)]
+pub struct Psql<'a> {
+    pub v6: bool,
+    pub port: u16,
+    pub user: &'a str,
+    pub dbname: &'a str,
+    pub password: Option<&'a str>,
+    pub sslmode: &'a str,
+    /// More conninfo, e.g. `replication=database`.
+    pub extra: &'a str,
+    pub application_name: &'a str,
+    pub connect_timeout: u32,
+    /// Each is one `-c` command.
+    pub commands: &'a [&'a str],
+    /// A shell pipeline whose output is psql's standard input.
+    pub stdin_from: Option<&'a str>,
+    /// No PGPASSWORD: psql prompts on a terminal (a pty from `script`) and
+    /// this is typed in.
+    pub typed_password: Option<&'a str>,
+}
+
+impl Default for Psql<'_> {
+    fn default() -> Self {
+        Psql {
+            v6: false,
+            port: 5432,
+            user: "postgres",
+            dbname: "postgres",
+            password: None,
+            sslmode: "prefer",
+            extra: "",
+            application_name: "pgreach-lab",
+            connect_timeout: 2,
+            commands: &["select 1"],
+            stdin_from: None,
+            typed_password: None,
+        }
+    }
+}
+
+impl Psql<'_> {
+    pub fn host(&self) -> &'static str {
+        if self.v6 {
+            SERVER_V6
+        } else {
+            SERVER_V4
+        }
     }
 
-    /// Starts psql in the background (for sessions that outlive a capture's start).
-    pub fn spawn_psql(&self, host: &str, sql: &str) -> Result<Child> {
-        let conninfo = format!("host={host} port=5432 user=postgres dbname=postgres application_name=pgreach-lab");
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns, &format!("{PG_BIN}/psql"), &conninfo, "-X", "-q", "-c", sql])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting psql")
+    fn shell(&self) -> String {
+        let conninfo = format!(
+            "host={} port={} user={} dbname={} sslmode={} connect_timeout={} application_name={} {}",
+            self.host(),
+            self.port,
+            self.user,
+            self.dbname,
+            self.sslmode,
+            self.connect_timeout,
+            self.application_name,
+            self.extra
+        );
+        let mut cmd = format!("{PG_BIN}/psql {} -X -q -P pager=off", quote(&conninfo));
+        for c in self.commands {
+            cmd.push_str(&format!(" -c {}", quote(c)));
+        }
+        if let Some(pw) = self.password {
+            cmd = format!("PGPASSWORD={} {cmd}", quote(pw));
+        }
+        if let Some(source) = self.stdin_from {
+            cmd = format!("{source} | {cmd}");
+        }
+        if let Some(pw) = self.typed_password {
+            cmd = format!("(sleep 1; echo {}) | script -qec {} /dev/null", quote(pw), quote(&cmd));
+        }
+        cmd
     }
+}
+
+/// Single-quotes a string for the shell.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl Client {
+    fn command(&self, p: &Psql<'_>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, "bash", "-c", &p.shell()]).stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs psql and returns what libpq and the server said.
+    pub fn run(&self, p: &Psql<'_>) -> Result<ClientResult> {
+        let out = self.command(p).output().context("running psql")?;
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        Ok(ClientResult { ok: out.status.success(), error: said.trim().to_owned() })
+    }
+
+    /// Starts psql in the background (a session held open while something happens).
+    pub fn spawn(&self, p: &Psql<'_>) -> Result<Child> {
+        self.command(p).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting psql")
+    }
+}
+
+/// Waits for a background psql and returns what it said.
+pub fn finished(child: Child) -> Result<ClientResult> {
+    let out = child.wait_with_output()?;
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok(ClientResult { ok: out.status.success(), error: said.trim().to_owned() })
 }
 
 pub struct Lab {
@@ -105,13 +200,23 @@ impl Lab {
         let data_dir = Path::new(WORK).join("data");
         let pg = |c: &str| sh(&format!("su postgres -c '{PG_BIN}/{c}'"));
         pg(&format!("initdb -D {} -A trust --no-sync -E UTF8 --locale=C.UTF-8", data_dir.display()))?;
+        let dir = data_dir.display();
         sh(&format!(
-            "cat >> {dir}/postgresql.conf <<'EOF'\nlisten_addresses = '*'\nport = 5432\nunix_socket_directories = '{WORK}'\nfsync = off\nEOF\n\
-             cat >> {dir}/pg_hba.conf <<'EOF'\nhost all all 192.0.2.0/24 trust\nhost all all 2001:db8::/32 trust\nEOF",
-            dir = data_dir.display()
+            "cat >> {dir}/postgresql.conf <<'EOF'\nlisten_addresses = '*'\nport = 5432\nunix_socket_directories = '{WORK}'\n\
+             fsync = off\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nEOF\n\
+             cat > {dir}/pg_hba.conf <<'EOF'\n{HBA}EOF\n\
+             cd {dir} && openssl req -x509 -newkey rsa:2048 -nodes -keyout server.key -out server.crt -days 2 \
+             -subj /CN=pgreach-lab 2>/dev/null && chown postgres server.key server.crt && chmod 600 server.key"
         ))?;
+        // French server messages need the locale; PostgreSQL ships the translations.
+        sh("locale -a | grep -qi '^fr_FR.utf8$' || localedef -i fr_FR -f UTF-8 fr_FR.UTF-8")?;
         let lab = Lab { clients, data_dir };
         lab.start_server()?;
+        lab.sql(
+            "SET password_encryption = 'scram-sha-256'; CREATE ROLE app_scram LOGIN PASSWORD 'scram-pass';\n\
+             SET password_encryption = 'md5'; CREATE ROLE app_md5 LOGIN PASSWORD 'md5-pass';\n\
+             CREATE ROLE blocked LOGIN;",
+        )?;
         Ok(lab)
     }
 
@@ -129,6 +234,36 @@ impl Lab {
             self.data_dir.display()
         ))
         .map(drop)
+    }
+
+    /// Runs SQL as the superuser over the Unix socket.
+    pub fn sql(&self, sql: &str) -> Result<String> {
+        let path = format!("{WORK}/lab.sql");
+        std::fs::write(&path, sql)?;
+        sh(&format!(
+            "chmod 644 {path} && su postgres -c '{PG_BIN}/psql -h {WORK} -X -q -At -v ON_ERROR_STOP=1 -f {path}'"
+        ))
+    }
+
+    /// Sets server parameters with ALTER SYSTEM and reloads (or restarts,
+    /// for those that need it). An empty list resets them all.
+    pub fn settings(&self, settings: &[(&str, &str)], restart: bool) -> Result<()> {
+        let mut sql = String::new();
+        if settings.is_empty() {
+            sql.push_str("ALTER SYSTEM RESET ALL;\n");
+        }
+        for (name, value) in settings {
+            sql.push_str(&format!("ALTER SYSTEM SET {name} = '{value}';\n"));
+        }
+        sql.push_str("SELECT pg_reload_conf();\n");
+        self.sql(&sql)?;
+        if restart {
+            self.stop_server()?;
+            self.start_server()?;
+        }
+        // A reload is asynchronous; give the postmaster a moment.
+        sleep(Duration::from_millis(500));
+        Ok(())
     }
 
     /// Replaces the server's nftables input rules (empty: accept all).

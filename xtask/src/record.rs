@@ -5,15 +5,15 @@
 //! firewall rule in force, the server stopped, the port used), checked
 //! against what libpq itself reported, never from pgreach's output.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::thread::sleep;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::lab::{sh, Capture, Client, ClientResult, Lab, Sniffer, SERVER_V4, SERVER_V6};
+use crate::lab::{finished, sh, Capture, Client, ClientResult, Lab, Psql, Sniffer, SERVER_V4, SERVER_V6};
 
 /// One expected attempt, in the order the client made them.
 #[derive(Serialize, Clone)]
@@ -32,8 +32,51 @@ struct Expected {
     gave_up: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     min_syns: Option<u32>,
+    /// PostgreSQL's side, for logins: the error's SQLSTATE, the user in the
+    /// startup message, the first authentication method, the encryption
+    /// negotiated and the session's errors by SQLSTATE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sqlstate: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryption: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_errors: Option<BTreeMap<&'static str, u32>>,
     /// What libpq said, for the record.
     client_saw: String,
+}
+
+/// What a staged login should produce, at the PostgreSQL level.
+#[derive(Clone, Copy)]
+struct Want {
+    outcome: &'static str,
+    sqlstate: Option<&'static str>,
+    /// How the first authentication request starts: `md5`, `sasl`, `ok`…
+    auth: Option<&'static str>,
+    encryption: Option<&'static str>,
+    session_errors: &'static [(&'static str, u32)],
+    /// What psql must print; empty for a clean success.
+    psql_says: &'static str,
+}
+
+impl Want {
+    const fn success(auth: &'static str) -> Want {
+        Want {
+            outcome: "success",
+            sqlstate: None,
+            auth: Some(auth),
+            encryption: None,
+            session_errors: &[],
+            psql_says: "",
+        }
+    }
+
+    const fn failed(outcome: &'static str, sqlstate: &'static str, psql_says: &'static str) -> Want {
+        Want { outcome, sqlstate: Some(sqlstate), auth: None, encryption: None, session_errors: &[], psql_says }
+    }
 }
 
 #[derive(Serialize)]
@@ -59,9 +102,6 @@ enum Staged {
     Dropped,
 }
 
-/// How long a client waits before giving up on an unanswered SYN.
-const CONNECT_TIMEOUT: u32 = 2;
-
 struct Recorder<'a> {
     lab: &'a Lab,
     expected: Vec<Expected>,
@@ -71,8 +111,7 @@ impl Recorder<'_> {
     /// One psql attempt from `client` with the staged outcome; fails the
     /// recording if libpq did not see what the staging should produce.
     fn attempt(&mut self, client: &Client, v6: bool, port: u16, staged: Staged) -> Result<()> {
-        let host = if v6 { SERVER_V6 } else { SERVER_V4 };
-        let result = client.psql(host, port, "select 1", CONNECT_TIMEOUT)?;
+        let result = client.run(&Psql { v6, port, ..Psql::default() })?;
         let expected = self.expect(client, v6, port, staged, &result)?;
         self.expected.push(expected);
         Ok(())
@@ -112,8 +151,54 @@ impl Recorder<'_> {
             icmp_code: code,
             gave_up,
             min_syns: matches!(staged, Staged::Dropped).then_some(2),
+            sqlstate: None,
+            user: None,
+            auth: None,
+            encryption: None,
+            session_errors: None,
             client_saw: if r.ok { "connected".to_owned() } else { first_line(&r.error) },
         })
+    }
+}
+
+impl Recorder<'_> {
+    /// One psql run (which may make several attempts, as psql's password
+    /// prompt does) with the PostgreSQL outcome of each attempt as staged.
+    fn login(&mut self, client: &Client, p: &Psql<'_>, wants: &[Want]) -> Result<()> {
+        let result = client.run(p)?;
+        self.logged_in(client, p, wants, &result)
+    }
+
+    /// Checks what psql said against the last attempt's staging and records them all.
+    fn logged_in(&mut self, client: &Client, p: &Psql<'_>, wants: &[Want], r: &ClientResult) -> Result<()> {
+        let last = wants.last().context("a login wants an outcome")?;
+        let as_staged = if last.psql_says.is_empty() { r.ok } else { r.error.contains(last.psql_says) };
+        if !as_staged {
+            bail!("{} as {}: staged {}, but psql said: {:?}", client.v4, p.user, last.outcome, r.error);
+        }
+        for want in wants {
+            let host = p.host();
+            self.expected.push(Expected {
+                client: if p.v6 { client.v6.clone() } else { client.v4.clone() },
+                server: if p.v6 { format!("[{host}]:{}", p.port) } else { format!("{host}:{}", p.port) },
+                outcome: want.outcome,
+                tcp_outcome: "established",
+                answer_kind: None,
+                answer_from: None,
+                icmp_code: None,
+                gave_up: None,
+                min_syns: None,
+                sqlstate: want.sqlstate,
+                // Refused or encrypted before the startup message: no user on the wire.
+                user: (!matches!(want.outcome, "ssl_refused" | "tls")).then(|| p.user.to_owned()),
+                auth: want.auth,
+                encryption: want.encryption,
+                session_errors: (!want.session_errors.is_empty())
+                    .then(|| want.session_errors.iter().copied().collect()),
+                client_saw: if r.ok { "connected".to_owned() } else { first_line(&r.error) },
+            });
+        }
+        Ok(())
     }
 }
 
@@ -174,6 +259,63 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<&'static str>, Scenario)>
             "the capture starts while a psql session is open; then a new session",
             vec![],
             midstream,
+        ),
+        ("pg_logins", "successful logins with scram-sha-256, md5 and trust authentication", vec![], pg_logins),
+        (
+            "pg_auth_failures",
+            "a wrong password (scram); roles that do not exist under md5, scram-sha-256 and trust",
+            vec![],
+            pg_auth_failures,
+        ),
+        (
+            "pg_hba_rejected",
+            "a role matching a pg_hba.conf `reject` line; a replication connection with no pg_hba.conf line",
+            vec![],
+            pg_hba_rejected,
+        ),
+        ("pg_database_missing", "psql to a database that does not exist", vec![], pg_database_missing),
+        (
+            "pg_too_many_clients",
+            "max_connections = 3 held by three sessions; a fourth client is turned away",
+            vec![],
+            pg_too_many_clients,
+        ),
+        (
+            "pg_shutdown",
+            "two sessions run while the server shuts down (fast); then a client finds it stopped",
+            vec![],
+            pg_shutdown,
+        ),
+        (
+            "pg_terminate_backend",
+            "a session ended by pg_terminate_backend from another client",
+            vec![],
+            pg_terminate_backend,
+        ),
+        (
+            "pg_idle_session_timeout",
+            "a session idle longer than idle_session_timeout (1 s)",
+            vec![],
+            pg_idle_session_timeout,
+        ),
+        (
+            "pg_ssl",
+            "sslmode=prefer and sslmode=require against a server without SSL (N), then sslmode=prefer with SSL on (S)",
+            vec![],
+            pg_ssl,
+        ),
+        (
+            "pg_password_prompt",
+            "psql without a password: asked, it closes, prompts on its terminal and reconnects with the password",
+            vec![],
+            pg_password_prompt,
+        ),
+        ("pg_query_errors", "a session whose queries fail: division by zero, a missing table", vec![], pg_query_errors),
+        (
+            "pg_lc_messages",
+            "a wrong password against a server with lc_messages = fr_FR.UTF-8",
+            vec![],
+            pg_lc_messages,
         ),
         (
             "incident",
@@ -361,12 +503,11 @@ fn pcapng(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
 
 fn midstream(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
     let c = rec.lab.clients[0].clone();
-    let mut session: Child = c.spawn_psql(SERVER_V4, "select pg_sleep(4)")?;
+    let session = c.spawn(&Psql { commands: &["select pg_sleep(4)"], ..Psql::default() })?;
     // Let the session log in before the capture starts.
     sleep(Duration::from_millis(800));
     let result = captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
-        let status = session.wait().context("waiting for the open session")?;
-        if !status.success() {
+        if !finished(session)?.ok {
             bail!("the open psql session failed");
         }
         rec.expected.push(Expected {
@@ -379,11 +520,15 @@ fn midstream(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
             icmp_code: None,
             gave_up: None,
             min_syns: None,
+            sqlstate: None,
+            user: None,
+            auth: None,
+            encryption: None,
+            session_errors: None,
             client_saw: "connected before the capture started".to_owned(),
         });
         rec.attempt(&c, false, 5432, Staged::Connects)
     });
-    let _ = session.kill();
     result
 }
 
@@ -423,10 +568,7 @@ fn incident(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
             for _round in 0..3 {
                 // Every client connects at once; the round ends when all have an answer.
                 let results: Vec<Result<ClientResult>> = std::thread::scope(|s| {
-                    let handles: Vec<_> = clients
-                        .iter()
-                        .map(|c| s.spawn(move || c.psql(SERVER_V4, 5432, "select 1", CONNECT_TIMEOUT)))
-                        .collect();
+                    let handles: Vec<_> = clients.iter().map(|c| s.spawn(move || c.run(&Psql::default()))).collect();
                     handles.into_iter().map(|h| h.join().unwrap_or_else(|_| bail!("client thread panicked"))).collect()
                 });
                 for (c, r) in clients.iter().zip(results) {
@@ -441,4 +583,215 @@ fn incident(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
         }
         Ok(())
     })
+}
+
+fn client(rec: &Recorder<'_>, i: usize) -> Client {
+    rec.lab.clients[i].clone()
+}
+
+fn pg_logins(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
+    let c = client(rec, 0);
+    captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
+        let scram = Psql { user: "app_scram", password: Some("scram-pass"), ..Psql::default() };
+        rec.login(&c, &scram, &[Want::success("sasl")])?;
+        let md5 = Psql { user: "app_md5", password: Some("md5-pass"), ..Psql::default() };
+        rec.login(&c, &md5, &[Want::success("md5")])?;
+        rec.login(&c, &Psql::default(), &[Want::success("ok")])
+    })
+}
+
+const PASSWORD_FAILED: &str = "password authentication failed";
+
+fn pg_auth_failures(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
+    let c = client(rec, 0);
+    let failed = Want::failed("auth_failed", "28P01", PASSWORD_FAILED);
+    captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
+        let wrong = Psql { user: "app_scram", password: Some("not-the-password"), ..Psql::default() };
+        rec.login(&c, &wrong, &[failed])?;
+        // PostgreSQL hides a missing role behind a (mock) challenge under password methods.
+        for user in ["ghost_md5", "ghost_scram"] {
+            rec.login(&c, &Psql { user, password: Some("whatever"), ..Psql::default() }, &[failed])?;
+        }
+        let trust = Psql { user: "ghost_trust", ..Psql::default() };
+        rec.login(&c, &trust, &[Want::failed("role_missing", "28000", "role \"ghost_trust\" does not exist")])
+    })
+}
+
+fn pg_hba_rejected(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
+    let c = client(rec, 0);
+    captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
+        let blocked = Psql { user: "blocked", ..Psql::default() };
+        rec.login(&c, &blocked, &[Want::failed("hba_rejected", "28000", "pg_hba.conf rejects connection")])?;
+        let replication = Psql { extra: "replication=true", commands: &["IDENTIFY_SYSTEM"], ..Psql::default() };
+        let no_entry = Want::failed("hba_rejected", "28000", "no pg_hba.conf entry for replication connection");
+        rec.login(&c, &replication, &[no_entry])
+    })
+}
+
+fn pg_database_missing(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
+    let c = client(rec, 0);
+    captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
+        let p = Psql { dbname: "no_such_db", ..Psql::default() };
+        rec.login(&c, &p, &[Want::failed("database_missing", "3D000", "database \"no_such_db\" does not exist")])
+    })
+}
+
+/// Starts sessions from clients `from..to` that sleep, and waits for them to be in.
+fn hold_sessions(
+    rec: &Recorder<'_>,
+    clients: std::ops::Range<usize>,
+    sql: &'static [&'static str],
+) -> Result<Vec<(Client, std::process::Child)>> {
+    let mut held = Vec::new();
+    for i in clients {
+        let c = client(rec, i);
+        let child = c.spawn(&Psql { commands: sql, application_name: "held", ..Psql::default() })?;
+        held.push((c, child));
+    }
+    sleep(Duration::from_millis(1500));
+    Ok(held)
+}
+
+fn pg_too_many_clients(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
+    let lab = rec.lab;
+    lab.settings(&[("max_connections", "3"), ("superuser_reserved_connections", "0"), ("max_wal_senders", "0")], true)?;
+    let c = client(rec, 0);
+    let result = captured(pcap, BRIDGE, &[], NO_TAIL, || {
+        let held = hold_sessions(rec, 1..4, &["select pg_sleep(4)"])?;
+        rec.login(&c, &Psql::default(), &[Want::failed("too_many_clients", "53300", "too many clients already")])?;
+        for (held_client, child) in held {
+            let r = finished(child)?;
+            rec.logged_in(&held_client, &Psql::default(), &[Want::success("ok")], &r)?;
+        }
+        Ok(())
+    });
+    lab.settings(&[], true)?;
+    result
+}
+
+fn pg_shutdown(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
+    let lab = rec.lab;
+    let c = client(rec, 0);
+    let terminated = Want {
+        auth: Some("ok"),
+        ..Want::failed("terminated", "57P01", "terminating connection due to administrator command")
+    };
+    let result = captured(pcap, BRIDGE, &[], NO_TAIL, || {
+        let held = hold_sessions(rec, 1..3, &["select pg_sleep(10)"])?;
+        lab.stop_server()?;
+        for (held_client, child) in held {
+            let r = finished(child)?;
+            rec.logged_in(&held_client, &Psql::default(), &[terminated], &r)?;
+        }
+        rec.attempt(&c, false, 5432, Staged::Rst)
+    });
+    lab.start_server()?;
+    result
+}
+
+fn pg_terminate_backend(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
+    let c = client(rec, 0);
+    captured(pcap, BRIDGE, &[], NO_TAIL, || {
+        let held = hold_sessions(rec, 1..2, &["select pg_sleep(10)"])?;
+        let kill = Psql {
+            commands: &["select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'held'"],
+            ..Psql::default()
+        };
+        rec.login(&c, &kill, &[Want::success("ok")])?;
+        let terminated = Want {
+            auth: Some("ok"),
+            ..Want::failed("terminated", "57P01", "terminating connection due to administrator command")
+        };
+        for (held_client, child) in held {
+            let r = finished(child)?;
+            rec.logged_in(&held_client, &Psql::default(), &[terminated], &r)?;
+        }
+        Ok(())
+    })
+}
+
+fn pg_idle_session_timeout(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
+    let c = client(rec, 0);
+    captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
+        let idle = Psql {
+            extra: "options='-c idle_session_timeout=1000'",
+            commands: &[],
+            stdin_from: Some("(echo 'select 1;'; sleep 3; echo 'select 2;')"),
+            ..Psql::default()
+        };
+        let want = Want { auth: Some("ok"), ..Want::failed("terminated", "57P05", "idle-session timeout") };
+        rec.login(&c, &idle, &[want])
+    })
+}
+
+fn pg_ssl(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
+    let lab = rec.lab;
+    let c = client(rec, 0);
+    let result = captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
+        let prefer = Psql { sslmode: "prefer", ..Psql::default() };
+        rec.login(&c, &prefer, &[Want { encryption: Some("ssl_refused"), ..Want::success("ok") }])?;
+        let require = Psql { sslmode: "require", ..Psql::default() };
+        let refused = Want {
+            outcome: "ssl_refused",
+            sqlstate: None,
+            auth: None,
+            encryption: Some("ssl_refused"),
+            session_errors: &[],
+            psql_says: "server does not support SSL, but SSL was required",
+        };
+        rec.login(&c, &require, &[refused])?;
+        lab.settings(&[("ssl", "on")], false)?;
+        let tls = Want {
+            outcome: "tls",
+            sqlstate: None,
+            auth: None,
+            encryption: Some("ssl"),
+            session_errors: &[],
+            psql_says: "",
+        };
+        rec.login(&c, &prefer, &[tls])
+    });
+    lab.settings(&[], false)?;
+    result
+}
+
+fn pg_password_prompt(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
+    let c = client(rec, 0);
+    captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
+        let prompt = Psql { user: "app_scram", typed_password: Some("scram-pass"), ..Psql::default() };
+        let abandoned = Want {
+            outcome: "auth_abandoned",
+            sqlstate: None,
+            auth: Some("sasl"),
+            encryption: None,
+            session_errors: &[],
+            psql_says: "",
+        };
+        rec.login(&c, &prompt, &[abandoned, Want::success("sasl")])
+    })
+}
+
+fn pg_query_errors(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
+    let c = client(rec, 0);
+    captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
+        let p = Psql { commands: &["select 1/0", "select * from no_such_table", "select 1"], ..Psql::default() };
+        let want = Want {
+            session_errors: &[("22012", 1), ("42P01", 1)],
+            psql_says: "division by zero",
+            ..Want::success("ok")
+        };
+        rec.login(&c, &p, &[want])
+    })
+}
+
+fn pg_lc_messages(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
+    let lab = rec.lab;
+    let c = client(rec, 0);
+    lab.settings(&[("lc_messages", "fr_FR.UTF-8")], false)?;
+    let result = captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
+        let wrong = Psql { user: "app_scram", password: Some("not-the-password"), ..Psql::default() };
+        rec.login(&c, &wrong, &[Want::failed("auth_failed", "28P01", "authentification par mot de passe")])
+    });
+    lab.settings(&[], false)?;
+    result
 }
