@@ -7,4 +7,5 @@ mod cli;
 mod corpus;
 mod decode;
 mod engine;
+mod postgres;
 mod util;

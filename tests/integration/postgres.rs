@@ -1,0 +1,343 @@
+//! The PostgreSQL layer driven with built conversations: framing across
+//! segment boundaries, reordering, gaps, and each way a login can end.
+
+use pgreach::decode::LinkType;
+use pgreach::engine::{Analyzer, Config};
+use pgreach::record::{AttemptRecord, Outcome};
+
+use crate::util::*;
+
+const CISN: u32 = 7_000;
+const SISN: u32 = 9_000;
+
+/// A TCP connection under construction: sequence numbers advance as bytes are sent.
+struct Conv {
+    engine: Analyzer,
+    t: f64,
+    client_seq: u32,
+    server_seq: u32,
+}
+
+impl Conv {
+    fn new() -> Conv {
+        let mut c =
+            Conv { engine: Analyzer::new(Config::default()), t: 0.0, client_seq: CISN + 1, server_seq: SISN + 1 };
+        c.seg(true, syn(CISN));
+        c.seg(false, syn_ack(SISN, CISN + 1));
+        c.seg(true, ack(CISN + 1, SISN + 1));
+        c
+    }
+
+    fn seg(&mut self, from_client: bool, seg: Seg) {
+        self.t += 0.001;
+        let (src, dst) = if from_client { (CLIENT, SERVER) } else { (SERVER, CLIENT) };
+        self.engine.handle_packet(at(self.t), LinkType::Ethernet, &tcp_frame(src, dst, seg)).expect("decodes");
+    }
+
+    /// The segment that sends `bytes` next from one side, without sending it.
+    fn next_segment(&mut self, from_client: bool, bytes: &[u8]) -> Seg {
+        let payload: &'static [u8] = Box::leak(bytes.to_vec().into_boxed_slice());
+        let (seq, ack) =
+            if from_client { (self.client_seq, self.server_seq) } else { (self.server_seq, self.client_seq) };
+        let n = bytes.len() as u32;
+        if from_client {
+            self.client_seq += n;
+        } else {
+            self.server_seq += n;
+        }
+        data(seq, ack, payload)
+    }
+
+    /// Sends `bytes` in segments of at most `size` bytes.
+    fn send(&mut self, from_client: bool, bytes: &[u8], size: usize) -> &mut Conv {
+        for piece in bytes.chunks(size.max(1)) {
+            let seg = self.next_segment(from_client, piece);
+            self.seg(from_client, seg);
+        }
+        self
+    }
+
+    fn client(&mut self, bytes: &[u8]) -> &mut Conv {
+        self.send(true, bytes, usize::MAX)
+    }
+
+    fn server(&mut self, bytes: &[u8]) -> &mut Conv {
+        self.send(false, bytes, usize::MAX)
+    }
+
+    fn close_by_client(&mut self) -> &mut Conv {
+        let (c, s) = (self.client_seq, self.server_seq);
+        self.seg(true, fin(c, s));
+        self.seg(false, fin(s, c + 1));
+        self.seg(true, ack(c + 1, s + 1));
+        self
+    }
+
+    fn close_by_server(&mut self) -> &mut Conv {
+        let (c, s) = (self.client_seq, self.server_seq);
+        self.seg(false, fin(s, c));
+        self.seg(true, fin(c, s + 1));
+        self.seg(false, ack(s + 1, c + 1));
+        self
+    }
+
+    fn finish(&mut self) -> AttemptRecord {
+        self.engine.finish();
+        let all: Vec<AttemptRecord> = std::iter::from_fn(|| self.engine.poll_finished()).collect();
+        assert_eq!(all.len(), 1, "{all:#?}");
+        all.into_iter().next().unwrap()
+    }
+}
+
+// Message builders (protocol chapter, "Message Formats").
+
+fn untyped(code: u32, rest: &[u8]) -> Vec<u8> {
+    let mut m = ((rest.len() + 8) as u32).to_be_bytes().to_vec();
+    m.extend_from_slice(&code.to_be_bytes());
+    m.extend_from_slice(rest);
+    m
+}
+
+fn startup(version: u32, user: &str, database: &str) -> Vec<u8> {
+    let params = format!("user\0{user}\0database\0{database}\0application_name\0test\0\0");
+    untyped(version, params.as_bytes())
+}
+
+fn ssl_request() -> Vec<u8> {
+    untyped(80_877_103, &[])
+}
+
+fn typed(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn auth(code: u32, extra: &[u8]) -> Vec<u8> {
+    let mut body = code.to_be_bytes().to_vec();
+    body.extend_from_slice(extra);
+    typed(b'R', &body)
+}
+
+fn error(severity: &str, code: &str, message: &str) -> Vec<u8> {
+    typed(b'E', format!("S{severity}\0V{severity}\0C{code}\0M{message}\0\0").as_bytes())
+}
+
+fn logged_in() -> Vec<u8> {
+    let mut m = auth(0, &[]);
+    m.extend(typed(b'S', b"server_version\x0015.4\0"));
+    m.extend(typed(b'S', b"application_name\0\0"));
+    m.extend(typed(b'K', &[0, 0, 0x30, 0x39, 1, 2, 3, 4]));
+    m.extend(typed(b'Z', b"I"));
+    m
+}
+
+const SECRET: &str = "md5-s3cret-hash-0123456789abcdef";
+
+fn password() -> Vec<u8> {
+    typed(b'p', format!("{SECRET}\0").as_bytes())
+}
+
+/// A whole md5 login and session, the client's and the server's bytes.
+fn md5_session() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let client = vec![ssl_request(), startup(196_608, "app", "shop"), password(), typed(b'X', &[])];
+    let server = vec![b"N".to_vec(), auth(5, &[1, 2, 3, 4]), logged_in()];
+    (client, server)
+}
+
+#[test]
+fn login_split_at_every_byte_boundary() {
+    let (client, server) = md5_session();
+    let longest = client.iter().chain(&server).map(Vec::len).max().unwrap();
+    for size in 1..=longest {
+        let mut c = Conv::new();
+        c.send(true, &client[0], size).send(false, &server[0], size);
+        c.send(true, &client[1], size).send(false, &server[1], size);
+        c.send(true, &client[2], size).send(false, &server[2], size);
+        c.send(true, &client[3], size).close_by_client();
+        let a = c.finish();
+        assert_eq!(a.outcome, Outcome::Success, "segments of {size} bytes");
+        let pg = a.pg.as_ref().unwrap();
+        assert_eq!(pg.startup.user.as_deref(), Some("app"));
+        assert_eq!(pg.startup.database.as_deref(), Some("shop"));
+        assert_eq!(pg.auth, ["md5", "ok"]);
+        assert_eq!(pg.server_version.as_deref(), Some("15.4"));
+        assert_eq!(pg.backend_pid, Some(12345));
+        assert!(pg.credentials_sent && pg.terminate_sent);
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(!json.contains(SECRET), "the password hash leaked: {json}");
+    }
+}
+
+#[test]
+fn out_of_order_and_retransmitted_segments() {
+    let mut c = Conv::new();
+    c.client(&startup(196_608, "app", "shop")).server(&auth(5, &[9; 4])).client(&password());
+    // The server's login burst in three segments, captured in the order 3, 1, 2, then 1 again.
+    let burst = logged_in();
+    let thirds: Vec<Seg> = burst.chunks(burst.len() / 3 + 1).map(|p| c.next_segment(false, p)).collect();
+    for i in [2, 0, 1, 0] {
+        c.seg(false, thirds[i]);
+    }
+    let a = c.close_by_client().finish();
+    assert_eq!(a.outcome, Outcome::Success);
+    assert_eq!(a.pg.as_ref().unwrap().server_messages, 6, "R, R, S, S, K, Z: the retransmission is not counted twice");
+}
+
+/// The server's error was lost by the capture; the client's ACK shows it was sent.
+#[test]
+fn a_lost_answer_is_a_gap() {
+    let mut c = Conv::new();
+    c.client(&startup(196_608, "app", "shop"));
+    let lost = c.next_segment(false, &error("FATAL", "28000", "no pg_hba.conf entry"));
+    let _ = lost; // never captured
+    let a = c.close_by_server().finish();
+    assert_eq!(a.outcome, Outcome::Gap);
+    assert!(a.pg.unwrap().framing_lost);
+}
+
+#[test]
+fn login_errors_by_stage() {
+    // No authentication request before the error: pg_hba.conf.
+    let a = Conv::new()
+        .client(&startup(196_608, "app", "shop"))
+        .server(&error("FATAL", "28000", "x"))
+        .close_by_server()
+        .finish();
+    assert_eq!(a.outcome, Outcome::HbaRejected);
+    assert!(a.pg.unwrap().ambiguity.is_some());
+    // After AuthenticationOk: the role check.
+    let a = Conv::new()
+        .client(&startup(196_608, "ghost", "shop"))
+        .server(&[auth(0, &[]), error("FATAL", "28000", "x")].concat())
+        .close_by_server()
+        .finish();
+    assert_eq!(a.outcome, Outcome::RoleMissing);
+    let a = Conv::new()
+        .client(&startup(196_608, "app", "gone"))
+        .server(&[auth(0, &[]), error("FATAL", "3D000", "x")].concat())
+        .close_by_server()
+        .finish();
+    assert_eq!(a.outcome, Outcome::DatabaseMissing);
+    let a = Conv::new()
+        .client(&startup(196_608, "app", "shop"))
+        .server(&error("FATAL", "53300", "x"))
+        .close_by_server()
+        .finish();
+    assert_eq!(a.outcome, Outcome::TooManyClients);
+    let a = Conv::new()
+        .client(&startup(196_608, "app", "shop"))
+        .server(&error("FATAL", "57P03", "x"))
+        .close_by_server()
+        .finish();
+    assert_eq!(a.outcome, Outcome::ServerUnavailable);
+}
+
+#[test]
+fn after_login_errors_are_counted_and_a_fatal_ends_it() {
+    let a = Conv::new()
+        .client(&startup(196_608, "app", "shop"))
+        .server(&logged_in())
+        .client(&typed(b'Q', b"select 1/0\0"))
+        .server(&[error("ERROR", "22012", "division by zero"), typed(b'Z', b"I")].concat())
+        .client(&typed(b'Q', b"select 1/0\0"))
+        .server(&[error("ERROR", "22012", "division by zero"), typed(b'Z', b"I")].concat())
+        .server(&error("FATAL", "57P05", "terminating connection due to idle-session timeout"))
+        .close_by_server()
+        .finish();
+    assert_eq!(a.outcome, Outcome::Terminated);
+    let pg = a.pg.unwrap();
+    assert_eq!(pg.session_errors.get("22012"), Some(&2));
+    assert_eq!(pg.error.unwrap().code(), "57P05");
+}
+
+#[test]
+fn password_prompt_is_abandoned_not_failed() {
+    let a = Conv::new().client(&startup(196_608, "app", "shop")).server(&auth(5, &[1; 4])).close_by_client().finish();
+    assert_eq!(a.outcome, Outcome::AuthAbandoned);
+    assert!(!a.outcome.is_failure());
+}
+
+#[test]
+fn ssl_answers() {
+    let a = Conv::new()
+        .client(&ssl_request())
+        .server(b"S")
+        .client(&[0x16, 3, 1, 0, 5, 1, 2, 3, 4, 5])
+        .close_by_client()
+        .finish();
+    assert_eq!(a.outcome, Outcome::Tls);
+    let a = Conv::new().client(&ssl_request()).server(b"N").close_by_client().finish();
+    assert_eq!(a.outcome, Outcome::SslRefused);
+    // A very old server answers SSLRequest with an ErrorResponse.
+    let a = Conv::new()
+        .client(&ssl_request())
+        .server(&error("FATAL", "08P01", "unsupported frontend protocol"))
+        .close_by_server()
+        .finish();
+    assert_eq!(a.outcome, Outcome::ProtocolError);
+    assert_eq!(a.pg.unwrap().encryption, Some(pgreach::pg::Encryption::SslError));
+    // PostgreSQL 17 `sslnegotiation=direct`: a ClientHello straight away.
+    let a = Conv::new().client(&[0x16, 3, 1, 0, 5, 1, 2, 3, 4, 5]).close_by_client().finish();
+    assert_eq!(a.outcome, Outcome::Tls);
+    assert_eq!(a.pg.unwrap().encryption, Some(pgreach::pg::Encryption::DirectTls));
+}
+
+#[test]
+fn protocol_3_2_negotiated_down() {
+    let mut body = 0u32.to_be_bytes().to_vec();
+    body.extend_from_slice(&0u32.to_be_bytes());
+    let a = Conv::new()
+        .client(&startup(196_610, "app", "shop"))
+        .server(&[typed(b'v', &body), logged_in()].concat())
+        .close_by_client()
+        .finish();
+    assert_eq!(a.outcome, Outcome::Success);
+    let pg = a.pg.unwrap();
+    assert_eq!(pg.protocol.as_deref(), Some("3.2"));
+    assert_eq!(pg.negotiated_minor, Some(0));
+}
+
+#[test]
+fn not_postgres() {
+    let a = Conv::new().client(b"GET / HTTP/1.1\r\nHost: db\r\n\r\n").close_by_client().finish();
+    assert_eq!(a.outcome, Outcome::NotPostgres);
+    assert!(a.pg.unwrap().not_postgres.unwrap().contains("HTTP"));
+    // A MySQL server greets first.
+    let greeting = [0x4a, 0, 0, 0, 0x0a, b'8', b'.', b'0'];
+    let a = Conv::new().server(&greeting).close_by_client().finish();
+    assert_eq!(a.outcome, Outcome::NotPostgres);
+    assert!(a.pg.unwrap().not_postgres.unwrap().contains("MySQL"));
+}
+
+#[test]
+fn probe_and_cancel_request() {
+    assert_eq!(Conv::new().close_by_client().finish().outcome, Outcome::Probe);
+    let cancel = untyped(80_877_102, &[0, 0, 0x30, 0x39, 9, 9, 9, 9]);
+    assert_eq!(Conv::new().client(&cancel).close_by_server().finish().outcome, Outcome::CancelRequest);
+}
+
+#[test]
+fn capture_ends_during_the_login() {
+    let a = Conv::new().client(&startup(196_608, "app", "shop")).server(&auth(10, b"SCRAM-SHA-256\0\0")).finish();
+    assert_eq!(a.outcome, Outcome::CaptureEnded);
+    assert_eq!(a.pg.unwrap().auth, ["sasl (SCRAM-SHA-256)"]);
+}
+
+/// 32 MB of COPY data passes through; nothing of it is kept.
+#[test]
+fn large_copy_streams_through() {
+    let mut c = Conv::new();
+    c.client(&startup(196_608, "app", "shop")).server(&logged_in());
+    c.client(&typed(b'Q', b"copy t from stdin\0")).server(&typed(b'G', &[0, 0, 0]));
+    let row = typed(b'd', &[b'x'; 65_531]);
+    for _ in 0..512 {
+        c.send(true, &row, 1448);
+    }
+    c.client(&typed(b'c', &[])).server(&typed(b'C', b"COPY 512\0")).close_by_client();
+    let a = c.finish();
+    assert_eq!(a.outcome, Outcome::Success);
+    assert!(a.pg.unwrap().client_messages > 512);
+    assert_eq!(a.traffic.client_bytes as usize, startup(196_608, "app", "shop").len() + 23 + 512 * row.len() + 5);
+}
