@@ -341,3 +341,35 @@ fn large_copy_streams_through() {
     assert!(a.pg.unwrap().client_messages > 512);
     assert_eq!(a.traffic.client_bytes as usize, startup(196_608, "app", "shop").len() + 23 + 512 * row.len() + 5);
 }
+
+/// Mutated conversations, cut anywhere and split anyhow: the engine never
+/// panics and still reports the one attempt.
+#[test]
+fn mutated_conversations_never_panic() {
+    let (client, server) = md5_session();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..2_000 {
+        let mut c = Conv::new();
+        for (from_client, msg) in client.iter().map(|m| (true, m)).chain(server.iter().map(|m| (false, m))) {
+            let mut bytes = msg.clone();
+            for _ in 0..(next() % 4) {
+                let i = (next() as usize) % bytes.len();
+                bytes[i] = next() as u8;
+            }
+            bytes.truncate(1 + (next() as usize) % bytes.len());
+            let size = 1 + (next() as usize) % 16;
+            c.send(from_client, &bytes, size);
+        }
+        if next() % 2 == 0 {
+            c.close_by_client();
+        }
+        let a = c.finish();
+        assert_eq!(a.tcp_outcome, pgreach::record::TcpOutcome::Established);
+    }
+}
