@@ -7,7 +7,7 @@ use std::time::Duration;
 use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
 
 use super::explain::explain;
-use super::summary::{ClientSummary, NameSet};
+use super::summary::NameSet;
 use super::Report;
 use crate::pg::{Encryption, PgSummary};
 use crate::record::{AnswerKind, AttemptRecord, Column, GaveUp, Outcome, SessionEnd, UnreachableKind};
@@ -51,49 +51,40 @@ fn clients_table(report: &Report<'_>) -> String {
         "timeout",
         "login failed",
         "other",
-        "users@databases",
-        "first seen",
-        "last seen",
+        "users",
+        "databases",
+        "applications",
+        "seen (UTC)",
         "median handshake",
     ]);
+    let columns =
+        [Column::LoggedIn, Column::Refused, Column::Unreachable, Column::Timeout, Column::LoginFailed, Column::Other];
     for c in report.summary.clients() {
         let n = &c.counts;
-        let mut row = vec![Cell::new(c.client)];
-        let columns = [
-            Column::LoggedIn,
-            Column::Refused,
-            Column::Unreachable,
-            Column::Timeout,
-            Column::LoginFailed,
-            Column::Other,
-        ];
-        row.push(Cell::new(n.attempts).set_alignment(CellAlignment::Right));
+        let mut row = vec![Cell::new(c.client), Cell::new(n.attempts).set_alignment(CellAlignment::Right)];
         for column in columns {
             row.push(Cell::new(n.column(column)).set_alignment(CellAlignment::Right));
         }
-        row.push(Cell::new(users_at_databases(&c)));
-        row.push(Cell::new(clock(c.first_seen)));
-        row.push(Cell::new(clock(c.last_seen)));
+        for names in [&c.users, &c.databases, &c.applications] {
+            row.push(Cell::new(name_list(names)));
+        }
+        row.push(Cell::new(format!("{}–{}", clock(c.first_seen), clock(c.last_seen))));
         row.push(Cell::new(c.median_handshake_ms.map_or("-".to_owned(), ms)).set_alignment(CellAlignment::Right));
         table.add_row(row);
     }
     table.to_string()
 }
 
-/// `app@shop, postgres` — users, then the databases when they differ from the user names.
-fn users_at_databases(c: &ClientSummary) -> String {
-    let join = |set: &NameSet| {
-        let mut s = set.names.iter().cloned().collect::<Vec<_>>().join(", ");
-        if set.more > 0 {
-            let _ = write!(s, " +{}", set.more);
-        }
-        s
-    };
-    match (c.users.names.is_empty(), c.databases.names == c.users.names) {
-        (true, _) => "-".to_owned(),
-        (false, true) => join(&c.users),
-        (false, false) => format!("{}@{}", join(&c.users), join(&c.databases)),
+/// `a, b +3`, or `-` when there are none.
+fn name_list(set: &NameSet) -> String {
+    if set.names.is_empty() {
+        return "-".to_owned();
     }
+    let mut s = set.names.iter().cloned().collect::<Vec<_>>().join(", ");
+    if set.more > 0 {
+        let _ = write!(s, " +{}", set.more);
+    }
+    s
 }
 
 fn attempts_table(report: &Report<'_>) -> String {
