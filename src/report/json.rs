@@ -2,12 +2,14 @@
 //! Field names are stable and documented in the README; `schema_version`
 //! changes when one changes meaning.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::summary::{ClientSummary, OutcomeCounts};
 use super::Report;
 use crate::engine::Stats;
-use crate::record::AttemptRecord;
+use crate::record::{AttemptRecord, Outcome};
 use crate::time::Timestamp;
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -26,8 +28,16 @@ struct Document<'a> {
     other_clients: OutcomeCounts,
     attempts: Vec<&'a AttemptRecord>,
     attempts_not_listed: u64,
+    /// What the server said, by outcome: "SQLSTATE message" and how often.
+    server_said: BTreeMap<Outcome, Vec<Said<'a>>>,
     problems: &'a [String],
     input_notes: &'a [String],
+}
+
+#[derive(Serialize)]
+struct Said<'a> {
+    message: &'a str,
+    count: u64,
 }
 
 pub fn render(report: &Report<'_>) -> String {
@@ -45,6 +55,12 @@ pub fn render(report: &Report<'_>) -> String {
         other_clients: s.other_clients.clone(),
         attempts: s.attempts(),
         attempts_not_listed: s.attempts_not_listed,
+        server_said: s
+            .totals
+            .outcomes()
+            .map(|o| (o, s.messages(o).into_iter().map(|(message, count)| Said { message, count }).collect::<Vec<_>>()))
+            .filter(|(_, said)| !said.is_empty())
+            .collect(),
         problems: &report.problems,
         input_notes: &report.input_notes,
     };

@@ -14,6 +14,8 @@ use crate::time::Timestamp;
 const MAX_HANDSHAKE_SAMPLES: usize = 4096;
 /// Distinct users, databases or applications kept per client.
 const MAX_NAMES: usize = 8;
+/// Distinct server messages kept per outcome.
+const MAX_MESSAGES: usize = 5;
 
 /// Attempt counts by outcome.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -102,6 +104,8 @@ pub struct Summary {
     pub attempts_not_listed: u64,
     pub first_seen: Option<Timestamp>,
     pub last_seen: Option<Timestamp>,
+    /// What the server said, by outcome: each distinct "SQLSTATE message" and its count.
+    messages: BTreeMap<Outcome, BTreeMap<String, u64>>,
 }
 
 impl Summary {
@@ -118,6 +122,7 @@ impl Summary {
             attempts_not_listed: 0,
             first_seen: None,
             last_seen: None,
+            messages: BTreeMap::new(),
         }
     }
 
@@ -125,6 +130,13 @@ impl Summary {
         self.totals.add(record.outcome);
         self.first_seen = Some(self.first_seen.map_or(record.start, |t| t.min(record.start)));
         self.last_seen = Some(self.last_seen.map_or(record.end, |t| t.max(record.end)));
+        if let Some(error) = record.pg.as_ref().and_then(|pg| pg.error.as_ref()) {
+            let said = format!("{} {}", error.code(), error.message.as_deref().unwrap_or(""));
+            let seen = self.messages.entry(record.outcome).or_default();
+            if seen.contains_key(&said) || seen.len() < MAX_MESSAGES {
+                *seen.entry(said).or_default() += 1;
+            }
+        }
         let ip = record.client.ip();
         let room = self.clients.len() < self.max_clients;
         match self.clients.get_mut(&ip) {
@@ -173,6 +185,14 @@ impl Summary {
     /// Clients that had at least one attempt with this outcome.
     pub fn clients_with(&self, outcome: Outcome) -> usize {
         self.clients.values().filter(|c| c.counts.get(outcome) > 0).count()
+    }
+
+    /// The server's messages for an outcome, most frequent first.
+    pub fn messages(&self, outcome: Outcome) -> Vec<(&str, u64)> {
+        let mut list: Vec<(&str, u64)> =
+            self.messages.get(&outcome).map(|m| m.iter().map(|(s, n)| (s.as_str(), *n)).collect()).unwrap_or_default();
+        list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        list
     }
 
     /// The kept attempts, in the order they started.

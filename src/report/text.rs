@@ -244,14 +244,17 @@ fn explanations(report: &Report<'_>) -> String {
         let e = explain(outcome, report.syn_timeout);
         let _ = writeln!(
             out,
-            "{}: {} from {}\n  client sees: {}\n  {}\n  next: {}\n",
+            "{}: {} from {}\n  client sees: {}\n  {}",
             outcome,
             count(s.totals.get(outcome), "attempt"),
             count(s.clients_with(outcome) as u64, "client"),
             e.client_sees,
             e.meaning,
-            e.next_steps
         );
+        for (said, n) in s.messages(outcome) {
+            let _ = writeln!(out, "  server said ({}): {said}", count(n, "time"));
+        }
+        let _ = writeln!(out, "  next: {}\n", e.next_steps);
     }
     out
 }

@@ -235,3 +235,20 @@ fn corrupt_record_length() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("corrupt.pcap: packet 6: cannot read further"), "{err}");
 }
+
+/// The explanation of a PostgreSQL outcome quotes what the server said.
+#[test]
+fn explanations_quote_the_server() {
+    let out = pgreach(&["analyze", "captures/pg_hba_rejected.pcap"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "server said (1 time): 28000 pg_hba.conf rejects connection for host \"192.0.2.100\", user \"blocked\""
+        ),
+        "{text}"
+    );
+    let (doc, _) = analyze_json(&["captures/pg_hba_rejected.pcap"]);
+    let said = doc["server_said"]["hba_rejected"].as_array().expect("server_said");
+    assert_eq!(said.len(), 2);
+    assert!(said.iter().all(|s| s["message"].as_str().unwrap().starts_with("28000 ")));
+}
