@@ -113,13 +113,8 @@ fn arbitrary_bytes_never_panic() {
         icmp_frame("192.0.2.1", CLIENT, SERVER, 1, 3, 3),
         icmp_frame("2001:db8::1", "[2001:db8::50]:1", "[2001:db8::1]:5432", 1, 1, 1),
     ];
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1du64);
+    let mut next = move || rng.next();
     for round in 0..30_000 {
         let mut bytes = seed_frames[round % seed_frames.len()].clone();
         let flips = (next() % 6) as usize;
