@@ -9,6 +9,7 @@ use pcap::{Capture, Offline, Precision};
 
 use crate::decode::{DecodeError, LinkType};
 use crate::engine::Analyzer;
+use crate::record::AttemptRecord;
 use crate::time::Timestamp;
 
 /// How many examples of each kind of bad packet are kept for the error lines.
@@ -129,13 +130,16 @@ impl Source {
 }
 
 /// Opens each file, then feeds every packet of all of them to the engine in
-/// timestamp order, and tells the engine the capture has ended. A file that
-/// cannot be used is reported and skipped; the others are still analyzed.
+/// timestamp order, and tells the engine the capture has ended. Each attempt
+/// goes to `on_attempt` as soon as it is over (with the capture's first
+/// packet time), so memory follows the live connections, not the file size.
+/// A file that cannot be used is reported and skipped; the others are still analyzed.
 pub fn analyze_files(
     paths: &[String],
     filter: Option<&str>,
     analyzer: &mut Analyzer,
     problems: &mut Problems,
+    on_attempt: &mut dyn FnMut(AttemptRecord, Timestamp),
 ) -> Result<(), FilterError> {
     let mut sources = Vec::new();
     for path in paths {
@@ -154,10 +158,19 @@ pub fn analyze_files(
         if let Err(e) = analyzer.handle_packet(ts, source.link, &source.frame) {
             problems.bad_packet(&source.name, source.read, &e);
         }
+        drain(analyzer, on_attempt);
         source.advance(problems);
     }
     analyzer.finish();
+    drain(analyzer, on_attempt);
     Ok(())
+}
+
+fn drain(analyzer: &mut Analyzer, on_attempt: &mut dyn FnMut(AttemptRecord, Timestamp)) {
+    let start = analyzer.stats().first_packet.unwrap_or_default();
+    while let Some(record) = analyzer.poll_finished() {
+        on_attempt(record, start);
+    }
 }
 
 fn open(path: &str, filter: Option<&str>, problems: &mut Problems) -> Result<Option<Source>, FilterError> {

@@ -60,6 +60,8 @@ pub struct Stats {
     pub untracked: u64,
     /// Attempts reported.
     pub attempts: u64,
+    /// The first packet's time: where relative times (`--since +5m`) count from.
+    pub first_packet: Option<Timestamp>,
 }
 
 /// A connection is keyed by its client and server addresses; repeated
@@ -108,6 +110,7 @@ impl Analyzer {
     /// and its reason returned, for the driver to report with its position.
     pub fn handle_packet(&mut self, ts: Timestamp, link: LinkType, frame: &[u8]) -> Result<(), DecodeError> {
         self.stats.packets += 1;
+        self.stats.first_packet.get_or_insert(ts);
         self.handle_timeout(ts);
         match decode(link, frame) {
             Ok(Decoded::Tcp(seg)) => self.on_segment(&seg, ts),

@@ -125,6 +125,7 @@ pub struct Flow {
     syn_times: Vec<Timestamp>,
     syn_ack_at: Option<Timestamp>,
     server_ttl: Option<u8>,
+    client_ttl: Option<u8>,
     answer: Option<Answer>,
     client_reset_at: Option<Timestamp>,
     session_end: Option<SessionEnd>,
@@ -146,6 +147,7 @@ impl Flow {
     pub fn from_syn(id: u64, seg: &TcpSegment<'_>, ts: Timestamp) -> Flow {
         let mut flow = Flow::empty(id, seg.src, seg.dst, ts, State::SynSent, Origin::Syn);
         flow.client_isn = Some(seg.seq);
+        flow.client_ttl = Some(seg.ttl);
         flow.last_segment[Side::Client as usize] = Some((SegmentId::of(seg), ts));
         flow.record_syn(ts);
         flow.count(Side::Client, seg, ts);
@@ -187,6 +189,7 @@ impl Flow {
             syn_times: Vec::new(),
             syn_ack_at: None,
             server_ttl: None,
+            client_ttl: None,
             answer: None,
             client_reset_at: None,
             session_end: None,
@@ -421,6 +424,7 @@ impl Flow {
                 at_ms: self.syn_times.iter().map(|t| millis(t.since(self.start))).collect(),
             }),
             handshake_ms: self.syn_ack_at.filter(|_| self.origin == Origin::Syn).map(|t| millis(t.since(self.start))),
+            client_ttl: self.client_ttl,
             server_ttl: self.server_ttl,
             answer: self.answer.clone(),
             gave_up,

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use ipnet::IpNet;
 use pgreach::capture::{analyze_files, Problems};
 use pgreach::engine::{Analyzer, Config};
+use pgreach::record::{AttemptRecord, Outcome};
+use pgreach::report::filter::{self, Filter, ServerMatch, TimeBound};
 use pgreach::report::summary::Summary;
 use pgreach::report::{json, text, Report};
 
@@ -52,6 +55,24 @@ struct AnalyzeArgs {
     /// The most attempts listed by --connections and JSON (the totals count all).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     max_listed: usize,
+    /// Only clients in this address or CIDR block (repeatable).
+    #[arg(long = "client", value_name = "ADDR|CIDR", value_parser = filter::parse_client)]
+    clients: Vec<IpNet>,
+    /// Only attempts to this server address or address:port (repeatable).
+    #[arg(long = "server", value_name = "ADDR")]
+    servers: Vec<ServerMatch>,
+    /// Only attempts starting at or after this time: RFC 3339, or +DURATION after the capture's start.
+    #[arg(long, value_name = "TIME")]
+    since: Option<TimeBound>,
+    /// Only attempts starting before this time: RFC 3339, or +DURATION after the capture's start.
+    #[arg(long, value_name = "TIME")]
+    until: Option<TimeBound>,
+    /// Only attempts with this outcome (repeatable).
+    #[arg(long = "outcome", value_name = "OUTCOME", value_parser = filter::parse_outcome)]
+    outcomes: Vec<Outcome>,
+    /// The timeline's bucket width (default: chosen from the capture's span).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    bucket: Option<Duration>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -79,14 +100,23 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
     let mut analyzer = Analyzer::new(config);
     let mut problems = Problems::default();
     let listed = if args.connections || matches!(args.format, Format::Json) { args.max_listed } else { 0 };
-    let mut summary = Summary::new(MAX_CLIENTS, listed);
+    let mut summary = Summary::new(MAX_CLIENTS, listed, args.bucket);
+    let filter = Filter {
+        clients: args.clients.clone(),
+        servers: args.servers.clone(),
+        since: args.since,
+        until: args.until,
+        outcomes: args.outcomes.clone(),
+    };
 
-    if let Err(e) = analyze_files(&args.files, args.filter.as_deref(), &mut analyzer, &mut problems) {
+    let mut on_attempt = |record: AttemptRecord, capture_start| {
+        if filter.matches(&record, capture_start) {
+            summary.add(record);
+        }
+    };
+    if let Err(e) = analyze_files(&args.files, args.filter.as_deref(), &mut analyzer, &mut problems, &mut on_attempt) {
         eprintln!("pgreach: {e}");
         return ExitCode::from(2);
-    }
-    while let Some(record) = analyzer.poll_finished() {
-        summary.add(record);
     }
 
     let lines = problems.lines();
@@ -101,6 +131,7 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
         syn_timeout: args.syn_timeout,
         problems: lines,
         input_notes: problems.notes(),
+        filtered: !filter.is_empty(),
     };
     let rendered = match args.format {
         Format::Table => text::render(&report, args.connections),

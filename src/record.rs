@@ -226,7 +226,7 @@ pub struct Answer {
     pub after_ms: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnswerKind {
     Rst,
@@ -266,7 +266,7 @@ pub struct SynEvidence {
 }
 
 /// Why a SYN-only attempt was judged over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GaveUp {
     /// The client stopped retransmitting (silence for longer than its backoff).
@@ -351,6 +351,9 @@ pub struct AttemptRecord {
     /// Milliseconds from the first SYN to the first SYN-ACK.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handshake_ms: Option<f64>,
+    /// TTL / hop limit of the client's first SYN: how far the capture point is from the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ttl: Option<u8>,
     /// TTL / hop limit of the server's SYN-ACK, to compare with a refusal's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_ttl: Option<u8>,

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::diagnosis::{diagnose, Diagnosis};
 use super::summary::{ClientSummary, OutcomeCounts};
+use super::timeline::{BucketView, Window};
 use super::Report;
 use crate::engine::Stats;
 use crate::record::{AttemptRecord, Outcome};
@@ -28,10 +30,19 @@ struct Document<'a> {
     other_clients: OutcomeCounts,
     attempts: Vec<&'a AttemptRecord>,
     attempts_not_listed: u64,
+    diagnosis: Diagnosis,
+    timeline: TimelineDoc,
+    windows: Vec<Window>,
     /// What the server said, by outcome: "SQLSTATE message" and how often.
     server_said: BTreeMap<Outcome, Vec<Said<'a>>>,
     problems: &'a [String],
     input_notes: &'a [String],
+}
+
+#[derive(Serialize)]
+struct TimelineDoc {
+    bucket_ms: f64,
+    buckets: Vec<BucketView>,
 }
 
 #[derive(Serialize)]
@@ -55,6 +66,12 @@ pub fn render(report: &Report<'_>) -> String {
         other_clients: s.other_clients.clone(),
         attempts: s.attempts(),
         attempts_not_listed: s.attempts_not_listed,
+        diagnosis: diagnose(s, report.syn_timeout),
+        timeline: TimelineDoc {
+            bucket_ms: crate::time::millis(s.timeline.shown_width()),
+            buckets: s.timeline.buckets(),
+        },
+        windows: s.timeline.windows(),
         server_said: s
             .totals
             .outcomes()

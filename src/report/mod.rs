@@ -1,10 +1,13 @@
 //! Reports: what the engine found, for people (the terminal table) and for
 //! programs (JSON). They read the engine's finished attempts, never packets.
 
+pub mod diagnosis;
 mod explain;
+pub mod filter;
 pub mod json;
 pub mod summary;
 pub mod text;
+pub mod timeline;
 
 use std::time::Duration;
 
@@ -23,6 +26,8 @@ pub struct Report<'a> {
     pub problems: Vec<String>,
     /// Facts about the input that are not errors (a trailing fragment).
     pub input_notes: Vec<String>,
+    /// Whether filters narrowed the attempts.
+    pub filtered: bool,
 }
 
 impl Report<'_> {

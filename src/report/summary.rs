@@ -7,7 +7,10 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::record::{AttemptRecord, Column, Outcome};
+use std::time::Duration;
+
+use super::timeline::Timeline;
+use crate::record::{AnswerKind, AttemptRecord, Column, GaveUp, Outcome};
 use crate::time::Timestamp;
 
 /// Handshake samples kept per client for its median.
@@ -16,6 +19,11 @@ const MAX_HANDSHAKE_SAMPLES: usize = 4096;
 const MAX_NAMES: usize = 8;
 /// Distinct server messages kept per outcome.
 const MAX_MESSAGES: usize = 5;
+/// Distinct answering (kind, address, TTL) kept per outcome, and servers
+/// whose SYN-ACK TTLs are kept.
+const MAX_SOURCES: usize = 16;
+/// Timeout samples kept per outcome.
+const MAX_SAMPLES: usize = 4096;
 
 /// Attempt counts by outcome.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -27,9 +35,16 @@ pub struct OutcomeCounts {
 }
 
 impl OutcomeCounts {
-    fn add(&mut self, outcome: Outcome) {
+    pub(crate) fn add(&mut self, outcome: Outcome) {
         self.attempts += 1;
         *self.by_outcome.entry(outcome).or_default() += 1;
+    }
+
+    pub(crate) fn merge(&mut self, other: &OutcomeCounts) {
+        self.attempts += other.attempts;
+        for (o, n) in &other.by_outcome {
+            *self.by_outcome.entry(*o).or_default() += n;
+        }
     }
 
     pub fn get(&self, outcome: Outcome) -> u64 {
@@ -51,6 +66,24 @@ impl OutcomeCounts {
     }
 }
 
+/// What the attempts of one outcome had in common, for the diagnosis.
+#[derive(Debug, Clone, Default)]
+pub struct OutcomeDetail {
+    pub first: Option<Timestamp>,
+    pub last: Option<Timestamp>,
+    /// Who answered the SYN (refusals, ICMP errors): kind, address, TTL → attempts.
+    pub answers: BTreeMap<(AnswerKind, IpAddr, u8, Option<u8>), u64>,
+    /// TTLs of the clients' SYNs as captured → attempts.
+    pub client_ttls: BTreeMap<u8, u64>,
+    /// Timeouts: SYNs per attempt → attempts, and the last SYN's time after the first.
+    pub syn_counts: BTreeMap<u32, u64>,
+    pub last_syn_ms: Vec<f64>,
+    pub gave_up: BTreeMap<GaveUp, u64>,
+    pub users: NameSet,
+    pub databases: NameSet,
+    pub applications: NameSet,
+}
+
 /// A few distinct names (users, databases, applications), bounded.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct NameSet {
@@ -60,7 +93,7 @@ pub struct NameSet {
 }
 
 impl NameSet {
-    fn add(&mut self, name: &str) {
+    pub(crate) fn add(&mut self, name: &str) {
         if self.names.contains(name) {
             return;
         }
@@ -86,6 +119,14 @@ pub struct ClientSummary {
     pub users: NameSet,
     pub databases: NameSet,
     pub applications: NameSet,
+    /// Logins that worked after a failed attempt of the same client: retries that worked.
+    pub recovered: u64,
+    /// The outcome of its latest attempt.
+    pub last_outcome: Option<Outcome>,
+    #[serde(skip)]
+    last_start: Option<Timestamp>,
+    #[serde(skip)]
+    failed_since_success: bool,
     #[serde(skip)]
     handshakes_ms: Vec<f64>,
 }
@@ -106,12 +147,18 @@ pub struct Summary {
     pub last_seen: Option<Timestamp>,
     /// What the server said, by outcome: each distinct "SQLSTATE message" and its count.
     messages: BTreeMap<Outcome, BTreeMap<String, u64>>,
+    pub details: BTreeMap<Outcome, OutcomeDetail>,
+    /// TTLs of each server's SYN-ACKs → attempts.
+    pub server_ttls: BTreeMap<IpAddr, BTreeMap<u8, u64>>,
+    /// The server addresses attempts went to (bounded).
+    pub servers: BTreeSet<IpAddr>,
+    pub timeline: Timeline,
 }
 
 impl Summary {
     /// `max_clients` bounds the per-client table (a spoofed SYN flood has
     /// millions of sources); `max_attempts` bounds the attempt list (0 keeps none).
-    pub fn new(max_clients: usize, max_attempts: usize) -> Summary {
+    pub fn new(max_clients: usize, max_attempts: usize, bucket: Option<Duration>) -> Summary {
         Summary {
             totals: OutcomeCounts::default(),
             clients: HashMap::new(),
@@ -123,11 +170,17 @@ impl Summary {
             first_seen: None,
             last_seen: None,
             messages: BTreeMap::new(),
+            details: BTreeMap::new(),
+            server_ttls: BTreeMap::new(),
+            servers: BTreeSet::new(),
+            timeline: Timeline::new(bucket),
         }
     }
 
     pub fn add(&mut self, record: AttemptRecord) {
         self.totals.add(record.outcome);
+        self.timeline.add(&record);
+        self.add_detail(&record);
         self.first_seen = Some(self.first_seen.map_or(record.start, |t| t.min(record.start)));
         self.last_seen = Some(self.last_seen.map_or(record.end, |t| t.max(record.end)));
         if let Some(error) = record.pg.as_ref().and_then(|pg| pg.error.as_ref()) {
@@ -151,6 +204,10 @@ impl Summary {
                     users: NameSet::default(),
                     databases: NameSet::default(),
                     applications: NameSet::default(),
+                    recovered: 0,
+                    last_outcome: None,
+                    last_start: None,
+                    failed_since_success: false,
                     handshakes_ms: Vec::new(),
                 };
                 c.add(&record);
@@ -187,6 +244,50 @@ impl Summary {
         self.clients.values().filter(|c| c.counts.get(outcome) > 0).count()
     }
 
+    fn add_detail(&mut self, a: &AttemptRecord) {
+        if self.servers.len() < MAX_SOURCES {
+            self.servers.insert(a.server.ip());
+        }
+        if let Some(ttl) = a.server_ttl {
+            let room = self.server_ttls.len() < MAX_SOURCES;
+            if let Some(ttls) = self.server_ttls.get_mut(&a.server.ip()) {
+                *ttls.entry(ttl).or_default() += 1;
+            } else if room {
+                self.server_ttls.insert(a.server.ip(), BTreeMap::from([(ttl, 1)]));
+            }
+        }
+        let d = self.details.entry(a.outcome).or_default();
+        d.first = Some(d.first.map_or(a.start, |t| t.min(a.start)));
+        d.last = Some(d.last.map_or(a.start, |t| t.max(a.start)));
+        if let Some(answer) = &a.answer {
+            let key = (answer.kind, answer.from, answer.ttl, answer.icmp_code);
+            if d.answers.contains_key(&key) || d.answers.len() < MAX_SOURCES {
+                *d.answers.entry(key).or_default() += 1;
+            }
+        }
+        if let Some(ttl) = a.client_ttl {
+            *d.client_ttls.entry(ttl).or_default() += 1;
+        }
+        if let Some(syn) = a.syn.as_ref().filter(|_| a.outcome == Outcome::Timeout) {
+            *d.syn_counts.entry(syn.count).or_default() += 1;
+            if d.last_syn_ms.len() < MAX_SAMPLES {
+                d.last_syn_ms.push(syn.at_ms.last().copied().unwrap_or(0.0));
+            }
+        }
+        if let Some(why) = a.gave_up {
+            *d.gave_up.entry(why).or_default() += 1;
+        }
+        if let Some(startup) = a.pg.as_ref().map(|pg| &pg.startup) {
+            if let Some(user) = &startup.user {
+                d.users.add(user);
+                d.databases.add(startup.database.as_ref().unwrap_or(user));
+            }
+            if let Some(app) = startup.application_name.as_ref().filter(|a| !a.is_empty()) {
+                d.applications.add(app);
+            }
+        }
+    }
+
     /// The server's messages for an outcome, most frequent first.
     pub fn messages(&self, outcome: Outcome) -> Vec<(&str, u64)> {
         let mut list: Vec<(&str, u64)> =
@@ -206,6 +307,16 @@ impl Summary {
 impl ClientSummary {
     fn add(&mut self, record: &AttemptRecord) {
         self.counts.add(record.outcome);
+        if self.last_start.is_none_or(|t| record.start >= t) {
+            self.last_start = Some(record.start);
+            self.last_outcome = Some(record.outcome);
+        }
+        if record.outcome.is_failure() {
+            self.failed_since_success = true;
+        } else if record.outcome == Outcome::Success && self.failed_since_success {
+            self.recovered += 1;
+            self.failed_since_success = false;
+        }
         self.first_seen = self.first_seen.min(record.start);
         self.last_seen = self.last_seen.max(record.end);
         if let Some(ms) = record.handshake_ms {

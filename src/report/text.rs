@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
 
-use super::explain::explain;
-use super::summary::NameSet;
+use super::diagnosis::{diagnose, Confidence, Diagnosis};
+use super::summary::{NameSet, Summary};
 use super::Report;
 use crate::pg::{Encryption, PgSummary};
 use crate::record::{AnswerKind, AttemptRecord, Column, GaveUp, Outcome, SessionEnd, UnreachableKind};
@@ -17,8 +17,14 @@ pub fn render(report: &Report<'_>, connections: bool) -> String {
     let mut out = String::new();
     let s = report.summary;
     if s.totals.attempts == 0 {
-        out.push_str("No connection attempts to the server port(s) in this capture.\n\n");
+        out.push_str("No connection attempts to the server port(s) in this capture");
+        out.push_str(if report.filtered { " match the filters.\n\n" } else { ".\n\n" });
     } else {
+        let diagnosis = diagnose(s, report.syn_timeout);
+        out.push_str(&headline(report, &diagnosis));
+        out.push_str(&diagnosis_text(&diagnosis));
+        out.push_str(&windows_table(s));
+        out.push_str(&timeline_table(s));
         out.push_str(&clients_table(report));
         out.push('\n');
         if s.other_clients.attempts > 0 {
@@ -33,10 +39,125 @@ pub fn render(report: &Report<'_>, connections: bool) -> String {
             out.push_str(&attempts_table(report));
             out.push_str("\n\n");
         }
-        out.push_str(&explanations(report));
     }
     out.push_str(&summary_line(report));
     out
+}
+
+/// One paragraph: how many attempts failed, how, and who recovered.
+fn headline(report: &Report<'_>, d: &Diagnosis) -> String {
+    let s = report.summary;
+    let failed: Vec<String> = d
+        .findings
+        .iter()
+        .filter(|f| f.failure)
+        .map(|f| format!("{} {} ({})", f.attempts, f.outcome, count(f.clients as u64, "client")))
+        .collect();
+    let mut out = format!(
+        "{} from {}: {} failed",
+        count(s.totals.attempts, "attempt"),
+        count(s.client_count() as u64, "client"),
+        s.totals.failures()
+    );
+    if !failed.is_empty() {
+        let _ = write!(out, " — {}", failed.join(", "));
+    }
+    out.push_str(".\n");
+    if !d.recovered_clients.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} failed and then logged in (a retry that worked).",
+            count(d.recovered_clients.len() as u64, "client")
+        );
+    }
+    out.push('\n');
+    out
+}
+
+fn diagnosis_text(d: &Diagnosis) -> String {
+    let mut out = String::from("Diagnosis, failures first, most clients affected first:\n\n");
+    for (i, f) in d.findings.iter().enumerate() {
+        let when = match (f.first, f.last) {
+            (Some(a), Some(b)) if a != b => format!(", {}–{}", clock(a), clock(b)),
+            (Some(a), _) => format!(", {}", clock(a)),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "{}. {}: {}, {}{when}\n   clients saw: {}\n   {}",
+            i + 1,
+            f.outcome,
+            count(f.clients as u64, "client"),
+            count(f.attempts, "attempt"),
+            f.client_sees,
+            f.meaning
+        );
+        for e in &f.evidence {
+            let sure = match e.confidence {
+                Confidence::Certain => "seen",
+                Confidence::Likely => "likely",
+                Confidence::Possible => "possibly",
+            };
+            let _ = writeln!(out, "   - [{sure}] {}", e.text);
+        }
+        let _ = writeln!(out, "   next: {}\n", f.next_steps);
+    }
+    out
+}
+
+fn windows_table(s: &Summary) -> String {
+    let windows = s.timeline.windows();
+    if windows.is_empty() {
+        return String::new();
+    }
+    let mut table = Table::new();
+    table.load_style(presets::UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    table.set_header(vec!["incident window", "duration", "failed", "clients", "outcomes", "before", "after"]);
+    for w in &windows {
+        let outcomes: Vec<String> = w.outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
+        table.add_row(vec![
+            Cell::new(format!("{}–{}", clock(w.start), clock(w.end))),
+            Cell::new(ms(w.duration_ms)).set_alignment(CellAlignment::Right),
+            Cell::new(w.failed_attempts).set_alignment(CellAlignment::Right),
+            Cell::new(format!("{}{}", if w.clients_at_least { "≥" } else { "" }, w.clients_affected))
+                .set_alignment(CellAlignment::Right),
+            Cell::new(outcomes.join(", ")),
+            Cell::new(if w.success_before { "logins worked" } else { "-" }),
+            Cell::new(if w.success_after { "recovered" } else { "not recovered" }),
+        ]);
+    }
+    format!("{table}\n\n")
+}
+
+fn timeline_table(s: &Summary) -> String {
+    let buckets = s.timeline.buckets();
+    if buckets.len() < 2 {
+        return String::new();
+    }
+    let mut table = Table::new();
+    table.load_style(presets::UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    let width = short(s.timeline.shown_width());
+    table.set_header(vec![
+        format!("time ({width} buckets)"),
+        "attempts".into(),
+        "logged in".into(),
+        "refused".into(),
+        "unreachable".into(),
+        "timeout".into(),
+        "login failed".into(),
+        "other".into(),
+    ]);
+    let columns =
+        [Column::LoggedIn, Column::Refused, Column::Unreachable, Column::Timeout, Column::LoginFailed, Column::Other];
+    for b in &buckets {
+        let mut row = vec![Cell::new(clock(b.start)), Cell::new(b.counts.attempts).set_alignment(CellAlignment::Right)];
+        for column in columns {
+            let n = b.counts.column(column);
+            row.push(Cell::new(if n == 0 { String::new() } else { n.to_string() }).set_alignment(CellAlignment::Right));
+        }
+        table.add_row(row);
+    }
+    format!("{table}\n\n")
 }
 
 fn clients_table(report: &Report<'_>) -> String {
@@ -232,31 +353,6 @@ fn pg_evidence(pg: &PgSummary) -> Vec<String> {
         parts.push("framing lost at a capture gap".to_owned());
     }
     parts
-}
-
-fn explanations(report: &Report<'_>) -> String {
-    let s = report.summary;
-    let mut out = String::new();
-    let mut seen: Vec<Outcome> = s.totals.outcomes().collect();
-    // Failures first, the worst (most clients) first.
-    seen.sort_by_key(|&o| (!o.is_failure(), std::cmp::Reverse(s.clients_with(o))));
-    for outcome in seen {
-        let e = explain(outcome, report.syn_timeout);
-        let _ = writeln!(
-            out,
-            "{}: {} from {}\n  client sees: {}\n  {}",
-            outcome,
-            count(s.totals.get(outcome), "attempt"),
-            count(s.clients_with(outcome) as u64, "client"),
-            e.client_sees,
-            e.meaning,
-        );
-        for (said, n) in s.messages(outcome) {
-            let _ = writeln!(out, "  server said ({}): {said}", count(n, "time"));
-        }
-        let _ = writeln!(out, "  next: {}\n", e.next_steps);
-    }
-    out
 }
 
 fn summary_line(report: &Report<'_>) -> String {

@@ -151,10 +151,10 @@ fn table_report_explains_each_outcome_seen() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("192.0.2.100"), "{text}");
-    assert!(text.contains("unreachable: 2 attempts from 2 clients"), "{text}");
+    assert!(text.contains("1. unreachable: 2 clients, 2 attempts"), "{text}");
     assert!(text.contains("ICMP admin prohibited (3/13) from 192.0.2.1"), "{text}");
     assert!(text.contains("ICMPv6 admin prohibited (1/1) from 2001:db8::1"), "{text}");
-    assert!(!text.contains("refused:"), "no explanation for an outcome not seen");
+    assert!(!text.contains(". refused:"), "no finding for an outcome not seen");
 }
 
 /// `pgreach … | head -1`: a closed pipe ends quietly.
@@ -243,7 +243,7 @@ fn explanations_quote_the_server() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(
-            "server said (1 time): 28000 pg_hba.conf rejects connection for host \"192.0.2.100\", user \"blocked\""
+            "the server said (1×): 28000 pg_hba.conf rejects connection for host \"192.0.2.100\", user \"blocked\""
         ),
         "{text}"
     );

@@ -8,4 +8,5 @@ mod corpus;
 mod decode;
 mod engine;
 mod postgres;
+mod reports;
 mod util;

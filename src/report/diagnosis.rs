@@ -1,0 +1,236 @@
+//! The diagnosis: each outcome class seen, ranked by the clients it
+//! affected, with what those clients saw, what it means, the inferences only
+//! a capture allows (each with how sure it is), and what to check next.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::explain::explain;
+use super::summary::{NameSet, OutcomeDetail, Summary};
+use crate::record::{AnswerKind, GaveUp, Outcome};
+use crate::time::{short, Timestamp};
+
+/// How sure an inference is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Confidence {
+    /// Read off the packets.
+    Certain,
+    /// The usual reading of what the packets show; other explanations exist.
+    Likely,
+    /// A hint only.
+    Possible,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inference {
+    pub text: String,
+    pub confidence: Confidence,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub outcome: Outcome,
+    pub failure: bool,
+    pub clients: usize,
+    pub attempts: u64,
+    pub first: Option<Timestamp>,
+    pub last: Option<Timestamp>,
+    pub client_sees: &'static str,
+    pub meaning: String,
+    pub evidence: Vec<Inference>,
+    pub next_steps: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnosis {
+    pub findings: Vec<Finding>,
+    /// Clients that failed and then logged in: retries that worked.
+    pub recovered_clients: Vec<IpAddr>,
+}
+
+pub fn diagnose(s: &Summary, syn_timeout: Duration) -> Diagnosis {
+    let mut outcomes: Vec<Outcome> = s.totals.outcomes().collect();
+    outcomes
+        .sort_by_key(|&o| (!o.is_failure(), std::cmp::Reverse(s.clients_with(o)), std::cmp::Reverse(s.totals.get(o))));
+    let findings = outcomes
+        .into_iter()
+        .map(|outcome| {
+            let e = explain(outcome, syn_timeout);
+            let detail = s.details.get(&outcome).cloned().unwrap_or_default();
+            Finding {
+                outcome,
+                failure: outcome.is_failure(),
+                clients: s.clients_with(outcome),
+                attempts: s.totals.get(outcome),
+                first: detail.first,
+                last: detail.last,
+                client_sees: e.client_sees,
+                meaning: e.meaning,
+                evidence: evidence(s, outcome, &detail),
+                next_steps: e.next_steps,
+            }
+        })
+        .collect();
+    let recovered_clients = s.clients().into_iter().filter(|c| c.recovered > 0).map(|c| c.client).collect();
+    Diagnosis { findings, recovered_clients }
+}
+
+fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail) -> Vec<Inference> {
+    let mut out = Vec::new();
+    let mut say = |confidence, text: String| out.push(Inference { text, confidence });
+    for ((kind, from, ttl, code), n) in &d.answers {
+        say(Confidence::Certain, answered(*kind, *from, *ttl, *code, *n));
+        if let Some(inference) = who_answered(s, *kind, *from, *ttl, *code) {
+            say(Confidence::Likely, inference);
+        }
+    }
+    if outcome == Outcome::Timeout {
+        timeout_evidence(s, d, &mut say);
+        if let Some(hops) = capture_point(&d.client_ttls) {
+            say(Confidence::Possible, hops);
+        }
+    }
+    for (label, names) in [("users", &d.users), ("databases", &d.databases), ("applications", &d.applications)] {
+        if !names.names.is_empty() {
+            say(Confidence::Certain, format!("{label}: {}", list(names)));
+        }
+    }
+    for (said, n) in s.messages(outcome) {
+        say(Confidence::Certain, format!("the server said ({n}×): {said}"));
+    }
+    out
+}
+
+fn answered(kind: AnswerKind, from: IpAddr, ttl: u8, code: Option<u8>, n: u64) -> String {
+    match (kind, code) {
+        (AnswerKind::Rst, _) => format!("{n} SYNs answered by RST from {from} (TTL {ttl})"),
+        (AnswerKind::Icmp, code) => {
+            format!(
+                "{n} SYNs answered by ICMP destination unreachable (code {}) from {from} (TTL {ttl})",
+                code.unwrap_or(0)
+            )
+        }
+    }
+}
+
+/// Who answered: the server host itself (its SYN-ACKs have the same TTL), or
+/// a device in the path (another address, or another TTL).
+fn who_answered(s: &Summary, kind: AnswerKind, from: IpAddr, ttl: u8, code: Option<u8>) -> Option<String> {
+    match (kind, s.server_ttls.get(&from)) {
+        (AnswerKind::Rst, Some(ttls)) if ttls.contains_key(&ttl) => Some(format!(
+            "the RST has the TTL of {from}'s own SYN-ACKs ({ttl}): the server host answered — nothing listened on \
+             the port, or its own firewall rejects with tcp-reset"
+        )),
+        (AnswerKind::Rst, Some(ttls)) => {
+            let seen: Vec<String> = ttls.keys().map(u8::to_string).collect();
+            Some(format!(
+                "the RST carries {from}'s address but TTL {ttl}, while its SYN-ACKs carry {}: a device in the path \
+                 answered in the server's name (a firewall REJECT with tcp-reset)",
+                seen.join("/")
+            ))
+        }
+        (AnswerKind::Rst, None) => Some(format!(
+            "{from} answered with RST; no SYN-ACK from it in this capture to compare TTLs with, so whether the host \
+             or a firewall in front of it answered cannot be told"
+        )),
+        (AnswerKind::Icmp, _) if s.servers.contains(&from) => Some(format!(
+            "the ICMP error came from the server's own address {from}: its host firewall rejects the port"
+        )),
+        (AnswerKind::Icmp, _) => Some(format!(
+            "the ICMP error came from {from}, not from the server: a firewall or router in the path {}",
+            if matches!(code, Some(9 | 10 | 13)) { "rejects this traffic" } else { "could not deliver it" }
+        )),
+    }
+}
+
+/// Timeouts: the SYN schedule, when clients gave up (and the connect_timeout
+/// that fits), and whether the server answered other clients meanwhile.
+fn timeout_evidence(s: &Summary, d: &OutcomeDetail, say: &mut impl FnMut(Confidence, String)) {
+    if let Some((&syns, _)) = d.syn_counts.iter().max_by_key(|(_, n)| **n) {
+        let median = median(&d.last_syn_ms).unwrap_or(0.0);
+        say(
+            Confidence::Certain,
+            format!(
+                "most attempts sent {syns} SYN{} with no answer; the last one {} after the first (median)",
+                if syns == 1 { "" } else { "s" },
+                short(Duration::from_secs_f64(median / 1e3))
+            ),
+        );
+        let gave_up = d.gave_up.get(&GaveUp::StoppedRetransmitting).copied().unwrap_or(0);
+        if gave_up > 0 && syns >= 2 {
+            // The client stopped before its next retransmission: Linux's next
+            // SYN comes one gap later (linear) or two gaps later (exponential).
+            let low = median / 1e3;
+            let gap = if syns >= 2 { low / f64::from(syns - 1) } else { 1.0 };
+            let high = low + gap.max(1.0);
+            let timeout = low.floor() as u64 + 1;
+            say(
+                Confidence::Likely,
+                format!(
+                    "{gave_up} attempts stopped retransmitting between {:.1} s and {:.1} s after the first SYN: the \
+                     client gave up, as a connect_timeout of about {timeout} s makes libpq do",
+                    low, high
+                ),
+            );
+        }
+        if let Some(waiting) = d.gave_up.get(&GaveUp::StillWaitingAtCaptureEnd) {
+            say(Confidence::Certain, format!("{waiting} attempts were still retransmitting when the capture ended"));
+        }
+    }
+    let (with_answers, periods) = s.timeline.timeout_periods_with_answers();
+    if periods > 0 {
+        if with_answers > 0 {
+            say(
+                Confidence::Likely,
+                format!(
+                    "in {with_answers} of {periods} periods with timeouts the server answered other clients: the \
+                     SYNs were dropped for these clients only (a firewall DROP matching them), or the listen queue \
+                     was full — not a dead host or a general routing hole"
+                ),
+            );
+        } else {
+            say(
+                Confidence::Possible,
+                "the server answered no one while these SYNs went unanswered: the host, its port or the path to it \
+                 was down for everyone"
+                    .to_owned(),
+            );
+        }
+    }
+}
+
+/// How far the capture point is from the clients, from their SYNs' TTL.
+fn capture_point(ttls: &BTreeMap<u8, u64>) -> Option<String> {
+    let (&ttl, _) = ttls.iter().max_by_key(|(_, n)| **n)?;
+    let initial = [64u16, 128, 255].into_iter().find(|&i| u16::from(ttl) <= i)?;
+    let hops = initial - u16::from(ttl);
+    Some(if hops == 0 {
+        format!("the clients' SYNs arrive with TTL {ttl}, their initial value: the capture point is on the clients' own segment")
+    } else {
+        format!(
+            "the clients' SYNs arrive with TTL {ttl}: about {hops} router hop{} from the clients to the capture point",
+            if hops == 1 { "" } else { "s" }
+        )
+    })
+}
+
+fn list(names: &NameSet) -> String {
+    let mut s = names.names.iter().cloned().collect::<Vec<_>>().join(", ");
+    if names.more > 0 {
+        s.push_str(&format!(" and {} more", names.more));
+    }
+    s
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}

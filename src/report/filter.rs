@@ -1,0 +1,132 @@
+//! Which attempts a report covers: by client network, server, time and outcome.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::record::{AttemptRecord, Outcome};
+use crate::time::Timestamp;
+
+/// A point in time given on the command line: absolute, or relative to the
+/// capture's first packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeBound {
+    At(Timestamp),
+    AfterStart(Duration),
+}
+
+impl TimeBound {
+    fn resolve(self, capture_start: Timestamp) -> Timestamp {
+        match self {
+            TimeBound::At(t) => t,
+            TimeBound::AfterStart(d) => capture_start + d,
+        }
+    }
+}
+
+impl FromStr for TimeBound {
+    type Err = String;
+
+    /// `2026-11-24T09:30:00Z` (RFC 3339), or `+90s` / `+5m` after the capture's start.
+    fn from_str(s: &str) -> Result<TimeBound, String> {
+        if let Some(rel) = s.strip_prefix('+') {
+            return humantime::parse_duration(rel)
+                .map(TimeBound::AfterStart)
+                .map_err(|e| format!("{s:?}: not a duration after the capture's start ({e})"));
+        }
+        let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+            format!("{s:?}: neither RFC 3339 (2026-11-24T09:30:00Z) nor +DURATION after the capture's start ({e})")
+        })?;
+        let since_epoch = t.duration_since(std::time::UNIX_EPOCH).map_err(|_| format!("{s:?}: before 1970"))?;
+        Ok(TimeBound::At(Timestamp::from_nanos(i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX))))
+    }
+}
+
+/// A server given as an address, or an address and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerMatch {
+    Ip(IpAddr),
+    Socket(SocketAddr),
+}
+
+impl FromStr for ServerMatch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ServerMatch, String> {
+        s.parse::<SocketAddr>()
+            .map(ServerMatch::Socket)
+            .or_else(|_| s.parse::<IpAddr>().map(ServerMatch::Ip))
+            .map_err(|_| format!("{s:?}: not an address or address:port"))
+    }
+}
+
+/// Parses a client network: an address or a CIDR block.
+pub fn parse_client(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?}: not an address or CIDR block"))
+}
+
+/// Parses an outcome name as reports print it.
+pub fn parse_outcome(s: &str) -> Result<Outcome, String> {
+    Outcome::ALL.into_iter().find(|o| o.as_str() == s).ok_or_else(|| {
+        let names: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+        format!("{s:?}: not an outcome (one of {})", names.join(", "))
+    })
+}
+
+/// All the conditions an attempt must meet; an empty list matches all.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub clients: Vec<IpNet>,
+    pub servers: Vec<ServerMatch>,
+    pub since: Option<TimeBound>,
+    pub until: Option<TimeBound>,
+    pub outcomes: Vec<Outcome>,
+}
+
+impl Filter {
+    /// Whether the attempt is in the report. Times compare with its start.
+    pub fn matches(&self, a: &AttemptRecord, capture_start: Timestamp) -> bool {
+        (self.clients.is_empty() || self.clients.iter().any(|net| net.contains(&a.client.ip())))
+            && (self.servers.is_empty()
+                || self.servers.iter().any(|s| match *s {
+                    ServerMatch::Ip(ip) => a.server.ip() == ip,
+                    ServerMatch::Socket(sock) => a.server == sock,
+                }))
+            && self.since.is_none_or(|t| a.start >= t.resolve(capture_start))
+            && self.until.is_none_or(|t| a.start < t.resolve(capture_start))
+            && (self.outcomes.is_empty() || self.outcomes.contains(&a.outcome))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+            && self.servers.is_empty()
+            && self.since.is_none()
+            && self.until.is_none()
+            && self.outcomes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bounds_and_addresses() {
+        assert_eq!("+90s".parse::<TimeBound>(), Ok(TimeBound::AfterStart(Duration::from_secs(90))));
+        assert_eq!(
+            "2023-11-14T22:13:20Z".parse::<TimeBound>(),
+            Ok(TimeBound::At(Timestamp::from_secs_nanos(1_700_000_000, 0)))
+        );
+        assert!("yesterday".parse::<TimeBound>().is_err());
+        assert_eq!(parse_client("192.0.2.0/25").unwrap().prefix_len(), 25);
+        assert_eq!(parse_client("2001:db8::1").unwrap().prefix_len(), 128);
+        assert!(parse_client("192.0.2.0/33").is_err());
+        assert!(matches!("[2001:db8::1]:5432".parse::<ServerMatch>(), Ok(ServerMatch::Socket(_))));
+        assert_eq!(parse_outcome("auth_failed"), Ok(Outcome::AuthFailed));
+        assert!(parse_outcome("broken").unwrap_err().contains("auth_failed"));
+    }
+}
