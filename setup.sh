@@ -2,7 +2,8 @@
 # Set-up for a fresh Debian machine with the Rust toolchain, as root.
 #   ./setup.sh demo   analyze a capture from captures/ and print the report
 #   ./setup.sh test   run the whole test suite
-# Installs libpcap-dev if it is missing (or prints the command to run).
+# Installs libpcap-dev if it is missing, and for the tests Chromium (the HTML
+# report is rendered in it), or prints the command to run.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,6 +21,6 @@ need_pkg libpcap-dev
 
 case "${1:-}" in
   demo) cargo run --quiet --release -- analyze captures/incident.pcap ;;
-  test) cargo test --workspace --release ;;
+  test) need_pkg chromium; cargo test --workspace --release ;;
   *) echo "usage: ./setup.sh demo|test" >&2; exit 2 ;;
 esac

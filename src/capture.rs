@@ -134,12 +134,18 @@ impl Source {
 /// goes to `on_attempt` as soon as it is over (with the capture's first
 /// packet time), so memory follows the live connections, not the file size.
 /// A file that cannot be used is reported and skipped; the others are still analyzed.
+/// How often (in packets) `on_progress` hears how far the reading got.
+const PROGRESS_EVERY: u64 = 8192;
+/// A pcap record header; pcapng's are a little larger, so progress is an estimate.
+const RECORD_HEADER_BYTES: u64 = 16;
+
 pub fn analyze_files(
     paths: &[String],
     filter: Option<&str>,
     analyzer: &mut Analyzer,
     problems: &mut Problems,
     on_attempt: &mut dyn FnMut(AttemptRecord, Timestamp),
+    on_progress: &mut dyn FnMut(u64),
 ) -> Result<(), FilterError> {
     let mut sources = Vec::new();
     for path in paths {
@@ -150,6 +156,7 @@ pub fn analyze_files(
     for source in &mut sources {
         source.advance(problems);
     }
+    let (mut bytes_read, mut packets) = (0u64, 0u64);
     loop {
         // Few files at a time: a scan beats a heap here.
         let next = sources.iter_mut().filter(|s| s.pending.is_some()).min_by_key(|s| s.pending);
@@ -159,6 +166,11 @@ pub fn analyze_files(
             problems.bad_packet(&source.name, source.read, &e);
         }
         drain(analyzer, on_attempt);
+        bytes_read += RECORD_HEADER_BYTES + source.frame.len() as u64;
+        packets += 1;
+        if packets % PROGRESS_EVERY == 0 {
+            on_progress(bytes_read);
+        }
         source.advance(problems);
     }
     analyzer.finish();

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod flow;
 pub mod pg;
 pub mod record;
+pub mod redact;
 pub mod report;
 pub mod seq;
 pub mod stream;

@@ -25,6 +25,17 @@ pub enum Confidence {
     Possible,
 }
 
+impl Confidence {
+    /// How reports mark it: `[seen]`, `[likely]`, `[possibly]`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Confidence::Certain => "seen",
+            Confidence::Likely => "likely",
+            Confidence::Possible => "possibly",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Inference {
     pub text: String,

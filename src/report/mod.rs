@@ -2,10 +2,15 @@
 //! programs (JSON). They read the engine's finished attempts, never packets.
 
 pub mod diagnosis;
+mod evidence;
 mod explain;
 pub mod filter;
+pub mod html;
 pub mod json;
+pub mod markdown;
+pub mod rows;
 pub mod summary;
+mod tables;
 pub mod text;
 pub mod timeline;
 

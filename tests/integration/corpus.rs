@@ -113,9 +113,8 @@ fn session_details_of_the_corpus() {
 fn the_password_never_appears() {
     let Some(dir) = corpus_dir() else { return };
     let file = corpus_file(&dir, "pgsql-pwd-output-disabled.pcap");
-    for args in
-        [vec!["analyze", &file], vec!["analyze", "--connections", &file], vec!["analyze", "--format", "json", &file]]
-    {
+    for format in crate::formats::FORMATS {
+        let args = ["analyze", "--connections", "--format", format, &file];
         let out = crate::util::pgreach(&args);
         assert!(out.status.success());
         let all = [out.stdout, out.stderr].concat();

@@ -7,6 +7,7 @@ mod cli;
 mod corpus;
 mod decode;
 mod engine;
+mod formats;
 mod postgres;
 mod reports;
 mod util;

@@ -1,17 +1,22 @@
 //! Project tasks: `cargo xtask record` stages real connection scenarios and
-//! writes captures/ with their expected outcomes.
+//! writes captures/ with their expected outcomes; `cargo xtask examples`
+//! writes the example reports in examples/.
 
+mod examples;
 mod lab;
 mod record;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("record") => record::run(&args[1..]),
+        Some("examples") => examples::run(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."))),
         _ => {
             eprintln!("usage: cargo xtask record [SCENARIO…]   (as root; writes captures/)");
+            eprintln!("       cargo xtask examples              (writes examples/ from captures/incident.pcap)");
             return ExitCode::from(2);
         }
     };

@@ -1,0 +1,136 @@
+//! One line of evidence per attempt: what was seen on the wire that decided
+//! its outcome. Shared by every report format that lists attempts.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::tables::ms;
+use crate::pg::{Encryption, PgSummary};
+use crate::record::{AnswerKind, AttemptRecord, GaveUp, Outcome, SessionEnd, UnreachableKind};
+use crate::time::short;
+
+/// One line of evidence for an attempt: what was seen on the wire that decided its outcome.
+pub fn evidence(a: &AttemptRecord) -> String {
+    let mut parts = Vec::new();
+    if let Some(answer) = &a.answer {
+        let what = match (answer.kind, answer.unreachable) {
+            (AnswerKind::Rst, _) => "RST".to_owned(),
+            (AnswerKind::Icmp, kind) => format!(
+                "ICMP{} {} ({}/{})",
+                if a.client.is_ipv6() { "v6" } else { "" },
+                match kind {
+                    Some(UnreachableKind::Port) => "port unreachable",
+                    Some(UnreachableKind::Net) => "net unreachable",
+                    Some(UnreachableKind::Host) => "host unreachable",
+                    Some(UnreachableKind::AdminProhibited) => "admin prohibited",
+                    _ => "unreachable",
+                },
+                answer.icmp_type.unwrap_or_default(),
+                answer.icmp_code.unwrap_or_default()
+            ),
+        };
+        parts.push(format!("{what} from {} (ttl {}) after {}", answer.from, answer.ttl, ms(answer.after_ms)));
+    }
+    if let Some(syn) = &a.syn {
+        if syn.count > 1 || a.outcome == Outcome::Timeout {
+            let times: Vec<String> = syn.at_ms.iter().map(|&t| short(Duration::from_secs_f64(t / 1e3))).collect();
+            let more = if syn.count as usize > syn.at_ms.len() { ", …" } else { "" };
+            parts.push(format!("{} SYNs at {}{more}", syn.count, times.join(", ")));
+        }
+    }
+    if let Some(why) = a.gave_up {
+        let wait = a.wait_ms.map_or(String::new(), ms);
+        parts.push(match why {
+            GaveUp::StoppedRetransmitting => format!("no SYN after {wait}: the client gave up"),
+            GaveUp::ClientReset => format!("client reset after {wait}"),
+            GaveUp::NewAttempt => format!("client retried with a new SYN after {wait}"),
+            GaveUp::StillWaitingAtCaptureEnd => format!("capture ended after {wait}, client still waiting"),
+        });
+    }
+    if let Some(h) = a.handshake_ms {
+        parts.push(format!("handshake {}", ms(h)));
+    }
+    if let Some(end) = a.session_end {
+        parts.push(
+            match end {
+                SessionEnd::FinClient => "closed by client (FIN)",
+                SessionEnd::FinServer => "closed by server (FIN)",
+                SessionEnd::RstClient => "reset by client (RST)",
+                SessionEnd::RstServer => "reset by server (RST)",
+                SessionEnd::Open => "open at capture end",
+            }
+            .to_owned(),
+        );
+    }
+    if let Some(pg) = &a.pg {
+        parts.extend(pg_evidence(pg));
+    }
+    let t = &a.traffic;
+    parts.push(format!(
+        "{}↑ {}↓ packets, {}↑ {}↓ bytes",
+        t.client_packets, t.server_packets, t.client_bytes, t.server_bytes
+    ));
+    for note in &a.notes {
+        parts.push(serde_json::to_value(note).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default());
+    }
+    parts.join("; ")
+}
+
+/// What the PostgreSQL conversation showed, briefly: who logged in where,
+/// how, and what the server said.
+fn pg_evidence(pg: &PgSummary) -> Vec<String> {
+    let mut parts = Vec::new();
+    match pg.encryption {
+        Some(Encryption::SslRefused) => parts.push("SSL refused (N)".to_owned()),
+        Some(Encryption::Ssl) => parts.push("SSL accepted (S): encrypted".to_owned()),
+        Some(Encryption::SslError) => parts.push("SSLRequest answered with an error".to_owned()),
+        Some(Encryption::DirectTls) => parts.push("direct TLS".to_owned()),
+        Some(Encryption::GssRefused) => parts.push("GSS encryption refused".to_owned()),
+        Some(Encryption::Gss) => parts.push("GSS encrypted".to_owned()),
+        None => {}
+    }
+    if let Some(user) = &pg.startup.user {
+        let db = pg.startup.database.as_deref().unwrap_or(user);
+        let mut who = format!("{user}@{db}");
+        if let Some(app) = pg.startup.application_name.as_deref().filter(|a| !a.is_empty()) {
+            let _ = write!(who, " ({app})");
+        }
+        if let Some(r) = &pg.startup.replication {
+            let _ = write!(who, " replication={r}");
+        }
+        parts.push(who);
+    }
+    if !pg.auth.is_empty() {
+        parts.push(format!("auth {}", pg.auth.join(" → ")));
+    }
+    if let Some(v) = &pg.server_version {
+        parts.push(format!("server {v}"));
+    }
+    if let Some(login) = pg.login_ms {
+        parts.push(format!("login {}", ms(login)));
+    }
+    if let Some(e) = &pg.error {
+        let mut said = format!("{} {}: {}", e.severity().unwrap_or("?"), e.code(), e.message.as_deref().unwrap_or(""));
+        if let Some(d) = &e.detail {
+            let _ = write!(said, " DETAIL: {d}");
+        }
+        if let Some(h) = &e.hint {
+            let _ = write!(said, " HINT: {h}");
+        }
+        parts.push(said);
+    }
+    if !pg.session_errors.is_empty() {
+        let errs: Vec<String> = pg.session_errors.iter().map(|(code, n)| format!("{code}×{n}")).collect();
+        parts.push(format!("session errors {}", errs.join(" ")));
+    }
+    if pg.terminate_sent {
+        parts.push("Terminate".to_owned());
+    }
+    if let Some(why) = &pg.not_postgres {
+        parts.push(why.clone());
+    }
+    if pg.framing_lost {
+        parts.push("framing lost at a capture gap".to_owned());
+    }
+    parts
+}

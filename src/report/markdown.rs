@@ -1,0 +1,116 @@
+//! The report as Markdown (GitHub-flavoured tables), to paste into a
+//! postmortem: the same sections as the terminal report.
+
+use std::fmt::Write as _;
+
+use super::diagnosis::diagnose;
+use super::tables::{self, count, span, Grid};
+use super::text::{headline, summary_line};
+use super::Report;
+
+pub fn render(report: &Report<'_>, connections: bool) -> String {
+    let s = report.summary;
+    let mut out = format!("# pgreach report: {}\n\n", report.files.join(", "));
+    if s.totals.attempts == 0 {
+        out.push_str("No connection attempts to the server port(s) in this capture");
+        out.push_str(if report.filtered { " match the filters.\n\n" } else { ".\n\n" });
+    } else {
+        let d = diagnose(s, report.syn_timeout);
+        out.push_str(&paragraphs(&headline(report, &d)));
+        out.push_str("## Diagnosis\n\nFailures first, most clients affected first.\n\n");
+        for (i, f) in d.findings.iter().enumerate() {
+            let when = span(f.first, f.last);
+            let _ = writeln!(
+                out,
+                "{}. **{}**: {}, {}{}",
+                i + 1,
+                f.outcome,
+                count(f.clients as u64, "client"),
+                count(f.attempts, "attempt"),
+                if when.is_empty() { String::new() } else { format!(", {when}") }
+            );
+            let _ = writeln!(out, "   - Clients saw: `{}`", f.client_sees.replace('`', "'"));
+            let _ = writeln!(out, "   - {}", f.meaning);
+            for e in &f.evidence {
+                let _ = writeln!(out, "   - \\[{}\\] {}", e.confidence.label(), escape_text(&e.text));
+            }
+            let _ = writeln!(out, "   - Next: {}\n", f.next_steps);
+        }
+        section(&mut out, "Incident windows", &tables::windows(s), 1);
+        section(&mut out, "Timeline", &tables::timeline(s), 2);
+        section(&mut out, "Clients", &tables::clients(report), 1);
+        if s.other_clients.attempts > 0 {
+            let _ = writeln!(
+                out,
+                "(+ {} attempts from further clients, beyond the table's limit, counted in the totals)\n",
+                s.other_clients.attempts
+            );
+        }
+        if connections {
+            section(&mut out, "Attempts", &tables::attempts(report), 1);
+            if s.attempts_not_listed > 0 {
+                let _ = writeln!(out, "({} more attempts not listed)\n", s.attempts_not_listed);
+            }
+        }
+    }
+    out.push_str("---\n\n");
+    out.push_str(&paragraphs(&summary_line(report)));
+    out.truncate(out.trim_end().len());
+    out.push('\n');
+    out
+}
+
+/// Each non-empty line as a paragraph.
+fn paragraphs(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let _ = write!(out, "{}\n\n", escape_text(line));
+    }
+    out
+}
+
+/// A heading and its table, when the table has at least `min_rows` rows.
+fn section(out: &mut String, title: &str, grid: &Grid, min_rows: usize) {
+    if grid.rows.len() < min_rows {
+        return;
+    }
+    let _ = writeln!(out, "## {title}\n");
+    out.push_str(&table(grid));
+    out.push('\n');
+}
+
+pub fn table(grid: &Grid) -> String {
+    let mut out = String::new();
+    let cells = |row: &[String]| row.iter().map(|c| escape_cell(c)).collect::<Vec<_>>().join(" | ");
+    let _ = writeln!(out, "| {} |", cells(&grid.header));
+    let rule: Vec<&str> = grid.kinds.iter().map(|k| if k.is_numeric() { "---:" } else { "---" }).collect();
+    let _ = writeln!(out, "| {} |", rule.join(" | "));
+    for row in &grid.rows {
+        let _ = writeln!(out, "| {} |", cells(row));
+    }
+    out
+}
+
+/// A table cell: one line, with the characters that would end the cell or
+/// start markup escaped.
+fn escape_cell(text: &str) -> String {
+    escape_text(text).replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+/// Prose taken from the capture (server messages, names) must not turn into
+/// Markdown or HTML markup.
+fn escape_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '*' | '_' | '`' | '[' | ']' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,191 @@
+//! The report's tables as plain cells, drawn by each format its own way
+//! (comfy-table on a terminal, pipes in Markdown, `<table>` in HTML).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::evidence::evidence;
+use super::summary::{NameSet, Summary};
+use super::Report;
+use crate::record::Column;
+use crate::time::{short, Timestamp};
+
+/// A table: its header, its rows, and how each column reads.
+pub struct Grid {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    pub kinds: Vec<ColumnKind>,
+}
+
+/// How a column reads: numbers are right-aligned, and a count of failures or
+/// of logins may be coloured where colour is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    Text,
+    Number,
+    Failures,
+    Logins,
+}
+
+impl ColumnKind {
+    pub fn is_numeric(self) -> bool {
+        self != ColumnKind::Text
+    }
+}
+
+impl Grid {
+    fn new(columns: &[(&str, ColumnKind)]) -> Grid {
+        Grid {
+            header: columns.iter().map(|(h, _)| h.to_string()).collect(),
+            rows: Vec::new(),
+            kinds: columns.iter().map(|&(_, k)| k).collect(),
+        }
+    }
+}
+
+use ColumnKind::{Failures, Logins, Number, Text};
+
+/// The outcome columns shared by the client and timeline tables.
+const OUTCOME_HEADERS: [(&str, ColumnKind); 6] = [
+    ("logged in", Logins),
+    ("refused", Failures),
+    ("unreachable", Failures),
+    ("timeout", Failures),
+    ("login failed", Failures),
+    ("other", Failures),
+];
+
+const COLUMNS: [Column; 6] =
+    [Column::LoggedIn, Column::Refused, Column::Unreachable, Column::Timeout, Column::LoginFailed, Column::Other];
+
+pub fn clients(report: &Report<'_>) -> Grid {
+    let mut columns = vec![("client", Text), ("attempts", Number)];
+    columns.extend(OUTCOME_HEADERS);
+    columns.extend([
+        ("last outcome", Text),
+        ("users", Text),
+        ("databases", Text),
+        ("applications", Text),
+        ("seen (UTC)", Text),
+        ("median handshake", Number),
+    ]);
+    let mut g = Grid::new(&columns);
+    for c in report.summary.clients() {
+        let mut row = vec![c.client.to_string(), c.counts.attempts.to_string()];
+        row.extend(COLUMNS.iter().map(|&col| c.counts.column(col).to_string()));
+        let last = c.last_outcome.map_or(String::new(), |o| o.to_string());
+        row.push(if c.recovered > 0 && !c.last_outcome.is_some_and(|o| o.is_failure()) {
+            format!("{last} (recovered)")
+        } else {
+            last
+        });
+        row.extend([&c.users, &c.databases, &c.applications].map(name_list));
+        row.push(format!("{}–{}", clock(c.first_seen), clock(c.last_seen)));
+        row.push(c.median_handshake_ms.map_or("-".to_owned(), ms));
+        g.rows.push(row);
+    }
+    g
+}
+
+pub fn windows(s: &Summary) -> Grid {
+    let mut g = Grid::new(&[
+        ("incident window (UTC)", Text),
+        ("duration", Number),
+        ("failed", Failures),
+        ("clients", Number),
+        ("outcomes", Text),
+        ("before", Text),
+        ("after", Text),
+    ]);
+    for w in s.timeline.windows() {
+        let outcomes: Vec<String> = w.outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
+        g.rows.push(vec![
+            format!("{}–{}", clock(w.start), clock(w.end)),
+            ms(w.duration_ms),
+            w.failed_attempts.to_string(),
+            format!("{}{}", if w.clients_at_least { "≥" } else { "" }, w.clients_affected),
+            outcomes.join(", "),
+            (if w.success_before { "logins worked" } else { "-" }).to_owned(),
+            (if w.success_after { "recovered" } else { "not recovered" }).to_owned(),
+        ]);
+    }
+    g
+}
+
+pub fn timeline(s: &Summary) -> Grid {
+    let head = format!("time (UTC, {} buckets)", short(s.timeline.shown_width()));
+    let mut columns = vec![(head.as_str(), Text), ("attempts", Number)];
+    columns.extend(OUTCOME_HEADERS);
+    let mut g = Grid::new(&columns);
+    for b in s.timeline.buckets() {
+        let mut row = vec![clock(b.start), b.counts.attempts.to_string()];
+        row.extend(COLUMNS.iter().map(|&col| match b.counts.column(col) {
+            0 => String::new(),
+            n => n.to_string(),
+        }));
+        g.rows.push(row);
+    }
+    g
+}
+
+pub fn attempts(report: &Report<'_>) -> Grid {
+    let mut g = Grid::new(&[
+        ("#", Number),
+        ("start (UTC)", Text),
+        ("client", Text),
+        ("server", Text),
+        ("outcome", Text),
+        ("evidence", Text),
+    ]);
+    for a in report.summary.attempts() {
+        g.rows.push(vec![
+            a.id.to_string(),
+            clock(a.start),
+            a.client.to_string(),
+            a.server.to_string(),
+            a.outcome.to_string(),
+            evidence(a),
+        ]);
+    }
+    g
+}
+
+/// `a, b +3`, or `-` when there are none.
+fn name_list(set: &NameSet) -> String {
+    if set.names.is_empty() {
+        return "-".to_owned();
+    }
+    let mut s = set.names.iter().cloned().collect::<Vec<_>>().join(", ");
+    if set.more > 0 {
+        let _ = write!(s, " +{}", set.more);
+    }
+    s
+}
+
+/// The time of day (UTC) with milliseconds; the date is in the summary line.
+pub fn clock(t: Timestamp) -> String {
+    let full = t.to_string();
+    full.get(11..23).map_or(full.clone(), str::to_owned)
+}
+
+pub fn ms(v: f64) -> String {
+    short(Duration::from_secs_f64(v.max(0.0) / 1e3))
+}
+
+/// `1 attempt`, `2 attempts`.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// `09:00:01.000–09:00:05.000`, one time when both are the same, or nothing.
+pub fn span(first: Option<Timestamp>, last: Option<Timestamp>) -> String {
+    match (first, last) {
+        (Some(a), Some(b)) if a != b => format!("{}–{}", clock(a), clock(b)),
+        (Some(a), _) => clock(a),
+        _ => String::new(),
+    }
+}
