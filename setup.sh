@@ -3,16 +3,22 @@
 #   ./setup.sh demo   analyze a capture from captures/ and print the report
 #   ./setup.sh test   run the whole test suite
 # Installs libpcap-dev if it is missing, and for the tests Chromium (the HTML
-# report is rendered in it), or prints the command to run.
+# report is rendered in it), tmux (the live view is driven in it), nftables
+# and iproute2 (the live tests stage a DROP in network namespaces); or
+# prints the command to run.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 need_pkg() {
-  dpkg -s "$1" >/dev/null 2>&1 && return 0
+  local missing=()
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "setup.sh: missing $*; run: sudo apt-get update && sudo apt-get install -y $*" >&2
+    echo "setup.sh: missing ${missing[*]}; run: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
     exit 1
   fi
 }
@@ -21,6 +27,6 @@ need_pkg libpcap-dev
 
 case "${1:-}" in
   demo) cargo run --quiet --release -- analyze captures/incident.pcap ;;
-  test) need_pkg chromium; cargo test --workspace --release ;;
+  test) need_pkg chromium tmux nftables iproute2; cargo test --workspace --release ;;
   *) echo "usage: ./setup.sh demo|test" >&2; exit 2 ;;
 esac

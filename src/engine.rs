@@ -106,6 +106,12 @@ impl Analyzer {
         self.flows.len()
     }
 
+    /// Connections whose SYN has waited at least `for_at_least` at `now`
+    /// with no answer: time-outs in the making, for a live view.
+    pub fn unanswered_syns(&self, now: Timestamp, for_at_least: Duration) -> usize {
+        self.flows.values().filter(|f| f.state == State::SynSent && now.since(f.start) >= for_at_least).count()
+    }
+
     /// Feeds one captured frame. A frame that cannot be decoded is counted
     /// and its reason returned, for the driver to report with its position.
     pub fn handle_packet(&mut self, ts: Timestamp, link: LinkType, frame: &[u8]) -> Result<(), DecodeError> {

@@ -119,7 +119,7 @@ pub struct Flow {
     origin: Origin,
     client_isn: Option<SeqNumber>,
     server_isn: Option<SeqNumber>,
-    start: Timestamp,
+    pub start: Timestamp,
     last: Timestamp,
     syn_count: u32,
     syn_times: Vec<Timestamp>,

@@ -10,6 +10,7 @@ pub mod capture;
 pub mod decode;
 pub mod engine;
 pub mod flow;
+pub mod live;
 pub mod pg;
 pub mod record;
 pub mod redact;

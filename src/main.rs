@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -11,17 +12,20 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ipnet::IpNet;
 
 use pgreach::capture::{analyze_files, Problems};
-use pgreach::engine::{Analyzer, Config};
+use pgreach::engine::{Analyzer, Config, Stats};
+use pgreach::live::metrics::{self, Metrics, SharedMetrics};
+use pgreach::live::{self as capture_live, CaptureCounters, LiveCapture, LiveOptions, LiveSink, LiveStatus, StopWhen};
 use pgreach::record::{AttemptRecord, Outcome};
 use pgreach::redact::Redactor;
 use pgreach::report::filter::{self, Filter, ServerMatch, TimeBound};
 use pgreach::report::rows::{csv_header, csv_row, ndjson_line};
 use pgreach::report::summary::Summary;
 use pgreach::report::{html, json, markdown, text, Report};
+use pgreach::time::Timestamp;
 
 /// Why can't my clients connect to PostgreSQL? Follows every TCP connection
-/// to the PostgreSQL port in packet captures and reports, per client, how
-/// each attempt ended and what that means.
+/// to the PostgreSQL port in packet captures, or live on an interface, and
+/// reports, per client, how each attempt ended and what that means.
 #[derive(Parser)]
 #[command(name = "pgreach", version)]
 struct Cli {
@@ -33,6 +37,10 @@ struct Cli {
 enum Command {
     /// Analyze pcap or pcapng files (`-` reads standard input), merged in time order.
     Analyze(AnalyzeArgs),
+    /// Capture on an interface and show the clients live until Ctrl-C, then the final report.
+    Live(LiveArgs),
+    /// List the interfaces that can be captured on.
+    Interfaces,
 }
 
 #[derive(clap::Args)]
@@ -40,12 +48,58 @@ struct AnalyzeArgs {
     /// Capture files; several are analyzed as one capture.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<String>,
-    /// A PostgreSQL server port (repeatable).
-    #[arg(short, long = "port", value_name = "PORT", default_values_t = [5432])]
-    ports: Vec<u16>,
     /// Only packets matching this libpcap filter expression (as tcpdump takes).
     #[arg(short = 'f', long, value_name = "EXPR")]
     filter: Option<String>,
+    #[command(flatten)]
+    report: ReportArgs,
+}
+
+#[derive(clap::Args)]
+struct LiveArgs {
+    /// The interface (`any` for all of them; see `pgreach interfaces`).
+    #[arg(short, long, value_name = "IFACE")]
+    interface: String,
+    /// A libpcap filter replacing the default (the server ports and the ICMP errors that quote them).
+    #[arg(short = 'f', long, value_name = "EXPR")]
+    filter: Option<String>,
+    /// Stop after this long (e.g. 10m).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Stop after this many packets.
+    #[arg(short = 'c', long, value_name = "N")]
+    count: Option<u64>,
+    /// The kernel capture buffer, in MiB.
+    #[arg(short = 'B', long, value_name = "MIB", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=2047))]
+    buffer_size: u32,
+    /// Bytes kept of each packet (enough for PostgreSQL's login messages by default).
+    #[arg(short = 's', long, value_name = "BYTES", default_value_t = 65535, value_parser = clap::value_parser!(u32).range(96..=262_144))]
+    snaplen: u32,
+    /// Put the interface in promiscuous mode (off by default).
+    #[arg(long)]
+    promisc: bool,
+    /// Also write the captured packets to this pcap file.
+    #[arg(short = 'w', long, value_name = "FILE")]
+    write: Option<PathBuf>,
+    /// With -w: start a new file (FILE1, FILE2, …) every SIZE million bytes, as tcpdump -C.
+    #[arg(short = 'C', long, value_name = "SIZE", requires = "write", value_parser = clap::value_parser!(u64).range(1..))]
+    rotate: Option<u64>,
+    /// Started as root: run as this user once the capture is open (as tcpdump -Z; `root` keeps root).
+    #[arg(short = 'Z', long, value_name = "USER", default_value = "nobody")]
+    user: String,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187) at /metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    report: ReportArgs,
+}
+
+/// What both commands report, and how.
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// A PostgreSQL server port (repeatable).
+    #[arg(short, long = "port", value_name = "PORT", default_values_t = [5432])]
+    ports: Vec<u16>,
     /// Also list every attempt with its evidence.
     #[arg(long)]
     connections: bool,
@@ -112,123 +166,403 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Analyze(args) => analyze(args),
+        Command::Live(args) => live(args),
+        Command::Interfaces => interfaces(),
+    }
+}
+
+fn engine_config(r: &ReportArgs) -> Config {
+    Config {
+        server_ports: r.ports.clone(),
+        syn_timeout: r.syn_timeout,
+        max_flows: usize::try_from(r.max_flows).unwrap_or(usize::MAX),
     }
 }
 
 fn analyze(args: AnalyzeArgs) -> ExitCode {
-    let config = Config {
-        server_ports: args.ports.clone(),
-        syn_timeout: args.syn_timeout,
-        max_flows: usize::try_from(args.max_flows).unwrap_or(usize::MAX),
-    };
-    let mut analyzer = Analyzer::new(config);
+    let mut analyzer = Analyzer::new(engine_config(&args.report));
     let mut problems = Problems::default();
-    let lists_attempts = args.connections || matches!(args.format, Format::Json | Format::Markdown | Format::Html);
-    let listed = if lists_attempts { args.max_listed } else { 0 };
-    let mut summary = Summary::new(MAX_CLIENTS, listed, args.bucket);
-    let filter = Filter {
-        clients: args.clients.clone(),
-        servers: args.servers.clone(),
-        since: args.since,
-        until: args.until,
-        outcomes: args.outcomes.clone(),
-    };
-    let to_terminal = args.output.is_none() && io::stdout().is_terminal();
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => match File::create(path) {
-            Ok(f) => Box::new(BufWriter::new(f)),
-            Err(e) => {
-                eprintln!("pgreach: cannot create {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        },
-        None => Box::new(BufWriter::new(io::stdout().lock())),
-    };
-
-    let mut redactor = args.redact.then(Redactor::default);
-    let mut write_error = match args.format {
-        Format::Csv => csv_header(&mut out).err(),
-        _ => None,
-    };
+    let Some(mut reporter) = Reporter::new(&args.report) else { return ExitCode::from(2) };
     let progress = progress_bar(&args.files);
-    {
-        let mut on_attempt = |mut record: AttemptRecord, capture_start| {
-            if !filter.matches(&record, capture_start) {
-                return;
-            }
-            if let Some(r) = &mut redactor {
-                r.redact(&mut record);
-            }
-            if write_error.is_some() {
-                return;
-            }
-            let written = match args.format {
-                Format::Ndjson => ndjson_line(&record, &mut out),
-                Format::Csv => csv_row(&record, &mut out),
-                _ => {
-                    summary.add(record);
-                    Ok(())
-                }
-            };
-            if let Err(e) = written {
-                write_error = Some(e);
-            }
-        };
-        let mut on_progress = |bytes| {
-            if let Some(bar) = &progress {
-                bar.set_position(bytes);
-            }
-        };
-        if let Err(e) = analyze_files(
-            &args.files,
-            args.filter.as_deref(),
-            &mut analyzer,
-            &mut problems,
-            &mut on_attempt,
-            &mut on_progress,
-        ) {
-            eprintln!("pgreach: {e}");
-            return ExitCode::from(2);
+    let mut on_attempt = |record, capture_start| reporter.attempt(record, capture_start);
+    let mut on_progress = |bytes| {
+        if let Some(bar) = &progress {
+            bar.set_position(bytes);
         }
-    }
+    };
+    let read = analyze_files(
+        &args.files,
+        args.filter.as_deref(),
+        &mut analyzer,
+        &mut problems,
+        &mut on_attempt,
+        &mut on_progress,
+    );
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-
+    if let Err(e) = read {
+        eprintln!("pgreach: {e}");
+        return ExitCode::from(2);
+    }
     let lines = problems.lines();
     for line in &lines {
         eprintln!("pgreach: {line}");
     }
-    let report = Report {
-        summary: &summary,
-        stats: analyzer.stats(),
-        files: &args.files,
-        server_ports: &args.ports,
-        syn_timeout: args.syn_timeout,
-        problems: lines,
-        input_notes: problems.notes(),
-        filtered: !filter.is_empty(),
+    let written = reporter.finish(analyzer.stats(), &args.files, lines, problems.notes(), None);
+    match written {
+        Err(code) => code,
+        Ok(()) if problems.has_file_errors() => ExitCode::FAILURE,
+        Ok(()) => ExitCode::SUCCESS,
+    }
+}
+
+fn live(args: LiveArgs) -> ExitCode {
+    let r = &args.report;
+    let opts = LiveOptions {
+        interface: args.interface.clone(),
+        ports: r.ports.clone(),
+        filter: args.filter.clone(),
+        snaplen: args.snaplen as i32,
+        buffer_bytes: (args.buffer_size as i32).saturating_mul(1 << 20),
+        promiscuous: args.promisc,
+        write: args.write.clone().map(|w| (w, args.rotate.map(|mb| mb * 1_000_000))),
     };
-    let finished = match args.format {
-        Format::Table => {
-            out.write_all(text::render(&report, args.connections, to_terminal && colour_allowed()).as_bytes())
+    // Everything that needs privileges first: the capture, the -w file and
+    // the metrics port; then the drop; then the threads.
+    let mut capture = match LiveCapture::open(&opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgreach: {e}");
+            return ExitCode::from(2);
         }
-        Format::Json => out.write_all(json::render(&report).as_bytes()),
-        Format::Markdown => out.write_all(markdown::render(&report, args.connections).as_bytes()),
-        Format::Html => out.write_all(html::render(&report).as_bytes()),
-        Format::Csv | Format::Ndjson => Ok(()),
     };
-    if let Some(e) = write_error.or(finished.err()).or(out.flush().err()) {
-        if e.kind() != io::ErrorKind::BrokenPipe {
-            let to = args.output.as_ref().map_or("standard output".to_owned(), |p| p.display().to_string());
-            eprintln!("pgreach: cannot write the report to {to}: {e}");
-            return ExitCode::FAILURE;
+    let metrics_listener = match args.metrics.map(std::net::TcpListener::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "pgreach: cannot serve metrics on {}: {e}",
+                args.metrics.map(|a| a.to_string()).unwrap_or_default()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    // -o is created before the drop too, wherever root may write.
+    let Some(reporter) = Reporter::new(r) else { return ExitCode::from(2) };
+    match capture.drop_privileges(&args.user) {
+        Ok(true) => eprintln!("pgreach: capturing on {} as user {}", args.interface, args.user),
+        Ok(false) => eprintln!("pgreach: capturing on {}", args.interface),
+        Err(e) => {
+            eprintln!("pgreach: {e}");
+            return ExitCode::from(2);
         }
     }
-    if problems.has_file_errors() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgreach: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let metrics = args.metrics.map(|_| Arc::new(Mutex::new(Metrics::default())));
+    let view = io::stdout().is_terminal() && r.format != Format::Ndjson;
+    let mut sink = LiveReport {
+        reporter,
+        metrics: metrics.clone(),
+        view: view.then(|| LiveView::start(&args.interface)),
+        problems: Vec::new(),
+        syn_timeout: r.syn_timeout,
+        ports: r.ports.clone(),
+    };
+    let mut analyzer = Analyzer::new(engine_config(r));
+    let stop_when = StopWhen { duration: args.duration, count: args.count };
+    let (_, status) = runtime.block_on(async {
+        if let (Some(listener), Some(m)) = (metrics_listener, metrics.clone()) {
+            match listener.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(listener)) {
+                Ok(l) => drop(tokio::spawn(metrics::serve(l, m))),
+                Err(e) => eprintln!("pgreach: cannot serve metrics: {e}"),
+            }
+        }
+        let stopped = capture_live::run(capture, &mut analyzer, stop_when, r.syn_timeout, &mut sink).await;
+        // A second Ctrl-C while the final report is written exits at once.
+        tokio::spawn(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        });
+        stopped
+    });
+    if let Some(view) = sink.view.take() {
+        view.end();
+    }
+    let mut notes = Vec::new();
+    if status.counters.dropped() > 0 {
+        notes.push(format!(
+            "the capture lost {} packets; attempts in progress when it did are marked capture_drops_during",
+            status.counters.dropped()
+        ));
+    }
+    let interface = [format!("live:{}", args.interface)];
+    let code = match sink.reporter.finish(analyzer.stats(), &interface, sink.problems, notes, Some(status.counters)) {
+        Err(code) => code,
+        Ok(()) => ExitCode::SUCCESS,
+    };
+    runtime.shutdown_background();
+    code
+}
+
+/// What the live loop's events become: report lines or rows, the live
+/// view, and metrics.
+struct LiveReport {
+    reporter: Reporter,
+    metrics: Option<SharedMetrics>,
+    view: Option<LiveView>,
+    problems: Vec<String>,
+    syn_timeout: Duration,
+    ports: Vec<u16>,
+}
+
+impl LiveSink for LiveReport {
+    fn attempt(&mut self, record: AttemptRecord, capture_start: Timestamp) {
+        if let Some(m) = &self.metrics {
+            if let Ok(mut m) = m.lock() {
+                m.observe(&record);
+            }
+        }
+        self.reporter.attempt(record, capture_start);
+        self.reporter.flush_rows();
+    }
+
+    fn refresh(&mut self, status: &LiveStatus, analyzer: &Analyzer) {
+        if let Some(m) = &self.metrics {
+            if let Ok(mut m) = m.lock() {
+                m.status(status, analyzer.live_flows());
+            }
+        }
+        let Some(view) = &mut self.view else { return };
+        let lines = vec![
+            format!(
+                "pgreach live on {} port {} — {} running, {} packets; libpcap dropped {} (kernel) {} (interface) — Ctrl-C for the final report",
+                view.interface,
+                self.ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+                pgreach::time::short(status.now.since(status.started)),
+                status.packets,
+                status.counters.kernel_dropped,
+                status.counters.interface_dropped
+            ),
+            format!(
+                "now: {} connections tracked, {} SYNs unanswered for more than {}",
+                analyzer.live_flows(),
+                status.unanswered_syns,
+                pgreach::time::short(self.syn_timeout)
+            ),
+        ];
+        let report = self.reporter.report(analyzer.stats(), &[], Vec::new(), Vec::new(), Some(status.counters));
+        view.draw(&text::live_view(&report, &lines, view.rows(), colour_allowed()));
+    }
+
+    fn problem(&mut self, line: String) {
+        if self.view.is_none() {
+            eprintln!("pgreach: {line}");
+        }
+        self.problems.push(line);
+    }
+}
+
+/// The terminal view, redrawn in place on the alternate screen (as top does),
+/// which is left before the final report is printed.
+struct LiveView {
+    interface: String,
+}
+
+impl LiveView {
+    fn start(interface: &str) -> LiveView {
+        print!("\x1b[?1049h\x1b[H");
+        let _ = io::stdout().flush();
+        LiveView { interface: interface.to_owned() }
+    }
+
+    /// Client rows that fit under the status lines and the headline.
+    fn rows(&self) -> usize {
+        let lines = std::env::var("LINES").ok().and_then(|l| l.parse::<usize>().ok()).unwrap_or(40);
+        lines.saturating_sub(12).max(5)
+    }
+
+    fn draw(&mut self, screen: &str) {
+        let mut out = io::stdout().lock();
+        let _ = write!(out, "\x1b[H\x1b[J{screen}");
+        let _ = out.flush();
+    }
+
+    fn end(self) {
+        print!("\x1b[?1049l");
+        let _ = io::stdout().flush();
+    }
+}
+
+fn interfaces() -> ExitCode {
+    match pcap::Device::list() {
+        Ok(devices) => {
+            for d in devices {
+                let mut flags = Vec::new();
+                if d.flags.is_up() {
+                    flags.push("up");
+                }
+                if d.flags.is_running() {
+                    flags.push("running");
+                }
+                if d.flags.is_loopback() {
+                    flags.push("loopback");
+                }
+                let addrs: Vec<String> = d.addresses.iter().map(|a| a.addr.to_string()).collect();
+                println!("{}\t{}\t{}\t{}", d.name, flags.join(","), addrs.join(" "), d.desc.as_deref().unwrap_or(""));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pgreach: cannot list interfaces: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Filters, redacts and reports attempts as they end: streamed rows
+/// (ndjson, csv) at once, the other formats from the summary at the end.
+struct Reporter {
+    format: Format,
+    connections: bool,
+    to_terminal: bool,
+    output: Option<PathBuf>,
+    out: Box<dyn Write>,
+    filter: Filter,
+    redactor: Option<Redactor>,
+    summary: Summary,
+    write_error: Option<io::Error>,
+    ports: Vec<u16>,
+    syn_timeout: Duration,
+}
+
+impl Reporter {
+    /// `None` after printing why the output cannot be opened.
+    fn new(r: &ReportArgs) -> Option<Reporter> {
+        let out: Box<dyn Write> = match &r.output {
+            Some(path) => match File::create(path) {
+                Ok(f) => Box::new(BufWriter::new(f)),
+                Err(e) => {
+                    eprintln!("pgreach: cannot create {}: {e}", path.display());
+                    return None;
+                }
+            },
+            None => Box::new(BufWriter::new(io::stdout())),
+        };
+        let lists_attempts = r.connections || matches!(r.format, Format::Json | Format::Markdown | Format::Html);
+        let mut reporter = Reporter {
+            format: r.format,
+            connections: r.connections,
+            to_terminal: r.output.is_none() && io::stdout().is_terminal(),
+            output: r.output.clone(),
+            out,
+            filter: Filter {
+                clients: r.clients.clone(),
+                servers: r.servers.clone(),
+                since: r.since,
+                until: r.until,
+                outcomes: r.outcomes.clone(),
+            },
+            redactor: r.redact.then(Redactor::default),
+            summary: Summary::new(MAX_CLIENTS, if lists_attempts { r.max_listed } else { 0 }, r.bucket),
+            write_error: None,
+            ports: r.ports.clone(),
+            syn_timeout: r.syn_timeout,
+        };
+        if r.format == Format::Csv {
+            reporter.write_error = csv_header(&mut reporter.out).err();
+        }
+        Some(reporter)
+    }
+
+    fn attempt(&mut self, mut record: AttemptRecord, capture_start: Timestamp) {
+        if !self.filter.matches(&record, capture_start) {
+            return;
+        }
+        if let Some(r) = &mut self.redactor {
+            r.redact(&mut record);
+        }
+        let written = match self.format {
+            Format::Ndjson => ndjson_line(&record, &mut self.out),
+            Format::Csv => csv_row(&record, &mut self.out),
+            _ => {
+                self.summary.add(record);
+                Ok(())
+            }
+        };
+        if self.write_error.is_none() {
+            self.write_error = written.err();
+        }
+    }
+
+    /// Live: each row reaches a pipe as its attempt ends.
+    fn flush_rows(&mut self) {
+        if matches!(self.format, Format::Ndjson | Format::Csv) {
+            if let Err(e) = self.out.flush() {
+                self.write_error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn report<'a>(
+        &'a self,
+        stats: &'a Stats,
+        files: &'a [String],
+        problems: Vec<String>,
+        input_notes: Vec<String>,
+        capture: Option<CaptureCounters>,
+    ) -> Report<'a> {
+        Report {
+            summary: &self.summary,
+            stats,
+            files,
+            server_ports: &self.ports,
+            syn_timeout: self.syn_timeout,
+            problems,
+            input_notes,
+            filtered: !self.filter.is_empty(),
+            capture,
+        }
+    }
+
+    /// Writes the report; `Err` carries the exit code after printing why.
+    fn finish(
+        mut self,
+        stats: &Stats,
+        files: &[String],
+        problems: Vec<String>,
+        input_notes: Vec<String>,
+        capture: Option<CaptureCounters>,
+    ) -> Result<(), ExitCode> {
+        let colour = self.to_terminal && colour_allowed();
+        let rendered = {
+            let report = self.report(stats, files, problems, input_notes, capture);
+            match self.format {
+                Format::Table => Some(text::render(&report, self.connections, colour)),
+                Format::Json => Some(json::render(&report)),
+                Format::Markdown => Some(markdown::render(&report, self.connections)),
+                Format::Html => Some(html::render(&report)),
+                Format::Csv | Format::Ndjson => None,
+            }
+        };
+        let finished = match rendered {
+            Some(text) => self.out.write_all(text.as_bytes()),
+            None => Ok(()),
+        };
+        if let Some(e) = self.write_error.take().or(finished.err()).or(self.out.flush().err()) {
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                let to = self.output.as_ref().map_or("standard output".to_owned(), |p| p.display().to_string());
+                eprintln!("pgreach: cannot write the report to {to}: {e}");
+                return Err(ExitCode::FAILURE);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -329,6 +329,9 @@ pub enum Note {
     Superseded,
     /// The SYN-ACK was retransmitted (the client's ACK was lost or late).
     SynAckRetransmitted,
+    /// A live capture dropped packets while this attempt was in progress: a
+    /// lost packet could have changed its outcome.
+    CaptureDropsDuring,
 }
 
 /// One connection attempt and its outcome.

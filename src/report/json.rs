@@ -11,6 +11,7 @@ use super::summary::{ClientSummary, OutcomeCounts};
 use super::timeline::{BucketView, Window};
 use super::Report;
 use crate::engine::Stats;
+use crate::live::CaptureCounters;
 use crate::record::{AttemptRecord, Outcome};
 use crate::time::Timestamp;
 
@@ -37,6 +38,8 @@ struct Document<'a> {
     server_said: BTreeMap<Outcome, Vec<Said<'a>>>,
     problems: &'a [String],
     input_notes: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capture: Option<CaptureCounters>,
 }
 
 #[derive(Serialize)]
@@ -80,6 +83,7 @@ pub fn render(report: &Report<'_>) -> String {
             .collect(),
         problems: &report.problems,
         input_notes: &report.input_notes,
+        capture: report.capture,
     };
     let mut out = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     out.push('\n');

@@ -17,6 +17,7 @@ pub mod timeline;
 use std::time::Duration;
 
 use crate::engine::Stats;
+use crate::live::CaptureCounters;
 use summary::Summary;
 
 /// What a report is made of.
@@ -33,6 +34,8 @@ pub struct Report<'a> {
     pub input_notes: Vec<String>,
     /// Whether filters narrowed the attempts.
     pub filtered: bool,
+    /// A live capture's libpcap counters.
+    pub capture: Option<CaptureCounters>,
 }
 
 impl Report<'_> {

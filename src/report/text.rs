@@ -163,8 +163,43 @@ pub(super) fn summary_line(report: &Report<'_>) -> String {
         }
     }
     line.push('\n');
+    if let Some(c) = report.capture {
+        let _ = writeln!(
+            line,
+            "libpcap: {} captured, {} dropped by the kernel, {} by the interface",
+            count(c.received, "packet"),
+            c.kernel_dropped,
+            c.interface_dropped
+        );
+    }
     for note in &report.input_notes {
         let _ = writeln!(line, "note: {note}");
     }
     line
+}
+
+/// The live view: status lines, the headline and the busiest clients,
+/// redrawn in place about once a second.
+pub fn live_view(report: &Report<'_>, status: &[String], max_clients: usize, colour: bool) -> String {
+    let mut out = String::new();
+    for line in status {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+    let s = report.summary;
+    if s.totals.attempts == 0 {
+        out.push_str("No connection attempt has ended yet.\n");
+        return out;
+    }
+    out.push_str(&headline(report, &diagnose(s, report.syn_timeout)));
+    let mut clients = tables::clients(report);
+    let more = clients.rows.len().saturating_sub(max_clients);
+    clients.rows.truncate(max_clients);
+    out.push_str(&draw(&clients, colour));
+    out.push('\n');
+    if more > 0 {
+        let _ = writeln!(out, "(+ {more} more clients)");
+    }
+    out
 }

@@ -1,0 +1,164 @@
+//! `--metrics ADDR`: Prometheus metrics over HTTP, so a fleet of hosts is
+//! watched with the Prometheus and Grafana that users already run.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use super::{CaptureCounters, LiveStatus};
+use crate::record::AttemptRecord;
+
+/// Client addresses given their own series; the rest share `client="other"`,
+/// so a scan of many addresses cannot blow up Prometheus.
+pub const MAX_CLIENT_SERIES: usize = 1000;
+/// Server addresses given their own series (servers are few; a bound anyway).
+const MAX_SERVER_SERIES: usize = 64;
+const OTHER: &str = "other";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabels {
+    server: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientLabels {
+    client: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    by: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    attempts: Family<ServerLabels, Counter>,
+    client_attempts: Family<ClientLabels, Counter>,
+    handshake: Histogram,
+    login: Histogram,
+    captured: Counter,
+    dropped: Family<DropLabels, Counter>,
+    unanswered: Gauge,
+    tracked: Gauge,
+    clients: HashSet<String>,
+    servers: HashSet<String>,
+    last_counters: CaptureCounters,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("pgreach");
+        let attempts = Family::<ServerLabels, Counter>::default();
+        registry.register("attempts", "Connection attempts to PostgreSQL by server and outcome", attempts.clone());
+        let client_attempts = Family::<ClientLabels, Counter>::default();
+        registry.register(
+            "client_attempts",
+            "Connection attempts by client address (the first 1000; further ones as client=\"other\") and outcome",
+            client_attempts.clone(),
+        );
+        // 50 µs to about 1.6 s.
+        let handshake = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register("handshake_seconds", "Time from the first SYN to the SYN-ACK", handshake.clone());
+        // 1 ms to about 33 s.
+        let login = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register("login_seconds", "Time from the first SYN to ReadyForQuery", login.clone());
+        let captured = Counter::default();
+        registry.register("capture_packets", "Packets libpcap's filter passed", captured.clone());
+        let dropped = Family::<DropLabels, Counter>::default();
+        registry.register("capture_dropped_packets", "Packets the capture lost, by=kernel|interface", dropped.clone());
+        let unanswered = Gauge::default();
+        registry.register("unanswered_syns", "SYNs waiting longer than the SYN time-out now", unanswered.clone());
+        let tracked = Gauge::default();
+        registry.register("tracked_connections", "Connections tracked now", tracked.clone());
+        Metrics {
+            registry,
+            attempts,
+            client_attempts,
+            handshake,
+            login,
+            captured,
+            dropped,
+            unanswered,
+            tracked,
+            clients: HashSet::new(),
+            servers: HashSet::new(),
+            last_counters: CaptureCounters::default(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe(&mut self, a: &AttemptRecord) {
+        let outcome = a.outcome.as_str().to_owned();
+        let server = bounded(&mut self.servers, a.server.to_string(), MAX_SERVER_SERIES);
+        self.attempts.get_or_create(&ServerLabels { server, outcome: outcome.clone() }).inc();
+        let client = bounded(&mut self.clients, a.client.ip().to_string(), MAX_CLIENT_SERIES);
+        self.client_attempts.get_or_create(&ClientLabels { client, outcome }).inc();
+        if let Some(ms) = a.handshake_ms {
+            self.handshake.observe(ms / 1e3);
+        }
+        if let Some(ms) = a.pg.as_ref().and_then(|p| p.login_ms) {
+            self.login.observe(ms / 1e3);
+        }
+    }
+
+    pub fn status(&mut self, status: &LiveStatus, tracked: usize) {
+        let c = status.counters;
+        let last = self.last_counters;
+        self.captured.inc_by(c.received.saturating_sub(last.received));
+        self.dropped
+            .get_or_create(&DropLabels { by: "kernel" })
+            .inc_by(c.kernel_dropped.saturating_sub(last.kernel_dropped));
+        self.dropped
+            .get_or_create(&DropLabels { by: "interface" })
+            .inc_by(c.interface_dropped.saturating_sub(last.interface_dropped));
+        self.last_counters = c;
+        self.unanswered.set(i64::try_from(status.unanswered_syns).unwrap_or(i64::MAX));
+        self.tracked.set(i64::try_from(tracked).unwrap_or(i64::MAX));
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The label value for `key`: itself while fewer than `max` are known.
+fn bounded(known: &mut HashSet<String>, key: String, max: usize) -> String {
+    if known.contains(&key) {
+        return key;
+    }
+    if known.len() < max {
+        known.insert(key.clone());
+        return key;
+    }
+    OTHER.to_owned()
+}
+
+pub type SharedMetrics = Arc<Mutex<Metrics>>;
+
+/// Serves `/metrics` on an open listener until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: SharedMetrics) -> std::io::Result<()> {
+    let app = Router::new().route("/metrics", get(scrape)).with_state(metrics);
+    axum::serve(listener, app).await
+}
+
+async fn scrape(State(metrics): State<SharedMetrics>) -> impl IntoResponse {
+    let body = metrics.lock().map(|m| m.encode()).unwrap_or_default();
+    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+}

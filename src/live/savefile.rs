@@ -1,0 +1,131 @@
+//! `-w FILE`: the captured packets written as a pcap file (nanosecond
+//! timestamps), rotated every `-C` bytes as tcpdump does (FILE, FILE1,
+//! FILE2, …), so an incident can be analyzed again later. Written here
+//! rather than through libpcap's dumper so that files are created with
+//! owner-only permissions and rotation needs no unsafe file handles.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::time::Timestamp;
+
+/// pcap's magic for nanosecond timestamps.
+const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
+/// Captures may hold secrets a little longer than the owner wants: never
+/// readable or writable by others.
+const MODE: u32 = 0o600;
+
+pub struct Savefile {
+    base: PathBuf,
+    linktype: u32,
+    snaplen: u32,
+    /// Rotate after this many bytes in one file; `None`: one file.
+    rotate_bytes: Option<u64>,
+    file: BufWriter<File>,
+    written: u64,
+    /// The number of the current file (0: the base name).
+    index: u32,
+    /// Rotation stopped after a file could not be created (reported once).
+    rotation_failed: bool,
+}
+
+impl Savefile {
+    pub fn create(base: &Path, linktype: u32, snaplen: u32, rotate_bytes: Option<u64>) -> io::Result<Savefile> {
+        let file = open(base)?;
+        let mut s = Savefile {
+            base: base.to_owned(),
+            linktype,
+            snaplen,
+            rotate_bytes,
+            file,
+            written: 0,
+            index: 0,
+            rotation_failed: false,
+        };
+        s.write_header()?;
+        Ok(s)
+    }
+
+    /// The file being written now.
+    pub fn current_path(&self) -> PathBuf {
+        numbered(&self.base, self.index)
+    }
+
+    fn write_header(&mut self) -> io::Result<()> {
+        let mut h = Vec::with_capacity(24);
+        h.extend_from_slice(&MAGIC_NANOS.to_le_bytes());
+        h.extend_from_slice(&2u16.to_le_bytes());
+        h.extend_from_slice(&4u16.to_le_bytes());
+        h.extend_from_slice(&0i32.to_le_bytes());
+        h.extend_from_slice(&0u32.to_le_bytes());
+        h.extend_from_slice(&self.snaplen.to_le_bytes());
+        h.extend_from_slice(&self.linktype.to_le_bytes());
+        self.file.write_all(&h)?;
+        self.written = h.len() as u64;
+        Ok(())
+    }
+
+    /// Appends one packet; rotates first when the file is full. A rotation
+    /// that fails (the directory is not writable after the privilege drop)
+    /// is returned as an error once, and the current file goes on growing.
+    pub fn write(&mut self, ts: Timestamp, original_len: u32, data: &[u8]) -> io::Result<()> {
+        let mut rotation = Ok(());
+        if let Some(limit) = self.rotate_bytes {
+            if self.written >= limit && !self.rotation_failed {
+                rotation = self.rotate();
+            }
+        }
+        let nanos = ts.as_nanos();
+        let mut rec = Vec::with_capacity(16);
+        rec.extend_from_slice(&(nanos.div_euclid(1_000_000_000) as u32).to_le_bytes());
+        rec.extend_from_slice(&(nanos.rem_euclid(1_000_000_000) as u32).to_le_bytes());
+        rec.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        rec.extend_from_slice(&original_len.to_le_bytes());
+        self.file.write_all(&rec)?;
+        self.file.write_all(data)?;
+        self.written += 16 + data.len() as u64;
+        rotation
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let next = numbered(&self.base, self.index + 1);
+        match open(&next) {
+            Ok(file) => {
+                self.file.flush()?;
+                self.file = file;
+                self.index += 1;
+                self.write_header()
+            }
+            Err(e) => {
+                self.rotation_failed = true;
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot create {}: {e}; writing on in {}", next.display(), self.current_path().display()),
+                ))
+            }
+        }
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+fn open(path: &Path) -> io::Result<BufWriter<File>> {
+    let file = OpenOptions::new().write(true).create(true).truncate(true).mode(MODE).open(path)?;
+    // An existing file keeps its mode when truncated: set it.
+    file.set_permissions(std::fs::Permissions::from_mode(MODE))?;
+    Ok(BufWriter::new(file))
+}
+
+/// tcpdump's names: FILE, FILE1, FILE2, …
+fn numbered(base: &Path, index: u32) -> PathBuf {
+    if index == 0 {
+        return base.to_owned();
+    }
+    let mut name = base.as_os_str().to_owned();
+    name.push(index.to_string());
+    PathBuf::from(name)
+}
