@@ -31,6 +31,8 @@ const CLOSING_GRACE: Duration = Duration::from_secs(30);
 /// How long an ended connection's entry stays to absorb its late packets
 /// (final ACKs, retransmitted FINs) so that they do not look like new flows.
 const CLOSED_LINGER: Duration = Duration::from_secs(30);
+/// The longest initial retransmission time-out of common TCP stacks.
+const MAX_INITIAL_RTO: Duration = Duration::from_secs(3);
 
 /// The TCP state of an attempt as seen from the wire (RFC 9293 names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,12 +344,14 @@ impl Flow {
     /// backoff at most doubles each gap (Linux: linear 1 s steps, then
     /// exponential; others: exponential from 1 or 3 s), so a client that has
     /// not retransmitted within twice its last gap, plus a second, has stopped.
+    /// After a single SYN, the first retransmission comes after the initial
+    /// RTO: 1 s on Linux (RFC 6298), 3 s on older stacks (RFC 2988).
     fn give_up_after(&self, syn_timeout: Duration) -> Duration {
-        let last_gap = match self.syn_times.as_slice() {
-            [.., before, last] => last.since(*before),
-            _ => Duration::ZERO,
+        let silence = match self.syn_times.as_slice() {
+            [.., before, last] => last.since(*before) * 2,
+            _ => MAX_INITIAL_RTO,
         };
-        syn_timeout.max(last_gap * 2 + Duration::from_secs(1))
+        syn_timeout.max(silence + Duration::from_secs(1))
     }
 
     fn last_syn(&self) -> Timestamp {

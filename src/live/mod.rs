@@ -353,7 +353,7 @@ pub async fn run(
                 status.now = now();
                 analyzer.handle_timeout(status.now - CLOCK_SLACK);
                 tick_count += 1;
-                if tick_count % TICKS_PER_REFRESH == 0 {
+                if tick_count.is_multiple_of(TICKS_PER_REFRESH) {
                     status.unanswered_syns = analyzer.unanswered_syns(status.now, syn_timeout);
                     sink.refresh(&status, analyzer);
                 }

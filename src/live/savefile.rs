@@ -129,3 +129,35 @@ fn numbered(base: &Path, index: u32) -> PathBuf {
     name.push(index.to_string());
     PathBuf::from(name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_with_tcpdump_names_and_every_file_reads_back() {
+        let dir = std::env::temp_dir().join(format!("pgreach-savefile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = dir.join("cap.pcap");
+        let mut s = Savefile::create(&base, 1, 65535, Some(10_000)).unwrap();
+        let frame = [0xabu8; 1000];
+        for i in 0..25 {
+            s.write(Timestamp::from_nanos(1_700_000_000_000_000_000 + i), 1500, &frame).unwrap();
+        }
+        s.flush().unwrap();
+        let mut total = 0;
+        for name in ["cap.pcap", "cap.pcap1", "cap.pcap2"] {
+            let path = dir.join(name);
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+            let mut cap = pcap::Capture::from_file_with_precision(&path, pcap::Precision::Nano).unwrap();
+            while let Ok(p) = cap.next_packet() {
+                assert_eq!((p.header.caplen, p.header.len), (1000, 1500));
+                total += 1;
+            }
+        }
+        assert!(!dir.join("cap.pcap3").exists());
+        assert_eq!(total, 25);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -332,7 +332,7 @@ mod tests {
     #[test]
     fn parameter_status_with_an_empty_value() {
         assert_eq!(parameter_status(b"application_name\0\0"), Some(("application_name".into(), String::new())));
-        assert_eq!(parameter_status(b"server_version\015.4\0"), Some(("server_version".into(), "15.4".into())));
+        assert_eq!(parameter_status(b"server_version\x0015.4\0"), Some(("server_version".into(), "15.4".into())));
         assert_eq!(parameter_status(b"truncated"), None);
     }
 

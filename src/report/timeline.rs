@@ -223,7 +223,7 @@ impl Timeline {
             let end = run.last_failure.unwrap_or_default();
             let mut outcomes: Vec<(Outcome, u64)> =
                 run.counts.outcomes().filter(|o| o.is_failure()).map(|o| (o, run.counts.get(o))).collect();
-            outcomes.sort_by(|a, b| b.1.cmp(&a.1));
+            outcomes.sort_by_key(|o| std::cmp::Reverse(o.1));
             windows.push(Window {
                 start,
                 end,

@@ -279,16 +279,36 @@ mod timeout {
         assert_eq!(a.gave_up, None);
     }
 
+    /// A short --syn-timeout must not end the wait before the first
+    /// retransmission (Linux: after about 1 s), or the retransmission would
+    /// look like a new attempt.
+    #[test]
+    fn short_syn_timeout_waits_for_the_first_retransmission() {
+        let config = Config { syn_timeout: std::time::Duration::from_millis(500), ..Config::default() };
+        let mut run = Run::with(config);
+        run.c2s(0.0, syn(ISN));
+        run.engine.handle_timeout(at(1.02));
+        run.c2s(1.03, syn(ISN)).c2s(3.05, syn(ISN));
+        run.engine.handle_timeout(at(20.0));
+        let a = run.engine.poll_finished().expect("one attempt");
+        assert!(run.engine.poll_finished().is_none(), "one attempt, not one per SYN");
+        assert_eq!(a.outcome, Outcome::Timeout);
+        assert_eq!(a.syn.as_ref().map(|s| s.count), Some(3));
+        assert_eq!(a.gave_up, Some(GaveUp::StoppedRetransmitting));
+    }
+
     /// Live mode: the timer, not a packet, ends the wait.
     #[test]
     fn deadline_fires_without_packets() {
         let mut run = Run::new();
         run.c2s(0.0, syn(ISN));
+        // One SYN: its first retransmission may come after 3 s (RFC 2988
+        // stacks), so the wait is that plus a second.
         let deadline = run.engine.poll_timeout().expect("a deadline");
-        assert_eq!(deadline, at(3.0));
-        run.engine.handle_timeout(at(2.9));
+        assert_eq!(deadline, at(4.0));
+        run.engine.handle_timeout(at(3.9));
         assert!(run.engine.poll_finished().is_none());
-        run.engine.handle_timeout(at(3.0));
+        run.engine.handle_timeout(at(4.0));
         let a = run.engine.poll_finished().expect("finished at the deadline");
         assert_eq!(a.outcome, Outcome::Timeout);
     }

@@ -8,6 +8,7 @@ mod corpus;
 mod decode;
 mod engine;
 mod formats;
+mod live;
 mod postgres;
 mod reports;
 mod util;

@@ -95,7 +95,7 @@ fn diagnosis_names_the_staged_classes() {
         .collect();
     let mut staged_failures: Vec<(&str, u64)> =
         ["refused", "unreachable", "timeout"].into_iter().map(|o| (o, clients_by_outcome[o].len() as u64)).collect();
-    staged_failures.sort_by(|a, b| b.1.cmp(&a.1));
+    staged_failures.sort_by_key(|f| std::cmp::Reverse(f.1));
     let clients = |v: &[(&str, u64)]| v.iter().map(|x| x.1).collect::<Vec<_>>();
     assert_eq!(clients(&failures), clients(&staged_failures), "ranked by clients affected");
     let names = |v: &[(&str, u64)]| v.iter().map(|x| x.0.to_owned()).collect::<BTreeSet<String>>();

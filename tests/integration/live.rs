@@ -1,0 +1,425 @@
+//! `pgreach live` end to end, as root (CI runs as root): a real PostgreSQL
+//! on loopback and real psql clients; a DROP staged with nftables between
+//! two network namespaces; the privilege drop and the -w file; the terminal
+//! view under tmux; the Prometheus endpoint.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{pgreach, temp_file};
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+const PASSWORD: &str = "live-test-secret";
+
+/// Whether this test can run: root, with PostgreSQL 15. Outside CI a
+/// machine without them skips; in CI that is a failure.
+fn can_run(what: &str) -> bool {
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let ok = root && Path::new(PG_BIN).join("postgres").exists();
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root with PostgreSQL 15: {what} must run");
+        eprintln!("SKIPPED {what}: needs root and PostgreSQL 15");
+    }
+    ok
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A PostgreSQL 15 server on 127.0.0.1 with a role `app` (scram-sha-256),
+/// stopped and removed on drop.
+struct PgServer {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl PgServer {
+    fn start() -> PgServer {
+        let port = free_port();
+        let dir = PathBuf::from(format!("/tmp/pgreach-test-pg-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        run_ok(Command::new("chown").args(["postgres", dir.to_str().unwrap()]));
+        let data = dir.join("data");
+        let as_postgres = |cmd: String| run_ok(Command::new("su").args(["postgres", "-c", &cmd]));
+        as_postgres(format!("{PG_BIN}/initdb -D {} -A trust -U postgres >/dev/null", data.display()));
+        let conf = format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\n",
+            dir.display()
+        );
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap()
+            .write_all(conf.as_bytes())
+            .unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        as_postgres(format!("{PG_BIN}/pg_ctl -D {} -l {}/log -w start >/dev/null", data.display(), dir.display()));
+        let server = PgServer { dir, port };
+        server.psql("postgres", None, &format!("CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'")).expect("create role");
+        server
+    }
+
+    /// Runs psql over TCP; `Err` with its error output when it fails.
+    fn psql(&self, user: &str, password: Option<&str>, sql: &str) -> Result<(), String> {
+        self.psql_to(self.port, user, password, sql)
+    }
+
+    fn psql_to(&self, port: u16, user: &str, password: Option<&str>, sql: &str) -> Result<(), String> {
+        let out = Command::new(format!("{PG_BIN}/psql"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, "-d", "postgres", "-w", "-c", sql])
+            .env("PGPASSWORD", password.unwrap_or(""))
+            .env("PGCONNECT_TIMEOUT", "5")
+            .output()
+            .expect("psql");
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = Command::new("su")
+            .args(["postgres", "-c", &format!("{PG_BIN}/pg_ctl -D {}/data -m immediate stop", self.dir.display())])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running `pgreach live`, its standard output and error read by threads.
+struct LiveRun {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl LiveRun {
+    fn start(prefix: &[&str], args: &[&str]) -> LiveRun {
+        let mut cmd = Command::new(prefix.first().copied().unwrap_or(env!("CARGO_BIN_EXE_pgreach")));
+        if !prefix.is_empty() {
+            cmd.args(&prefix[1..]).arg(env!("CARGO_BIN_EXE_pgreach"));
+        }
+        let mut child = cmd
+            .arg("live")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pgreach live");
+        let lines = |r: Box<dyn Read + Send>| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        };
+        let stdout = lines(Box::new(child.stdout.take().unwrap()));
+        let stderr = lines(Box::new(child.stderr.take().unwrap()));
+        let run = LiveRun { child, stdout, stderr };
+        let started = run.stderr.recv_timeout(Duration::from_secs(15)).expect("pgreach live says it is capturing");
+        assert!(started.contains("capturing on"), "{started}");
+        // libpcap delivers from the moment the socket is bound; a moment for the filter.
+        std::thread::sleep(Duration::from_millis(300));
+        run
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Ctrl-C, then everything it printed; asserts it exits 0.
+    fn interrupt(mut self) -> String {
+        run_ok(Command::new("kill").args(["-INT", &self.pid().to_string()]));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "pgreach live did not stop on Ctrl-C");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let err: Vec<String> = self.stderr.try_iter().collect();
+        assert!(status.success(), "exit {status:?}: {err:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        self.stdout.try_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for LiveRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn outcomes(doc: &Value) -> Vec<(String, Option<String>)> {
+    let mut v: Vec<(String, Option<String>)> = doc["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["outcome"].as_str().unwrap().to_owned(), a["pg"]["user"].as_str().map(str::to_owned)))
+        .collect();
+    v.sort();
+    v
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[test]
+fn live_on_loopback_reports_what_real_clients_saw() {
+    if !can_run("live on loopback") {
+        return;
+    }
+    let pg = PgServer::start();
+    let closed = free_port();
+    let metrics_port = free_port();
+    let (port, closed_s, metrics) = (pg.port.to_string(), closed.to_string(), format!("127.0.0.1:{metrics_port}"));
+    let live =
+        LiveRun::start(&[], &["-i", "lo", "-p", &port, "-p", &closed_s, "--format", "json", "--metrics", &metrics]);
+    pg.psql("app", Some(PASSWORD), "SELECT 1").expect("a good login");
+    let wrong = pg.psql("app", Some("not-the-password"), "SELECT 1").expect_err("a wrong password fails");
+    assert!(wrong.contains("password authentication failed"), "{wrong}");
+    let refused = pg.psql_to(closed, "app", Some(PASSWORD), "SELECT 1").expect_err("nothing listens there");
+    assert!(refused.contains("Connection refused"), "{refused}");
+    // The metrics count them while the capture runs (attempts end at FIN or RST).
+    std::thread::sleep(Duration::from_millis(1500));
+    let scraped = http_get(metrics_port, "/metrics");
+    for want in [
+        format!("pgreach_attempts_total{{server=\"127.0.0.1:{port}\",outcome=\"success\"}} 1"),
+        format!("pgreach_attempts_total{{server=\"127.0.0.1:{port}\",outcome=\"auth_failed\"}} 1"),
+        format!("pgreach_attempts_total{{server=\"127.0.0.1:{closed}\",outcome=\"refused\"}} 1"),
+        "pgreach_client_attempts_total{client=\"127.0.0.1\",outcome=\"success\"} 1".to_owned(),
+        "pgreach_login_seconds_count 1".to_owned(),
+    ] {
+        assert!(scraped.contains(&want), "metrics lack {want}:\n{scraped}");
+    }
+    let report = live.interrupt();
+    let doc: Value = serde_json::from_str(&report).unwrap_or_else(|e| panic!("final JSON report: {e}\n{report}"));
+    assert_eq!(
+        outcomes(&doc),
+        vec![
+            ("auth_failed".to_owned(), Some("app".to_owned())),
+            ("refused".to_owned(), None),
+            ("success".to_owned(), Some("app".to_owned())),
+        ]
+    );
+    assert_eq!(doc["files"], serde_json::json!(["live:lo"]));
+    assert_eq!(doc["capture"]["kernel_dropped"], 0);
+    assert!(doc["capture"]["received"].as_u64().unwrap() >= 10);
+}
+
+/// Network namespaces with a veth pair, removed on drop.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+fn ip_in(ns: &str, args: &str) {
+    let mut full = vec!["netns", "exec", ns, "ip"];
+    full.extend(args.split_whitespace());
+    run_ok(Command::new("ip").args(&full));
+}
+
+#[test]
+fn a_dropped_syn_is_a_timeout_while_the_capture_runs() {
+    if !can_run("live DROP in namespaces") {
+        return;
+    }
+    // Names and addresses of this test only (the recorder's lab uses others).
+    let (srv, cli) = ("pgrlive-srv", "pgrlive-cli");
+    for ns in [srv, cli] {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        run_ok(Command::new("ip").args(["netns", "add", ns]));
+    }
+    let _guard = Namespaces(vec![srv.to_owned(), cli.to_owned()]);
+    run_ok(
+        Command::new("ip")
+            .args(["link", "add", "pgrlv-s", "netns", srv, "type", "veth", "peer", "pgrlv-c", "netns", cli]),
+    );
+    ip_in(srv, "addr add 192.0.2.249/24 dev pgrlv-s");
+    ip_in(srv, "link set pgrlv-s up");
+    ip_in(cli, "addr add 192.0.2.250/24 dev pgrlv-c");
+    ip_in(cli, "link set pgrlv-c up");
+    let rules = temp_file(
+        "pgreach-live-drop.nft",
+        b"table inet pgrlive {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 5432 drop\n }\n}\n",
+    );
+    run_ok(Command::new("ip").args(["netns", "exec", srv, "nft", "-f", rules.to_str().unwrap()]));
+    let live =
+        LiveRun::start(&["ip", "netns", "exec", srv], &["-i", "pgrlv-s", "--format", "ndjson", "--syn-timeout", "1s"]);
+    // A client that gives up after 4 s (as a connect_timeout does): SYNs at 0, 1 and 3 s.
+    let mut client = Command::new("ip")
+        .args(["netns", "exec", cli, "timeout", "4", "bash", "-c", "exec 3<>/dev/tcp/192.0.2.249/5432"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = live.stdout.recv_timeout(left).expect("an ndjson line for the dropped attempt");
+        if !line.is_empty() {
+            break line;
+        }
+    };
+    let mut live = live;
+    assert!(live.child.try_wait().unwrap().is_none(), "reported while pgreach still captures");
+    let _ = client.wait();
+    let a: Value = serde_json::from_str(&line).expect("ndjson");
+    assert_eq!(a["outcome"], "timeout", "{a}");
+    assert_eq!(a["client"].as_str().unwrap().split(':').next(), Some("192.0.2.250"));
+    assert!(a["syn"]["count"].as_u64().unwrap() >= 2, "retransmitted SYNs: {a}");
+    assert_eq!(a["gave_up"], "stopped_retransmitting");
+    let rest = live.interrupt();
+    assert!(rest.trim().is_empty(), "nothing else happened: {rest}");
+}
+
+#[test]
+fn drops_to_nobody_and_writes_a_private_pcap() {
+    if !can_run("privilege drop") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = temp_file("pgreach-live-w", b"");
+    let _ = std::fs::remove_file(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("live.pcap");
+    let closed = free_port();
+    let live =
+        LiveRun::start(&[], &["-i", "lo", "-p", &closed.to_string(), "--format", "json", "-w", pcap.to_str().unwrap()]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", live.pid())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let nobody = String::from_utf8(run_ok(Command::new("id").args(["-u", "nobody"])).stdout).unwrap();
+    let uids: Vec<&str> = uid_line.split_whitespace().skip(1).collect();
+    assert_eq!(uids, vec![nobody.trim(); 4], "real, effective, saved and filesystem uid are nobody's");
+    let meta = std::fs::metadata(&pcap).unwrap();
+    assert_eq!(meta.mode() & 0o077, 0, "owner-only: {:o}", meta.mode());
+    assert_eq!(meta.uid().to_string(), nobody.trim());
+    for _ in 0..3 {
+        assert!(TcpStream::connect(("127.0.0.1", closed)).is_err());
+    }
+    let report: Value = serde_json::from_str(&live.interrupt()).unwrap();
+    assert_eq!(report["totals"]["refused"], 3);
+    // The file holds the same capture.
+    let out = pgreach(&["analyze", "-p", &closed.to_string(), "--format", "json", pcap.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["totals"], report["totals"]);
+}
+
+#[test]
+fn without_permission_one_line_says_how_to_get_it() {
+    if !can_run("permission error") {
+        return;
+    }
+    let out = run_out(Command::new("runuser").args([
+        "-u",
+        "nobody",
+        "--",
+        env!("CARGO_BIN_EXE_pgreach"),
+        "live",
+        "-i",
+        "lo",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no permission to capture on lo") && err.contains("setcap cap_net_raw,cap_net_admin=eip"),
+        "{err}"
+    );
+}
+
+fn run_out(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+fn tmux(args: &[&str]) -> String {
+    String::from_utf8(run_ok(Command::new("tmux").args(args)).stdout).unwrap()
+}
+
+/// Waits until the pane shows `want`, or fails with what it shows.
+fn pane_shows(session: &str, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let pane = tmux(&["capture-pane", "-p", "-t", session]);
+        if pane.contains(want) {
+            return pane;
+        }
+        assert!(Instant::now() < deadline, "the pane never showed {want:?}:\n{pane}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn terminal_view_updates_in_place_under_tmux() {
+    if !can_run("tmux view") {
+        return;
+    }
+    let session = format!("pgreach-live-{}", std::process::id());
+    let closed = free_port();
+    let cmd = format!("{} live -i lo -p {closed}", env!("CARGO_BIN_EXE_pgreach"));
+    tmux(&["new-session", "-d", "-s", &session, "-x", "220", "-y", "50", &cmd]);
+    tmux(&["set-option", "-t", &session, "remain-on-exit", "on"]);
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
+        }
+    }
+    let _kill = Kill(session.clone());
+    pane_shows(&session, "No connection attempt has ended yet");
+    assert!(TcpStream::connect(("127.0.0.1", closed)).is_err());
+    let first = pane_shows(&session, "1 attempt from 1 client");
+    assert!(first.contains("pgreach live on lo"), "{first}");
+    for _ in 0..2 {
+        assert!(TcpStream::connect(("127.0.0.1", closed)).is_err());
+    }
+    let later = pane_shows(&session, "3 attempts from 1 client");
+    assert!(later.contains("127.0.0.1"), "{later}");
+    tmux(&["send-keys", "-t", &session, "C-c", ""]);
+    // The final report replaces the view on the normal screen.
+    let end = pane_shows(&session, "refused: 1 client, 3 attempts");
+    assert!(!end.contains("Ctrl-C for the final report"), "{end}");
+}
