@@ -1,7 +1,9 @@
 //! Project tasks: `cargo xtask record` stages real connection scenarios and
 //! writes captures/ with their expected outcomes; `cargo xtask examples`
-//! writes the example reports in examples/.
+//! writes the example reports in examples/; `cargo xtask bench` measures
+//! live capture under load against tcpdump.
 
+mod bench;
 mod examples;
 mod lab;
 mod record;
@@ -13,10 +15,14 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("record") => record::run(&args[1..]),
+        Some("bench") => {
+            bench::run(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")), &args[1..])
+        }
         Some("examples") => examples::run(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."))),
         _ => {
             eprintln!("usage: cargo xtask record [SCENARIO…]   (as root; writes captures/)");
             eprintln!("       cargo xtask examples              (writes examples/ from captures/incident.pcap)");
+            eprintln!("       cargo xtask bench [live [SECONDS]] (as root; pgreach live against pgbench -C)");
             return ExitCode::from(2);
         }
     };
