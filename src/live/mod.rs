@@ -77,11 +77,15 @@ pub enum LiveError {
 }
 
 /// The default filter: TCP to or from a server port, and the ICMP errors
-/// that can quote such a segment (tagged frames too).
-pub fn default_filter(ports: &[u16]) -> String {
+/// that can quote such a segment; on Ethernet, VLAN-tagged frames too
+/// (libpcap's `vlan` exists only there).
+pub fn default_filter(ports: &[u16], link: LinkType) -> String {
     let ports: Vec<String> = ports.iter().map(|p| format!("tcp port {p}")).collect();
     let wanted = format!("{} or icmp[icmptype] == icmp-unreach or (icmp6 and ip6[40] == 1)", ports.join(" or "));
-    format!("({wanted}) or (vlan and ({wanted}))")
+    match link {
+        LinkType::Ethernet => format!("({wanted}) or (vlan and ({wanted}))"),
+        _ => wanted,
+    }
 }
 
 /// libpcap's counters: packets the filter passed, and drops.
@@ -133,7 +137,7 @@ impl LiveCapture {
             .map_err(open_error)?;
         let dlt = capture.get_datalink().0;
         let link = LinkType::from_dlt(dlt).ok_or(LiveError::LinkType { interface: interface.clone(), dlt })?;
-        let expr = opts.filter.clone().unwrap_or_else(|| default_filter(&opts.ports));
+        let expr = opts.filter.clone().unwrap_or_else(|| default_filter(&opts.ports, link));
         capture.filter(&expr, true).map_err(|e| LiveError::Filter { expr, reason: e.to_string() })?;
         let savefile = match &opts.write {
             Some((path, rotate)) => Some(
@@ -456,5 +460,80 @@ impl Losses {
         }
         self.pending = keep;
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Outcome;
+    use crate::record::{TcpOutcome, Traffic};
+
+    fn record(start: f64, end: f64) -> AttemptRecord {
+        let t = |s: f64| Timestamp::from_nanos((s * 1e9) as i64);
+        AttemptRecord {
+            id: 0,
+            client: "192.0.2.7:40000".parse().unwrap(),
+            server: "192.0.2.1:5432".parse().unwrap(),
+            outcome: Outcome::Success,
+            tcp_outcome: TcpOutcome::Established,
+            start: t(start),
+            end: t(end),
+            syn: None,
+            handshake_ms: None,
+            client_ttl: None,
+            server_ttl: None,
+            answer: None,
+            gave_up: None,
+            wait_ms: None,
+            session_end: None,
+            traffic: Traffic::default(),
+            pg: None,
+            notes: Vec::new(),
+        }
+    }
+
+    fn at(s: f64) -> Timestamp {
+        Timestamp::from_nanos((s * 1e9) as i64)
+    }
+
+    #[test]
+    fn attempts_wait_for_the_counters_and_are_marked_when_drops_overlap() {
+        let mut l = Losses::default();
+        l.counters(at(0.0), 0);
+        l.hold(record(0.1, 0.2));
+        l.hold(record(0.5, 1.2));
+        l.hold(record(2.0, 2.1));
+        // Nothing is known past 0.0 yet: every attempt waits.
+        assert!(l.release(false).is_empty());
+        l.counters(at(1.0), 0);
+        let first = l.release(false);
+        assert_eq!(first.len(), 1);
+        assert!(first[0].notes.is_empty(), "no drop before 1.0");
+        // Drops between 1.0 and 1.5: the attempt spanning 1.2 is marked.
+        l.counters(at(1.5), 3);
+        let second = l.release(false);
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].notes, vec![Note::CaptureDropsDuring]);
+        l.counters(at(2.5), 3);
+        let third = l.release(false);
+        assert_eq!(third.len(), 1);
+        assert!(third[0].notes.is_empty(), "drops ended before it started");
+        assert!(l.release(true).is_empty());
+    }
+
+    #[test]
+    fn the_default_filter_compiles_for_every_link_type() {
+        for (dlt, link) in [
+            (pcap::Linktype::ETHERNET, LinkType::Ethernet),
+            (pcap::Linktype::LINUX_SLL, LinkType::from_dlt(113).unwrap()),
+            (pcap::Linktype::LINUX_SLL2, LinkType::from_dlt(276).unwrap()),
+            (pcap::Linktype(12), LinkType::from_dlt(12).unwrap()),
+            (pcap::Linktype::NULL, LinkType::from_dlt(0).unwrap()),
+        ] {
+            let dead = pcap::Capture::dead(dlt).unwrap();
+            let filter = default_filter(&[5432, 6432], link);
+            dead.compile(&filter, true).unwrap_or_else(|e| panic!("{dlt:?}: {filter}: {e}"));
+        }
     }
 }

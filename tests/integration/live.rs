@@ -423,3 +423,61 @@ fn terminal_view_updates_in_place_under_tmux() {
     let end = pane_shows(&session, "refused: 1 client, 3 attempts");
     assert!(!end.contains("Ctrl-C for the final report"), "{end}");
 }
+
+#[test]
+fn any_interface_is_a_cooked_capture_that_works() {
+    if !can_run("-i any") {
+        return;
+    }
+    let listed = String::from_utf8(pgreach(&["interfaces"]).stdout).unwrap();
+    assert!(listed.lines().any(|l| l.starts_with("lo\t") && l.contains("loopback")), "{listed}");
+    assert!(listed.lines().any(|l| l.starts_with("any\t")), "{listed}");
+    let closed = free_port();
+    let live = LiveRun::start(&[], &["-i", "any", "-p", &closed.to_string(), "--format", "json"]);
+    for _ in 0..2 {
+        assert!(TcpStream::connect(("127.0.0.1", closed)).is_err());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let doc: Value = serde_json::from_str(&live.interrupt()).unwrap();
+    assert_eq!(doc["totals"]["attempts"], 2);
+    assert_eq!(doc["totals"]["refused"], 2);
+}
+
+/// Colour on a terminal, none with NO_COLOR (issue: the terminal table).
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    if !can_run("colour under tmux") {
+        return;
+    }
+    let session = format!("pgreach-colour-{}", std::process::id());
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
+        }
+    }
+    let _kill = Kill(session.clone());
+    let root = crate::util::project_root().display().to_string();
+    let bin = env!("CARGO_BIN_EXE_pgreach");
+    let script = format!(
+        "cd {root} && {bin} analyze captures/nft_reject.pcap | tail -5; echo ====; NO_COLOR=1 {bin} analyze captures/nft_reject.pcap | tail -5; echo done-both"
+    );
+    tmux(&["new-session", "-d", "-s", &session, "-x", "250", "-y", "50", "bash", "-c", &script]);
+    tmux(&["set-option", "-t", &session, "remain-on-exit", "on"]);
+    pane_shows(&session, "done-both");
+    let pane = tmux(&["capture-pane", "-e", "-p", "-t", &session]);
+    let (coloured, plain) = pane.split_once("====").expect("both runs");
+    assert!(!coloured.contains('\u{1b}'), "piped through tail: no colour even from a terminal session");
+    assert!(!plain.contains('\u{1b}'));
+    // Straight on the terminal: red refused counts; with NO_COLOR none.
+    let script = format!("cd {root} && {bin} analyze captures/nft_reject.pcap; echo ====; NO_COLOR=1 {bin} analyze captures/nft_reject.pcap; echo done-again");
+    tmux(&["respawn-pane", "-k", "-t", &session, "bash", "-c", &script]);
+    pane_shows(&session, "done-again");
+    let pane = tmux(&["capture-pane", "-e", "-p", "-S", "-200", "-t", &session]);
+    let (coloured, plain) = pane.rsplit_once("====").expect("both runs");
+    assert!(
+        coloured.contains("\u{1b}[31m") || coloured.contains("\u{1b}[38;5;9m") || coloured.contains("\u{1b}[91m"),
+        "red on a terminal:\n{coloured}"
+    );
+    assert!(!plain.contains("\u{1b}[3"), "NO_COLOR:\n{plain}");
+}
