@@ -481,3 +481,24 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     );
     assert!(!plain.contains("\u{1b}[3"), "NO_COLOR:\n{plain}");
 }
+
+#[test]
+fn setup_errors_are_one_line_each() {
+    if !can_run("live set-up errors") {
+        return;
+    }
+    for (args, says) in [
+        (vec!["-i", "nosuch0"], "cannot capture on nosuch0"),
+        (vec!["-i", "lo", "-w", "/nonexistent-dir/x.pcap"], "cannot create /nonexistent-dir/x.pcap"),
+        (vec!["-i", "lo", "-Z", "nosuch-user"], "cannot drop privileges to user \"nosuch-user\""),
+        (vec!["-i", "lo", "-f", "tcp port"], "invalid filter expression"),
+    ] {
+        let mut full = vec!["live"];
+        full.extend(&args);
+        let out = pgreach(&full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
