@@ -139,6 +139,40 @@ impl Framer {
         }
     }
 
+    /// After a gap at a message boundary, `data` (the first bytes of a later
+    /// segment) may start a message again: framing resumes there when it
+    /// starts with two plausible message headers (a known type byte and a
+    /// valid length, the first message complete), or with exactly one whole
+    /// message. Random bytes pass that by chance about once in millions.
+    pub fn resync(&mut self, data: &[u8], known_tag: fn(u8) -> bool) -> bool {
+        if self.failed != Some(FrameError::Gap) || self.mode != Mode::Typed {
+            return false;
+        }
+        let (mut rest, mut headers, mut complete) = (data, 0, 0);
+        while rest.len() >= 5 {
+            let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]);
+            if !known_tag(rest[0]) || !(4..=MAX_MESSAGE_LEN).contains(&len) {
+                return false;
+            }
+            headers += 1;
+            let total = 1 + len as usize;
+            if total > rest.len() {
+                break;
+            }
+            complete += 1;
+            rest = &rest[total..];
+        }
+        let plausible = (headers >= 2 && complete >= 1) || (complete == 1 && rest.is_empty());
+        if plausible {
+            self.failed = None;
+            self.header_len = 0;
+            self.current = None;
+            self.remaining = 0;
+            self.body.clear();
+        }
+        plausible
+    }
+
     /// Whether a message is partly read (the stream ended mid-message).
     pub fn mid_message(&self) -> bool {
         self.current.is_some() || self.header_len > 0
@@ -211,6 +245,35 @@ mod tests {
         let mut data: &[u8] = &[0, 1, 0, 0];
         assert!(f.next_frame(&mut data, |_| 0).is_none());
         assert!(matches!(f.error(), Some(FrameError::BadLength { tag: 0, .. })));
+    }
+
+    fn any_tag(tag: u8) -> bool {
+        tag.is_ascii_alphanumeric()
+    }
+
+    #[test]
+    fn resyncs_at_a_segment_that_starts_with_messages() {
+        let mut f = Framer::new(Mode::Typed);
+        f.gap(10);
+        assert_eq!(f.error(), Some(&FrameError::Gap));
+        // Not messages: stays lost.
+        assert!(!f.resync(b"\xff\xfe\x00\x01random bytes", any_tag));
+        // A first header that fits but a second that does not.
+        let mut bad = typed(b'D', b"abc");
+        bad.extend_from_slice(b"\x00\xff\xff\xff\xff");
+        assert!(!f.resync(&bad, any_tag));
+        // One complete message with a partial second: not enough evidence.
+        assert!(!f.resync(&typed(b'D', b"abc")[..6], any_tag));
+        let mut good = typed(b'E', b"SERROR\x00\x00");
+        good.extend(typed(b'Z', b"I"));
+        assert!(f.resync(&good, any_tag));
+        assert_eq!(f.error(), None);
+        let mut data = &good[..];
+        let mut tags = Vec::new();
+        while let Some(Frame::Message { tag, .. }) = f.next_frame(&mut data, |_| 0) {
+            tags.push(tag);
+        }
+        assert_eq!(tags, b"EZ");
     }
 
     #[test]

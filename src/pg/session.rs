@@ -105,6 +105,10 @@ pub struct PgSummary {
     /// Message framing was lost where the capture lost bytes.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub framing_lost: bool,
+    /// Times framing was found again after such a gap (at a segment that
+    /// starts with whole messages): later messages were still read.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub framing_resyncs: u32,
 }
 
 #[derive(Debug)]
@@ -144,10 +148,19 @@ impl PgSession {
             return;
         }
         match chunk {
-            Chunk::Data(data) => match side {
-                Side::Client => self.client_data(data),
-                Side::Server => self.server_data(data, ts),
-            },
+            Chunk::Data(data) => {
+                let (framer, known_tag): (_, fn(u8) -> bool) = match side {
+                    Side::Client => (&mut self.client, is_client_tag),
+                    Side::Server => (&mut self.server, is_server_tag),
+                };
+                if framer.resync(data, known_tag) {
+                    self.summary.framing_resyncs = self.summary.framing_resyncs.saturating_add(1);
+                }
+                match side {
+                    Side::Client => self.client_data(data),
+                    Side::Server => self.server_data(data, ts),
+                }
+            }
             Chunk::Gap(n) => {
                 let framer = match side {
                     Side::Client => &mut self.client,
@@ -354,6 +367,20 @@ impl PgSession {
 }
 
 const DIRECT_TLS: &str = "TLS ClientHello";
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Message types a client sends after the startup packet.
+fn is_client_tag(tag: u8) -> bool {
+    b"QPBEDCSHFfcdpX".contains(&tag)
+}
+
+/// Message types a server sends.
+fn is_server_tag(tag: u8) -> bool {
+    b"RSKZENvCDTtnsIcdGHWAV123".contains(&tag)
+}
 
 /// Why the client's first bytes cannot start a startup packet, if they cannot.
 /// A startup packet's length is at most 10000, so its first byte is 0.

@@ -197,6 +197,40 @@ fn a_lost_answer_is_a_gap() {
     assert!(a.pg.unwrap().framing_lost);
 }
 
+/// A result lost by the capture in the middle of a session: framing is
+/// found again at the next segment that starts with whole messages, so the
+/// FATAL that ends the session is still read.
+#[test]
+fn framing_resumes_after_a_gap_at_a_message_boundary() {
+    let mut c = Conv::new();
+    c.client(&startup(196_608, "app", "shop")).server(&logged_in());
+    c.client(&typed(b'Q', b"select big\0"));
+    let lost = c.next_segment(false, &[typed(b'T', &[0; 40]), typed(b'D', &[1; 900])].concat());
+    let _ = lost; // never captured
+    c.server(&[typed(b'D', &[2; 900]), typed(b'C', b"SELECT 2\0"), typed(b'Z', b"I")].concat());
+    c.client(&typed(b'Q', b"select 1/0\0"));
+    c.server(&[error("ERROR", "22012", "division by zero"), typed(b'Z', b"I")].concat());
+    c.server(&error("FATAL", "57P01", "terminating connection due to administrator command"));
+    let a = c.close_by_server().finish();
+    assert_eq!(a.outcome, Outcome::Terminated);
+    let pg = a.pg.unwrap();
+    assert!(pg.framing_lost);
+    assert_eq!(pg.framing_resyncs, 1);
+    assert_eq!(pg.session_errors.get("22012"), Some(&1));
+
+    // Bytes that do not start with messages after the gap: framing stays lost.
+    let mut c = Conv::new();
+    c.client(&startup(196_608, "app", "shop")).server(&logged_in());
+    let _lost = c.next_segment(false, &typed(b'D', &[1; 100]));
+    c.server(&[0xff; 64]);
+    c.server(&[b'D', 0, 0]);
+    let a = c.close_by_server().finish();
+    assert_eq!(a.outcome, Outcome::Success, "logged in; what followed the gap is unknown");
+    let pg = a.pg.unwrap();
+    assert!(pg.framing_lost);
+    assert_eq!(pg.framing_resyncs, 0);
+}
+
 #[test]
 fn login_errors_by_stage() {
     // No authentication request before the error: pg_hba.conf.
