@@ -34,6 +34,7 @@ const SCENARIOS: &[&str] = &[
     "pg_ssl",
     "pg_password_prompt",
     "pg_query_errors",
+    "pg_pgbench",
     "pg_lc_messages",
 ];
 

@@ -150,6 +150,15 @@ impl Client {
         Ok(ClientResult { ok: out.status.success(), error: said.trim().to_owned() })
     }
 
+    /// Runs pgbench (select-only, as app_scram over scram-sha-256) with
+    /// `args`; returns its report.
+    pub fn pgbench(&self, args: &str) -> Result<String> {
+        sh(&format!(
+            "ip netns exec {} env PGPASSWORD=scram-pass PGAPPNAME=pgbench {PG_BIN}/pgbench -h {SERVER_V4} -U app_scram -n -S {args} postgres 2>&1",
+            self.ns
+        ))
+    }
+
     /// Starts psql in the background (a session held open while something happens).
     pub fn spawn(&self, p: &Psql<'_>) -> Result<Child> {
         self.command(p).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting psql")
@@ -264,6 +273,12 @@ impl Lab {
         // A reload is asynchronous; give the postmaster a moment.
         sleep(Duration::from_millis(500));
         Ok(())
+    }
+
+    /// pgbench's tables, readable by app_scram.
+    pub fn pgbench_tables(&self) -> Result<()> {
+        sh(&format!("su postgres -c '{PG_BIN}/pgbench -i -s 1 -q -h {WORK} postgres' >/dev/null 2>&1"))?;
+        self.sql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO app_scram;").map(drop)
     }
 
     /// Replaces the server's nftables input rules (empty: accept all).

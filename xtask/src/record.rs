@@ -312,6 +312,12 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<&'static str>, Scenario)>
         ),
         ("pg_query_errors", "a session whose queries fail: division by zero, a missing table", vec![], pg_query_errors),
         (
+            "pg_pgbench",
+            "pgbench -C (a new connection per transaction) with 2 clients and 5 transactions each, scram-sha-256",
+            vec![],
+            pg_pgbench,
+        ),
+        (
             "pg_lc_messages",
             "a wrong password against a server with lc_messages = fr_FR.UTF-8",
             vec![],
@@ -782,6 +788,34 @@ fn pg_query_errors(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
         };
         rec.login(&c, &p, &[want])
     })
+}
+
+/// pgbench -C: each transaction on its own connection, plus the one pgbench
+/// opens first to read the scale of its select-only script's tables.
+fn pg_pgbench(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
+    const CLIENTS: u32 = 2;
+    const TRANSACTIONS: u32 = 5;
+    let c = client(rec, 0);
+    rec.lab.pgbench_tables()?;
+    let mut report = String::new();
+    captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
+        report = c.pgbench(&format!("-C -c {CLIENTS} -j 1 -t {TRANSACTIONS}"))?;
+        Ok(())
+    })?;
+    let processed = report
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .context("pgbench's report")?
+        .trim()
+        .to_owned();
+    let want = format!("{0}/{0}", CLIENTS * TRANSACTIONS);
+    if processed != want {
+        bail!("pgbench processed {processed}, staged {want}: {report}");
+    }
+    let p = Psql { user: "app_scram", password: Some("scram-pass"), ..Psql::default() };
+    let said = ClientResult { ok: true, error: String::new() };
+    let wants = vec![Want::success("sasl"); (1 + CLIENTS * TRANSACTIONS) as usize];
+    rec.logged_in(&c, &p, &wants, &said)
 }
 
 fn pg_lc_messages(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
