@@ -170,6 +170,11 @@ impl Flow {
             flow.server_ttl = Some(seg.ttl);
         }
         flow.count(side, seg, ts);
+        if !seg.flags.syn {
+            let mut track = Box::new(PgTrack::midstream());
+            track.on_segment(seg, side, ts);
+            flow.pg = Some(track);
+        }
         if seg.flags.fin {
             flow.close(side, false);
         }
@@ -413,6 +418,14 @@ impl Flow {
                     track.finish(closed_by_client, self.session_end.is_none(), self.start, self.last);
                 (outcome, Some(summary))
             }
+            // Joined mid-session: still `midstream`, unless the server's
+            // FATAL showed how it ended; what was read is kept.
+            (TcpOutcome::Midstream, Some(track)) => {
+                let (outcome, summary) = track.finish(false, self.session_end.is_none(), self.start, self.last);
+                let read = summary.client_messages + summary.server_messages > 0;
+                let outcome = if outcome == Outcome::Terminated { outcome } else { Outcome::Midstream };
+                (outcome, read.then_some(summary))
+            }
             (tcp, _) => (Outcome::from(tcp), None),
         };
         AttemptRecord {
@@ -516,6 +529,11 @@ impl PgTrack {
             }
         }
         PgTrack { streams, session: PgSession::default() }
+    }
+
+    /// For a connection the capture joined after its handshake.
+    fn midstream() -> PgTrack {
+        PgTrack { streams: [Stream::default(), Stream::default()], session: PgSession::midstream() }
     }
 
     fn on_segment(&mut self, seg: &TcpSegment<'_>, side: Side, ts: Timestamp) {

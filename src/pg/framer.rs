@@ -64,6 +64,12 @@ impl Framer {
         }
     }
 
+    /// A framer that joins a stream at an unknown position (the capture
+    /// began mid-connection): it waits for `resync` to find a boundary.
+    pub fn unsynced(mode: Mode) -> Framer {
+        Framer { failed: Some(FrameError::Gap), ..Framer::new(mode) }
+    }
+
     pub fn error(&self) -> Option<&FrameError> {
         self.failed.as_ref()
     }

@@ -123,6 +123,9 @@ pub struct PgSession {
     ready_at: Option<Timestamp>,
     client_spoke: bool,
     fatal_after_ready: bool,
+    /// The capture began mid-session: per side (client, server), whether
+    /// framing has been found yet. Always true for a session seen from its start.
+    synced: [bool; 2],
 }
 
 impl Default for PgSession {
@@ -137,11 +140,25 @@ impl Default for PgSession {
             ready_at: None,
             client_spoke: false,
             fatal_after_ready: false,
+            synced: [true, true],
         }
     }
 }
 
 impl PgSession {
+    /// A session the capture joined after its login: taken as logged in,
+    /// read from the first segment of each side that starts with messages.
+    pub fn midstream() -> PgSession {
+        PgSession {
+            phase: Phase::Ready,
+            client: Framer::unsynced(Mode::Typed),
+            server: Framer::unsynced(Mode::Typed),
+            client_spoke: true,
+            synced: [false, false],
+            ..PgSession::default()
+        }
+    }
+
     /// Feeds the next in-order piece of one direction.
     pub fn on_chunk(&mut self, side: Side, chunk: Chunk<'_>, ts: Timestamp) {
         if matches!(self.phase, Phase::Encrypted | Phase::Cancel | Phase::Foreign) {
@@ -154,7 +171,15 @@ impl PgSession {
                     Side::Server => (&mut self.server, is_server_tag),
                 };
                 if framer.resync(data, known_tag) {
-                    self.summary.framing_resyncs = self.summary.framing_resyncs.saturating_add(1);
+                    let synced = &mut self.synced[side as usize];
+                    if *synced {
+                        self.summary.framing_resyncs = self.summary.framing_resyncs.saturating_add(1);
+                    }
+                    *synced = true;
+                }
+                // Bytes after a gap that framing was not found in are unreadable.
+                if framer.error() == Some(&FrameError::Gap) {
+                    return;
                 }
                 match side {
                     Side::Client => self.client_data(data),
@@ -167,7 +192,7 @@ impl PgSession {
                     Side::Server => &mut self.server,
                 };
                 framer.gap(n);
-                if framer.error().is_some() {
+                if framer.error().is_some() && self.synced[side as usize] {
                     self.summary.framing_lost = true;
                 }
             }

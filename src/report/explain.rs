@@ -163,7 +163,9 @@ pub fn explain(outcome: Outcome, syn_timeout: Duration) -> Explanation {
         ),
         Outcome::Midstream => e(
             "nothing pgreach can tell",
-            "These connections were already open when the capture began; their login is not in it.",
+            "These connections were already open when the capture began; their login is not in it. What they \
+             exchanged afterwards is read from the first segment that starts with whole messages (see --connections); \
+             one that a server FATAL ended is reported as terminated instead.",
             "Start the capture before the clients connect to see their whole attempts.",
         ),
         Outcome::CaptureEnded => Explanation {

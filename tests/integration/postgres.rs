@@ -3,7 +3,7 @@
 
 use pgreach::decode::LinkType;
 use pgreach::engine::{Analyzer, Config};
-use pgreach::record::{AttemptRecord, Outcome};
+use pgreach::record::{AttemptRecord, Outcome, TcpOutcome};
 
 use crate::util::*;
 
@@ -26,6 +26,11 @@ impl Conv {
         c.seg(false, syn_ack(SISN, CISN + 1));
         c.seg(true, ack(CISN + 1, SISN + 1));
         c
+    }
+
+    /// A connection the capture joins after its handshake and login.
+    fn joined() -> Conv {
+        Conv { engine: Analyzer::new(Config::default()), t: 0.0, client_seq: CISN + 5000, server_seq: SISN + 9000 }
     }
 
     fn seg(&mut self, from_client: bool, seg: Seg) {
@@ -229,6 +234,39 @@ fn framing_resumes_after_a_gap_at_a_message_boundary() {
     let pg = a.pg.unwrap();
     assert!(pg.framing_lost);
     assert_eq!(pg.framing_resyncs, 0);
+}
+
+/// A capture that begins mid-session still reads what follows: the session's
+/// errors, and the FATAL that ends it; the login itself stays unknown.
+#[test]
+fn midstream_sessions_are_read_from_the_first_message_boundary() {
+    let mut c = Conv::joined();
+    // The tail of a DataRow whose start the capture missed: not a boundary.
+    c.server(&[7; 300]);
+    c.client(&typed(b'Q', b"select 1/0\0"));
+    c.server(&[error("ERROR", "22012", "division by zero"), typed(b'Z', b"I")].concat());
+    c.server(&error("FATAL", "57P01", "terminating connection due to administrator command"));
+    let a = c.close_by_server().finish();
+    assert_eq!(a.tcp_outcome, TcpOutcome::Midstream);
+    assert_eq!(a.outcome, Outcome::Terminated);
+    let pg = a.pg.unwrap();
+    assert_eq!(pg.session_errors.get("22012"), Some(&1));
+    assert_eq!(pg.error.unwrap().code(), "57P01");
+    assert!(!pg.framing_lost, "joining late is not a gap");
+    assert_eq!(pg.login_ms, None);
+
+    let mut c = Conv::joined();
+    c.client(&typed(b'X', b""));
+    let a = c.close_by_client().finish();
+    assert_eq!(a.outcome, Outcome::Midstream);
+    assert!(a.pg.unwrap().terminate_sent);
+
+    // Nothing readable: no PostgreSQL summary at all.
+    let mut c = Conv::joined();
+    c.server(&[7; 300]);
+    let a = c.close_by_client().finish();
+    assert_eq!(a.outcome, Outcome::Midstream);
+    assert!(a.pg.is_none());
 }
 
 #[test]
