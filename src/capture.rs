@@ -47,7 +47,8 @@ pub struct Problems {
 }
 
 impl Problems {
-    fn bad_packet(&mut self, file: &str, packet: u64, err: &DecodeError) {
+    /// An undecodable packet: kept as an example, or counted.
+    pub fn bad_packet(&mut self, file: &str, packet: u64, err: &DecodeError) {
         let (examples, count) = self.bad_packets.entry(err.kind()).or_default();
         *count += 1;
         if examples.len() < EXAMPLES_PER_KIND {

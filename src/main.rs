@@ -273,6 +273,8 @@ fn live(args: LiveArgs) -> ExitCode {
         metrics: metrics.clone(),
         view: view.then(|| LiveView::start(&args.interface)),
         problems: Vec::new(),
+        bad_packets: Problems::default(),
+        source: format!("live:{}", args.interface),
         syn_timeout: r.syn_timeout,
         ports: r.ports.clone(),
     };
@@ -296,6 +298,14 @@ fn live(args: LiveArgs) -> ExitCode {
     });
     if let Some(view) = sink.view.take() {
         view.end();
+        // Held while the view was up.
+        for line in &sink.problems {
+            eprintln!("pgreach: {line}");
+        }
+    }
+    for line in sink.bad_packets.lines() {
+        eprintln!("pgreach: {line}");
+        sink.problems.push(line);
     }
     let mut notes = Vec::new();
     if status.counters.dropped() > 0 {
@@ -319,7 +329,12 @@ struct LiveReport {
     reporter: Reporter,
     metrics: Option<SharedMetrics>,
     view: Option<LiveView>,
+    /// Problems said at once (printed unless the view is up).
     problems: Vec<String>,
+    /// Undecodable packets, printed as examples and a count at the end.
+    bad_packets: Problems,
+    /// `live:IFACE`, where packet numbers count from.
+    source: String,
     syn_timeout: Duration,
     ports: Vec<u16>,
 }
@@ -368,6 +383,10 @@ impl LiveSink for LiveReport {
             eprintln!("pgreach: {line}");
         }
         self.problems.push(line);
+    }
+
+    fn bad_packet(&mut self, packet: u64, error: &pgreach::decode::DecodeError) {
+        self.bad_packets.bad_packet(&self.source, packet, error);
     }
 }
 

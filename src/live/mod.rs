@@ -302,6 +302,8 @@ pub trait LiveSink {
     fn refresh(&mut self, status: &LiveStatus, analyzer: &Analyzer);
     /// A problem worth one line (a failed -w rotation, the capture ending).
     fn problem(&mut self, line: String);
+    /// An undecodable packet (counted; a few kept as examples).
+    fn bad_packet(&mut self, packet: u64, error: &crate::decode::DecodeError);
 }
 
 /// Captures until Ctrl-C, the duration, the packet count, or the capture's
@@ -340,7 +342,7 @@ pub async fn run(
                 Some(FromCapture::Packet { ts, data }) => {
                     status.packets += 1;
                     if let Err(e) = analyzer.handle_packet(ts, link, &data) {
-                        sink.problem(format!("{}: packet {}: {e}", "live", status.packets));
+                        sink.bad_packet(status.packets, &e);
                     }
                     if stop_when.count.is_some_and(|n| status.packets >= n) {
                         break Stopped::Count;
@@ -385,7 +387,9 @@ pub async fn run(
             match message {
                 FromCapture::Packet { ts, data } if stopped != Stopped::Count => {
                     status.packets += 1;
-                    let _ = analyzer.handle_packet(ts, link, &data);
+                    if let Err(e) = analyzer.handle_packet(ts, link, &data) {
+                        sink.bad_packet(status.packets, &e);
+                    }
                 }
                 FromCapture::Packet { .. } => {}
                 FromCapture::Counters { at, counters } => {
