@@ -119,6 +119,9 @@ struct ReportArgs {
     /// The most connections tracked at once (bounds memory under a SYN flood).
     #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_flows: u64,
+    /// Clients shown in the table, Markdown and HTML reports (JSON lists them all).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_rows: usize,
     /// The most attempts listed by --connections and JSON (the totals count all).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     max_listed: usize,
@@ -461,6 +464,7 @@ struct Reporter {
     write_error: Option<io::Error>,
     ports: Vec<u16>,
     syn_timeout: Duration,
+    max_rows: usize,
 }
 
 impl Reporter {
@@ -495,6 +499,7 @@ impl Reporter {
             write_error: None,
             ports: r.ports.clone(),
             syn_timeout: r.syn_timeout,
+            max_rows: r.max_rows,
         };
         if r.format == Format::Csv {
             reporter.write_error = csv_header(&mut reporter.out).err();
@@ -549,6 +554,7 @@ impl Reporter {
             input_notes,
             filtered: !self.filter.is_empty(),
             capture,
+            max_rows: self.max_rows,
         }
     }
 

@@ -79,7 +79,11 @@ pub fn render(report: &Report<'_>) -> String {
         out.push_str("</ol>\n");
         section(&mut out, "Incident windows", &tables::windows(s));
         section(&mut out, "Timeline table", &tables::timeline(s));
-        section(&mut out, "Clients", &tables::clients(report));
+        let clients = tables::clients(report, report.max_rows);
+        section(&mut out, "Clients", &clients);
+        if let Some(line) = tables::more_clients(&clients) {
+            let _ = writeln!(out, "<p>{}</p>", escape(&line));
+        }
         if s.other_clients.attempts > 0 {
             let _ = writeln!(
                 out,

@@ -38,7 +38,11 @@ pub fn render(report: &Report<'_>, connections: bool) -> String {
         }
         section(&mut out, "Incident windows", &tables::windows(s), 1);
         section(&mut out, "Timeline", &tables::timeline(s), 2);
-        section(&mut out, "Clients", &tables::clients(report), 1);
+        let clients = tables::clients(report, report.max_rows);
+        section(&mut out, "Clients", &clients, 1);
+        if let Some(line) = tables::more_clients(&clients) {
+            let _ = writeln!(out, "{}\n", escape_text(&line));
+        }
         if s.other_clients.attempts > 0 {
             let _ = writeln!(
                 out,

@@ -36,6 +36,8 @@ pub struct Report<'a> {
     pub filtered: bool,
     /// A live capture's libpcap counters.
     pub capture: Option<CaptureCounters>,
+    /// Clients shown in the tables of the terminal, Markdown and HTML reports.
+    pub max_rows: usize,
 }
 
 impl Report<'_> {

@@ -15,6 +15,8 @@ pub struct Grid {
     pub header: Vec<String>,
     pub rows: Vec<Vec<String>>,
     pub kinds: Vec<ColumnKind>,
+    /// Rows left out by a row limit.
+    pub more: usize,
 }
 
 /// How a column reads: numbers are right-aligned, and a count of failures or
@@ -39,6 +41,7 @@ impl Grid {
             header: columns.iter().map(|(h, _)| h.to_string()).collect(),
             rows: Vec::new(),
             kinds: columns.iter().map(|&(_, k)| k).collect(),
+            more: 0,
         }
     }
 }
@@ -58,7 +61,8 @@ const OUTCOME_HEADERS: [(&str, ColumnKind); 6] = [
 const COLUMNS: [Column; 6] =
     [Column::LoggedIn, Column::Refused, Column::Unreachable, Column::Timeout, Column::LoginFailed, Column::Other];
 
-pub fn clients(report: &Report<'_>) -> Grid {
+/// The clients, most failures first, at most `max_rows` of them.
+pub fn clients(report: &Report<'_>, max_rows: usize) -> Grid {
     let mut columns = vec![("client", Text), ("attempts", Number)];
     columns.extend(OUTCOME_HEADERS);
     columns.extend([
@@ -70,7 +74,9 @@ pub fn clients(report: &Report<'_>) -> Grid {
         ("median handshake", Number),
     ]);
     let mut g = Grid::new(&columns);
-    for c in report.summary.clients() {
+    let clients = report.summary.clients();
+    g.more = clients.len().saturating_sub(max_rows);
+    for c in clients.into_iter().take(max_rows) {
         let mut row = vec![c.client.to_string(), c.counts.attempts.to_string()];
         row.extend(COLUMNS.iter().map(|&col| c.counts.column(col).to_string()));
         let last = c.last_outcome.map_or(String::new(), |o| o.to_string());
@@ -188,4 +194,14 @@ pub fn span(first: Option<Timestamp>, last: Option<Timestamp>) -> String {
         (Some(a), _) => clock(a),
         _ => String::new(),
     }
+}
+
+/// The line under a table that left rows out, if it did.
+pub fn more_clients(grid: &Grid) -> Option<String> {
+    (grid.more > 0).then(|| {
+        format!(
+            "(+ {} more clients, counted in the totals; --format json lists them all, --max-rows shows more)",
+            grid.more
+        )
+    })
 }

@@ -29,8 +29,12 @@ pub fn render(report: &Report<'_>, connections: bool, colour: bool) -> String {
             out.push_str(&draw(&timeline, colour));
             out.push_str("\n\n");
         }
-        out.push_str(&draw(&tables::clients(report), colour));
+        let clients = tables::clients(report, report.max_rows);
+        out.push_str(&draw(&clients, colour));
         out.push('\n');
+        if let Some(line) = tables::more_clients(&clients) {
+            let _ = writeln!(out, "{line}");
+        }
         if s.other_clients.attempts > 0 {
             let _ = writeln!(
                 out,
@@ -193,13 +197,11 @@ pub fn live_view(report: &Report<'_>, status: &[String], max_clients: usize, col
         return out;
     }
     out.push_str(&headline(report, &diagnose(s, report.syn_timeout)));
-    let mut clients = tables::clients(report);
-    let more = clients.rows.len().saturating_sub(max_clients);
-    clients.rows.truncate(max_clients);
+    let clients = tables::clients(report, max_clients);
     out.push_str(&draw(&clients, colour));
     out.push('\n');
-    if more > 0 {
-        let _ = writeln!(out, "(+ {more} more clients)");
+    if clients.more > 0 {
+        let _ = writeln!(out, "(+ {} more clients)", clients.more);
     }
     out
 }

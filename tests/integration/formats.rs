@@ -356,3 +356,19 @@ fn examples_are_up_to_date() {
     }
     assert_eq!(formats, FORMATS.into_iter().collect(), "an example in every format");
 }
+
+/// A SYN flood from thousands of sources must not turn the report into
+/// thousands of rows: the tables show --max-rows clients, JSON all.
+#[test]
+fn tables_show_at_most_max_rows_clients() {
+    let staged = staged_per_client("incident");
+    let doc = run(&["analyze", "--format", "markdown", "--max-rows", "5", INCIDENT]);
+    let (_, rows) = markdown_table(&doc, "Clients");
+    assert_eq!(rows.len(), 5);
+    assert!(doc.contains(&format!("(+ {} more clients", staged.len() - 5)), "{doc}");
+    let table = run(&["analyze", "--max-rows", "5", INCIDENT]);
+    assert!(table.contains(&format!("(+ {} more clients", staged.len() - 5)));
+    let json: Value =
+        serde_json::from_str(&run(&["analyze", "--format", "json", "--max-rows", "5", INCIDENT])).unwrap();
+    assert_eq!(json["clients"].as_array().unwrap().len(), staged.len());
+}

@@ -1,3 +1,7 @@
+//! `cargo xtask bench analyze`: pgreach analyze against tcpdump and tshark
+//! reading the same large files (a replayed incident, a SYN flood): time and
+//! peak memory, as ratios measured in the same run.
+//!
 //! `cargo xtask bench live [SECONDS]`: pgbench -C (one connection per
 //! transaction) against a PostgreSQL 15 on loopback while `pgreach live`
 //! and, as the peer measured in the same run, `tcpdump -w /dev/null` capture
@@ -19,11 +23,16 @@ const DIR: &str = "/tmp/pgreach-bench";
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
-        Some("live") | None => {
+        None => {
+            analyze(root)?;
+            live(root, 60)
+        }
+        Some("live") => {
             let seconds = args.get(1).map(|s| s.parse::<u64>()).transpose().context("SECONDS")?.unwrap_or(60);
             live(root, seconds)
         }
-        Some(other) => bail!("unknown benchmark {other:?}; there is: live"),
+        Some("analyze") => analyze(root),
+        Some(other) => bail!("unknown benchmark {other:?}; there are: live, analyze"),
     }
 }
 
@@ -184,5 +193,141 @@ fn live(root: &Path, seconds: u64) -> Result<()> {
         bail!("the capture dropped packets");
     }
     drop(server);
+    Ok(())
+}
+
+/// Copies of the incident capture, each shifted in time past the last one
+/// (and the engine's linger), so every copy's attempts are new attempts.
+const REPLAY_COPIES: u32 = 400;
+/// SYNs in the flood file, from distinct sources, none answered.
+const FLOOD_SYNS: u32 = 2_000_000;
+
+fn analyze(root: &Path) -> Result<()> {
+    let status = Command::new("cargo").args(["build", "--release", "--bin", "pgreach"]).current_dir(root).status()?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    std::fs::create_dir_all(DIR)?;
+    let replay = Path::new(DIR).join("replay.pcap");
+    let flood = Path::new(DIR).join("synflood.pcap");
+    let incident = std::fs::read(root.join("captures/incident.pcap"))?;
+    let replay_attempts = write_replay(&incident, &replay)?;
+    write_flood(&flood)?;
+    let pgreach = root.join("target/release/pgreach");
+    println!("| file | tool | seconds | peak memory | time / pgreach | memory / pgreach |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    for (file, what) in [(&replay, "incident × 400"), (&flood, "SYN flood, 2M sources")] {
+        let size = std::fs::metadata(file)?.len() >> 20;
+        let path = file.display().to_string();
+        let ours = measure(&format!("{} analyze --format json -o /dev/null {path}", pgreach.display()))?;
+        let peers = [
+            ("tcpdump -r -w /dev/null", format!("tcpdump -r {path} -w /dev/null 'tcp port 5432'")),
+            ("tshark -z conv,tcp", format!("tshark -r {path} -q -z conv,tcp > /dev/null")),
+        ];
+        let label = format!("{what} ({size} MiB)");
+        println!("| {label} | pgreach | {:.1} | {} MiB | 1 | 1 |", ours.0, ours.1 >> 10);
+        for (name, cmd) in peers {
+            let (secs, kib) = measure(&cmd)?;
+            println!(
+                "| {label} | {name} | {secs:.1} | {} MiB | {:.2} | {:.2} |",
+                kib >> 10,
+                secs / ours.0.max(1e-9),
+                kib as f64 / ours.1.max(1) as f64
+            );
+        }
+    }
+    // The replay's count is the check that the whole file was analyzed.
+    let out =
+        sh(&format!("{} analyze --format json {} | grep -m1 '\"attempts\": '", pgreach.display(), replay.display()))?;
+    println!("replay: {out} (expected {replay_attempts})");
+    Ok(())
+}
+
+/// Runs a shell command under GNU time: (seconds, peak resident KiB).
+fn measure(cmd: &str) -> Result<(f64, u64)> {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%e %M", "bash", "-c", cmd])
+        .stdout(Stdio::null())
+        .output()
+        .context("/usr/bin/time (apt-get install time)")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().context("time's output")?;
+    let mut it = last.split_whitespace();
+    let secs = it.next().context("seconds")?.parse()?;
+    let kib = it.next().context("KiB")?.parse()?;
+    Ok((secs, kib))
+}
+
+/// Writes REPLAY_COPIES copies of a pcap's records; returns the attempts
+/// that makes (the incident's 450 per copy).
+fn write_replay(pcap: &[u8], out: &Path) -> Result<u64> {
+    if pcap.len() < 24 || pcap[..4] != [0xd4, 0xc3, 0xb2, 0xa1] && pcap[..4] != [0x4d, 0x3c, 0xb2, 0xa1] {
+        bail!("captures/incident.pcap is not a little-endian pcap");
+    }
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into()?) as usize;
+        records.push(at..at + 16 + caplen);
+        at += 16 + caplen;
+    }
+    let secs =
+        |r: &std::ops::Range<usize>| u32::from_le_bytes(pcap[r.start..r.start + 4].try_into().unwrap_or_default());
+    let span = records.last().map_or(0, secs) - records.first().map_or(0, secs);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
+    use std::io::Write;
+    file.write_all(&pcap[..24])?;
+    for copy in 0..REPLAY_COPIES {
+        let shift = copy * (span + 120);
+        for r in &records {
+            let mut rec = pcap[r.clone()].to_vec();
+            let t = secs(r) + shift;
+            rec[..4].copy_from_slice(&t.to_le_bytes());
+            file.write_all(&rec)?;
+        }
+    }
+    file.flush()?;
+    Ok(450 * u64::from(REPLAY_COPIES))
+}
+
+/// FLOOD_SYNS Ethernet/IPv4 SYNs from distinct 198.18.0.0/15 addresses and
+/// ports to 192.0.2.1:5432, 10 µs apart, never answered.
+fn write_flood(out: &Path) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let mut header = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
+    header.extend_from_slice(&2u16.to_le_bytes());
+    header.extend_from_slice(&4u16.to_le_bytes());
+    header.extend_from_slice(&[0; 8]);
+    header.extend_from_slice(&65535u32.to_le_bytes());
+    header.extend_from_slice(&1u32.to_le_bytes());
+    file.write_all(&header)?;
+    for i in 0..FLOOD_SYNS {
+        let micros = u64::from(i) * 10;
+        let src = 0xc612_0000u32 + (i >> 4) % 0x2_0000;
+        let sport = 1024 + (i & 0xf) as u16 * 4000 + (i >> 21) as u16;
+        let mut frame = vec![0u8; 54];
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        frame[14] = 0x45;
+        frame[16..18].copy_from_slice(&40u16.to_be_bytes());
+        frame[22] = 64;
+        frame[23] = 6;
+        frame[26..30].copy_from_slice(&src.to_be_bytes());
+        frame[30..34].copy_from_slice(&[192, 0, 2, 1]);
+        frame[34..36].copy_from_slice(&sport.to_be_bytes());
+        frame[36..38].copy_from_slice(&5432u16.to_be_bytes());
+        frame[38..42].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+        frame[46] = 0x50;
+        frame[47] = 0x02;
+        frame[48..50].copy_from_slice(&64240u16.to_be_bytes());
+        let mut rec = Vec::with_capacity(70);
+        rec.extend_from_slice(&(1_700_000_000 + (micros / 1_000_000) as u32).to_le_bytes());
+        rec.extend_from_slice(&((micros % 1_000_000) as u32).to_le_bytes());
+        rec.extend_from_slice(&54u32.to_le_bytes());
+        rec.extend_from_slice(&54u32.to_le_bytes());
+        rec.extend_from_slice(&frame);
+        file.write_all(&rec)?;
+    }
+    file.flush()?;
     Ok(())
 }

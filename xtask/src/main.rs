@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!("usage: cargo xtask record [SCENARIO…]   (as root; writes captures/)");
             eprintln!("       cargo xtask examples              (writes examples/ from captures/incident.pcap)");
-            eprintln!("       cargo xtask bench [live [SECONDS]] (as root; pgreach live against pgbench -C)");
+            eprintln!("       cargo xtask bench [analyze | live [SECONDS]] (pgreach against tcpdump and tshark; live needs root)");
             return ExitCode::from(2);
         }
     };
