@@ -71,7 +71,10 @@ type FlowKey = (SocketAddr, SocketAddr);
 pub struct Analyzer {
     config: Config,
     server_ports: PortSet,
-    flows: HashMap<FlowKey, Flow>,
+    /// Boxed: the table's slots (twice the flows, as hash tables grow by
+    /// doubling) then hold a key and a pointer, not a whole flow, which
+    /// nearly halves the memory of a full table under a SYN flood.
+    flows: HashMap<FlowKey, Box<Flow>>,
     /// Deadlines, earliest first. An entry is current while it equals the
     /// flow's `armed`; others are stale and skipped (lazy deletion).
     timers: BinaryHeap<Reverse<(Timestamp, FlowKey)>>,
@@ -155,7 +158,7 @@ impl Analyzer {
     /// The capture has ended: every flow still open is reported as it stands.
     pub fn finish(&mut self) {
         self.handle_timeout(self.clock);
-        let mut open: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
+        let mut open: Vec<Box<Flow>> = self.flows.drain().map(|(_, f)| f).collect();
         open.sort_by_key(|f| f.id);
         for mut flow in open {
             self.report(&mut flow, EndCause::CaptureEnd);
@@ -179,7 +182,7 @@ impl Analyzer {
         let step = match self.flows.get_mut(&key) {
             Some(flow) => flow.on_segment(seg, side, ts),
             None if opens => {
-                self.open(key, Flow::from_syn(self.next_id, seg, ts));
+                self.open(key, Box::new(Flow::from_syn(self.next_id, seg, ts)));
                 return;
             }
             None if seg.flags.rst => {
@@ -188,7 +191,7 @@ impl Analyzer {
                 return;
             }
             None => {
-                self.open(key, Flow::midstream(self.next_id, seg, side, ts));
+                self.open(key, Box::new(Flow::midstream(self.next_id, seg, side, ts)));
                 return;
             }
         };
@@ -200,7 +203,7 @@ impl Analyzer {
                 if let Some(mut old) = self.flows.remove(&key) {
                     self.report(&mut old, EndCause::NewAttempt);
                 }
-                self.open(key, Flow::from_syn(self.next_id, seg, ts));
+                self.open(key, Box::new(Flow::from_syn(self.next_id, seg, ts)));
             }
         }
     }
@@ -220,7 +223,7 @@ impl Analyzer {
     }
 
     /// Starts tracking a new flow, making room first if the table is full.
-    fn open(&mut self, key: FlowKey, flow: Flow) {
+    fn open(&mut self, key: FlowKey, flow: Box<Flow>) {
         if self.flows.len() >= self.config.max_flows && !self.evict_one() {
             self.stats.untracked += 1;
             return;

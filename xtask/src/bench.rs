@@ -219,7 +219,7 @@ fn analyze(root: &Path) -> Result<()> {
     for (file, what) in [(&replay, "incident × 400"), (&flood, "SYN flood, 2M sources")] {
         let size = std::fs::metadata(file)?.len() >> 20;
         let path = file.display().to_string();
-        let ours = measure(&format!("{} analyze --format json -o /dev/null {path}", pgreach.display()))?;
+        let ours = measure(&format!("{} analyze -o /dev/null {path}", pgreach.display()))?;
         let peers = [
             ("tcpdump -r -w /dev/null", format!("tcpdump -r {path} -w /dev/null 'tcp port 5432'")),
             ("tshark -z conv,tcp", format!("tshark -r {path} -q -z conv,tcp > /dev/null")),
