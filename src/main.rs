@@ -16,11 +16,9 @@ use pgreach::engine::{Analyzer, Config, Stats};
 use pgreach::live::metrics::{self, Metrics, SharedMetrics};
 use pgreach::live::{self as capture_live, CaptureCounters, LiveCapture, LiveOptions, LiveSink, LiveStatus, StopWhen};
 use pgreach::record::{AttemptRecord, Outcome};
-use pgreach::redact::Redactor;
 use pgreach::report::filter::{self, Filter, ServerMatch, TimeBound};
-use pgreach::report::rows::{csv_header, csv_row, ndjson_line};
-use pgreach::report::summary::Summary;
-use pgreach::report::{html, json, markdown, text, Report};
+use pgreach::report::output::{self, Output, OutputOptions};
+use pgreach::report::text;
 use pgreach::time::Timestamp;
 
 /// Why can't my clients connect to PostgreSQL? Follows every TCP connection
@@ -105,8 +103,8 @@ struct ReportArgs {
     /// Also list every attempt with its evidence.
     #[arg(long)]
     connections: bool,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+    format: FormatArg,
     /// Write the report to this file instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -146,7 +144,7 @@ struct ReportArgs {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
+enum FormatArg {
     /// The terminal report.
     Table,
     /// One document with a schema version (docs/report.schema.json).
@@ -161,11 +159,21 @@ enum Format {
     Html,
 }
 
+impl From<FormatArg> for output::Format {
+    fn from(f: FormatArg) -> output::Format {
+        match f {
+            FormatArg::Table => output::Format::Table,
+            FormatArg::Json => output::Format::Json,
+            FormatArg::Ndjson => output::Format::Ndjson,
+            FormatArg::Csv => output::Format::Csv,
+            FormatArg::Markdown => output::Format::Markdown,
+            FormatArg::Html => output::Format::Html,
+        }
+    }
+}
+
 /// Inputs smaller than this are read before a progress bar would be seen.
 const PROGRESS_MIN_BYTES: u64 = 32 << 20;
-
-/// Clients kept in the per-client table; further ones are counted together.
-const MAX_CLIENTS: usize = 100_000;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -187,9 +195,9 @@ fn engine_config(r: &ReportArgs) -> Config {
 fn analyze(args: AnalyzeArgs) -> ExitCode {
     let mut analyzer = Analyzer::new(engine_config(&args.report));
     let mut problems = Problems::default();
-    let Some(mut reporter) = Reporter::new(&args.report) else { return ExitCode::from(2) };
+    let Some(mut output) = open_output(&args.report) else { return ExitCode::from(2) };
     let progress = progress_bar(&args.files);
-    let mut on_attempt = |record, capture_start| reporter.attempt(record, capture_start);
+    let mut on_attempt = |record, capture_start| output.attempt(record, capture_start);
     let mut on_progress = |bytes| {
         if let Some(bar) = &progress {
             bar.set_position(bytes);
@@ -214,7 +222,7 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
     for line in &lines {
         eprintln!("pgreach: {line}");
     }
-    let written = reporter.finish(analyzer.stats(), &args.files, lines, problems.notes(), None);
+    let written = finish_output(output, &args.report, analyzer.stats(), &args.files, lines, problems.notes(), None);
     match written {
         Err(code) => code,
         Ok(()) if problems.has_file_errors() => ExitCode::FAILURE,
@@ -253,7 +261,7 @@ fn live(args: LiveArgs) -> ExitCode {
         }
     };
     // -o is created before the drop too, wherever root may write.
-    let Some(reporter) = Reporter::new(r) else { return ExitCode::from(2) };
+    let Some(output) = open_output(r) else { return ExitCode::from(2) };
     match capture.drop_privileges(&args.user) {
         Ok(true) => eprintln!("pgreach: capturing on {} as user {}", args.interface, args.user),
         Ok(false) => eprintln!("pgreach: capturing on {}", args.interface),
@@ -270,9 +278,9 @@ fn live(args: LiveArgs) -> ExitCode {
         }
     };
     let metrics = args.metrics.map(|_| Arc::new(Mutex::new(Metrics::default())));
-    let view = io::stdout().is_terminal() && r.format != Format::Ndjson;
+    let view = io::stdout().is_terminal() && r.format != FormatArg::Ndjson;
     let mut sink = LiveReport {
-        reporter,
+        output,
         metrics: metrics.clone(),
         view: view.then(|| LiveView::start(&args.interface)),
         problems: Vec::new(),
@@ -318,7 +326,9 @@ fn live(args: LiveArgs) -> ExitCode {
         ));
     }
     let interface = [format!("live:{}", args.interface)];
-    let code = match sink.reporter.finish(analyzer.stats(), &interface, sink.problems, notes, Some(status.counters)) {
+    let finished =
+        finish_output(sink.output, r, analyzer.stats(), &interface, sink.problems, notes, Some(status.counters));
+    let code = match finished {
         Err(code) => code,
         Ok(()) => ExitCode::SUCCESS,
     };
@@ -329,7 +339,7 @@ fn live(args: LiveArgs) -> ExitCode {
 /// What the live loop's events become: report lines or rows, the live
 /// view, and metrics.
 struct LiveReport {
-    reporter: Reporter,
+    output: Output,
     metrics: Option<SharedMetrics>,
     view: Option<LiveView>,
     /// Problems said at once (printed unless the view is up).
@@ -349,8 +359,8 @@ impl LiveSink for LiveReport {
                 m.observe(&record);
             }
         }
-        self.reporter.attempt(record, capture_start);
-        self.reporter.flush_rows();
+        self.output.attempt(record, capture_start);
+        self.output.flush_rows();
     }
 
     fn refresh(&mut self, status: &LiveStatus, analyzer: &Analyzer) {
@@ -377,7 +387,7 @@ impl LiveSink for LiveReport {
                 pgreach::time::short(self.syn_timeout)
             ),
         ];
-        let report = self.reporter.report(analyzer.stats(), &[], Vec::new(), Vec::new(), Some(status.counters));
+        let report = self.output.report(analyzer.stats(), &[], Vec::new(), Vec::new(), Some(status.counters));
         view.draw(&text::live_view(&report, &lines, view.rows(), colour_allowed()));
     }
 
@@ -450,147 +460,54 @@ fn interfaces() -> ExitCode {
     }
 }
 
-/// Filters, redacts and reports attempts as they end: streamed rows
-/// (ndjson, csv) at once, the other formats from the summary at the end.
-struct Reporter {
-    format: Format,
-    connections: bool,
-    to_terminal: bool,
-    output: Option<PathBuf>,
-    out: Box<dyn Write>,
-    filter: Filter,
-    redactor: Option<Redactor>,
-    summary: Summary,
-    write_error: Option<io::Error>,
-    ports: Vec<u16>,
-    syn_timeout: Duration,
-    max_rows: usize,
+/// The report's destination, from -o: `None` after printing why it cannot be created.
+fn open_output(r: &ReportArgs) -> Option<Output> {
+    let out: Box<dyn Write> = match &r.output {
+        Some(path) => match File::create(path) {
+            Ok(f) => Box::new(BufWriter::new(f)),
+            Err(e) => {
+                eprintln!("pgreach: cannot create {}: {e}", path.display());
+                return None;
+            }
+        },
+        None => Box::new(BufWriter::new(io::stdout())),
+    };
+    let opts = OutputOptions {
+        format: r.format.into(),
+        connections: r.connections,
+        colour: r.output.is_none() && io::stdout().is_terminal() && colour_allowed(),
+        filter: Filter {
+            clients: r.clients.clone(),
+            servers: r.servers.clone(),
+            since: r.since,
+            until: r.until,
+            outcomes: r.outcomes.clone(),
+        },
+        redact: r.redact,
+        max_listed: r.max_listed,
+        max_rows: r.max_rows,
+        bucket: r.bucket,
+        ports: r.ports.clone(),
+        syn_timeout: r.syn_timeout,
+    };
+    Some(Output::new(opts, out))
 }
 
-impl Reporter {
-    /// `None` after printing why the output cannot be opened.
-    fn new(r: &ReportArgs) -> Option<Reporter> {
-        let out: Box<dyn Write> = match &r.output {
-            Some(path) => match File::create(path) {
-                Ok(f) => Box::new(BufWriter::new(f)),
-                Err(e) => {
-                    eprintln!("pgreach: cannot create {}: {e}", path.display());
-                    return None;
-                }
-            },
-            None => Box::new(BufWriter::new(io::stdout())),
-        };
-        let lists_attempts = r.connections || matches!(r.format, Format::Json | Format::Markdown | Format::Html);
-        let mut reporter = Reporter {
-            format: r.format,
-            connections: r.connections,
-            to_terminal: r.output.is_none() && io::stdout().is_terminal(),
-            output: r.output.clone(),
-            out,
-            filter: Filter {
-                clients: r.clients.clone(),
-                servers: r.servers.clone(),
-                since: r.since,
-                until: r.until,
-                outcomes: r.outcomes.clone(),
-            },
-            redactor: r.redact.then(Redactor::default),
-            summary: Summary::new(MAX_CLIENTS, if lists_attempts { r.max_listed } else { 0 }, r.bucket),
-            write_error: None,
-            ports: r.ports.clone(),
-            syn_timeout: r.syn_timeout,
-            max_rows: r.max_rows,
-        };
-        if r.format == Format::Csv {
-            reporter.write_error = csv_header(&mut reporter.out).err();
-        }
-        Some(reporter)
-    }
-
-    fn attempt(&mut self, mut record: AttemptRecord, capture_start: Timestamp) {
-        if !self.filter.matches(&record, capture_start) {
-            return;
-        }
-        if let Some(r) = &mut self.redactor {
-            r.redact(&mut record);
-        }
-        let written = match self.format {
-            Format::Ndjson => ndjson_line(&record, &mut self.out),
-            Format::Csv => csv_row(&record, &mut self.out),
-            _ => {
-                self.summary.add(record);
-                Ok(())
-            }
-        };
-        if self.write_error.is_none() {
-            self.write_error = written.err();
-        }
-    }
-
-    /// Live: each row reaches a pipe as its attempt ends.
-    fn flush_rows(&mut self) {
-        if matches!(self.format, Format::Ndjson | Format::Csv) {
-            if let Err(e) = self.out.flush() {
-                self.write_error.get_or_insert(e);
-            }
-        }
-    }
-
-    fn report<'a>(
-        &'a self,
-        stats: &'a Stats,
-        files: &'a [String],
-        problems: Vec<String>,
-        input_notes: Vec<String>,
-        capture: Option<CaptureCounters>,
-    ) -> Report<'a> {
-        Report {
-            summary: &self.summary,
-            stats,
-            files,
-            server_ports: &self.ports,
-            syn_timeout: self.syn_timeout,
-            problems,
-            input_notes,
-            filtered: !self.filter.is_empty(),
-            capture,
-            max_rows: self.max_rows,
-        }
-    }
-
-    /// Writes the report; `Err` carries the exit code after printing why.
-    fn finish(
-        mut self,
-        stats: &Stats,
-        files: &[String],
-        problems: Vec<String>,
-        input_notes: Vec<String>,
-        capture: Option<CaptureCounters>,
-    ) -> Result<(), ExitCode> {
-        let colour = self.to_terminal && colour_allowed();
-        let rendered = {
-            let report = self.report(stats, files, problems, input_notes, capture);
-            match self.format {
-                Format::Table => Some(text::render(&report, self.connections, colour)),
-                Format::Json => Some(json::render(&report)),
-                Format::Markdown => Some(markdown::render(&report, self.connections)),
-                Format::Html => Some(html::render(&report)),
-                Format::Csv | Format::Ndjson => None,
-            }
-        };
-        let finished = match rendered {
-            Some(text) => self.out.write_all(text.as_bytes()),
-            None => Ok(()),
-        };
-        if let Some(e) = self.write_error.take().or(finished.err()).or(self.out.flush().err()) {
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                let to = self.output.as_ref().map_or("standard output".to_owned(), |p| p.display().to_string());
-                eprintln!("pgreach: cannot write the report to {to}: {e}");
-                return Err(ExitCode::FAILURE);
-            }
-        }
-        Ok(())
-    }
+/// Writes the final report; on failure prints why and gives the exit code.
+fn finish_output(
+    output: Output,
+    r: &ReportArgs,
+    stats: &Stats,
+    files: &[String],
+    problems: Vec<String>,
+    notes: Vec<String>,
+    capture: Option<CaptureCounters>,
+) -> Result<(), ExitCode> {
+    output.finish(stats, files, problems, notes, capture).map_err(|e| {
+        let to = r.output.as_ref().map_or("standard output".to_owned(), |p| p.display().to_string());
+        eprintln!("pgreach: cannot write the report to {to}: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 /// Colour on a terminal unless NO_COLOR is set to anything (no-color.org).

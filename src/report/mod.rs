@@ -8,6 +8,7 @@ pub mod filter;
 pub mod html;
 pub mod json;
 pub mod markdown;
+pub mod output;
 pub mod rows;
 pub mod summary;
 mod tables;

@@ -1,0 +1,159 @@
+//! Where finished attempts go: filtered, redacted, then written at once as
+//! rows (ndjson, csv) or gathered into the summary that the other formats
+//! render at the end. Shared by `analyze` and `live`.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use super::filter::Filter;
+use super::rows::{csv_header, csv_row, ndjson_line};
+use super::summary::Summary;
+use super::{html, json, markdown, text, Report};
+use crate::engine::Stats;
+use crate::live::CaptureCounters;
+use crate::record::AttemptRecord;
+use crate::redact::Redactor;
+use crate::time::Timestamp;
+
+/// Clients kept in the per-client summary; further ones are counted together.
+const MAX_CLIENTS: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Ndjson,
+    Csv,
+    Markdown,
+    Html,
+}
+
+impl Format {
+    /// Whether attempts are written one by one as they end.
+    pub fn is_rows(self) -> bool {
+        matches!(self, Format::Ndjson | Format::Csv)
+    }
+}
+
+/// What to report and how.
+pub struct OutputOptions {
+    pub format: Format,
+    /// List every attempt in the table and Markdown reports.
+    pub connections: bool,
+    /// Colour the terminal report.
+    pub colour: bool,
+    pub filter: Filter,
+    pub redact: bool,
+    pub max_listed: usize,
+    pub max_rows: usize,
+    pub bucket: Option<Duration>,
+    pub ports: Vec<u16>,
+    pub syn_timeout: Duration,
+}
+
+pub struct Output {
+    opts: OutputOptions,
+    out: Box<dyn Write>,
+    redactor: Option<Redactor>,
+    summary: Summary,
+    /// The first write error; writing stops being useful after it.
+    write_error: Option<io::Error>,
+}
+
+impl Output {
+    /// CSV starts with its header line.
+    pub fn new(opts: OutputOptions, mut out: Box<dyn Write>) -> Output {
+        let lists_attempts = opts.connections || matches!(opts.format, Format::Json | Format::Markdown | Format::Html);
+        let listed = if lists_attempts { opts.max_listed } else { 0 };
+        let write_error = if opts.format == Format::Csv { csv_header(&mut out).err() } else { None };
+        Output {
+            redactor: opts.redact.then(Redactor::default),
+            summary: Summary::new(MAX_CLIENTS, listed, opts.bucket),
+            opts,
+            out,
+            write_error,
+        }
+    }
+
+    pub fn attempt(&mut self, mut record: AttemptRecord, capture_start: Timestamp) {
+        if !self.opts.filter.matches(&record, capture_start) {
+            return;
+        }
+        if let Some(r) = &mut self.redactor {
+            r.redact(&mut record);
+        }
+        let written = match self.opts.format {
+            Format::Ndjson => ndjson_line(&record, &mut self.out),
+            Format::Csv => csv_row(&record, &mut self.out),
+            _ => {
+                self.summary.add(record);
+                Ok(())
+            }
+        };
+        if self.write_error.is_none() {
+            self.write_error = written.err();
+        }
+    }
+
+    /// Rows reach a pipe as their attempt ends (live capture).
+    pub fn flush_rows(&mut self) {
+        if self.opts.format.is_rows() {
+            if let Err(e) = self.out.flush() {
+                self.write_error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// The report as it stands, for a live view.
+    pub fn report<'a>(
+        &'a self,
+        stats: &'a Stats,
+        files: &'a [String],
+        problems: Vec<String>,
+        input_notes: Vec<String>,
+        capture: Option<CaptureCounters>,
+    ) -> Report<'a> {
+        Report {
+            summary: &self.summary,
+            stats,
+            files,
+            server_ports: &self.opts.ports,
+            syn_timeout: self.opts.syn_timeout,
+            problems,
+            input_notes,
+            filtered: !self.opts.filter.is_empty(),
+            capture,
+            max_rows: self.opts.max_rows,
+        }
+    }
+
+    /// Writes the final report (rows are already out) and flushes. A reader
+    /// that went away (a closed pipe) is not an error.
+    pub fn finish(
+        mut self,
+        stats: &Stats,
+        files: &[String],
+        problems: Vec<String>,
+        input_notes: Vec<String>,
+        capture: Option<CaptureCounters>,
+    ) -> io::Result<()> {
+        let rendered = {
+            let report = self.report(stats, files, problems, input_notes, capture);
+            match self.opts.format {
+                Format::Table => Some(text::render(&report, self.opts.connections, self.opts.colour)),
+                Format::Json => Some(json::render(&report)),
+                Format::Markdown => Some(markdown::render(&report, self.opts.connections)),
+                Format::Html => Some(html::render(&report)),
+                Format::Csv | Format::Ndjson => None,
+            }
+        };
+        let finished = match rendered {
+            Some(text) => self.out.write_all(text.as_bytes()),
+            None => Ok(()),
+        };
+        match self.write_error.take().or(finished.err()).or(self.out.flush().err()) {
+            Some(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
