@@ -64,6 +64,16 @@ pub struct Stats {
     pub first_packet: Option<Timestamp>,
 }
 
+/// Tracked connections by state (see `Analyzer::connections_now`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionsNow {
+    pub open: usize,
+    pub handshaking: usize,
+    pub unanswered_syns: usize,
+    /// Closed or closing, kept a little longer for late packets.
+    pub closing: usize,
+}
+
 /// A connection is keyed by its client and server addresses; repeated
 /// attempts from one client port are told apart by their SYN sequence.
 type FlowKey = (SocketAddr, SocketAddr);
@@ -109,10 +119,20 @@ impl Analyzer {
         self.flows.len()
     }
 
-    /// Connections whose SYN has waited at least `for_at_least` at `now`
-    /// with no answer: time-outs in the making, for a live view.
-    pub fn unanswered_syns(&self, now: Timestamp, for_at_least: Duration) -> usize {
-        self.flows.values().filter(|f| f.state == State::SynSent && now.since(f.start) >= for_at_least).count()
+    /// The tracked connections by what they are doing at `now`, for a live
+    /// view: a SYN unanswered for `syn_timeout` or longer is a time-out in
+    /// the making.
+    pub fn connections_now(&self, now: Timestamp, syn_timeout: Duration) -> ConnectionsNow {
+        let mut c = ConnectionsNow::default();
+        for f in self.flows.values() {
+            match f.state {
+                State::SynSent if now.since(f.start) >= syn_timeout => c.unanswered_syns += 1,
+                State::SynSent | State::SynReceived => c.handshaking += 1,
+                State::Established => c.open += 1,
+                State::Closing | State::Closed => c.closing += 1,
+            }
+        }
+        c
     }
 
     /// Feeds one captured frame. A frame that cannot be decoded is counted

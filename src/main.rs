@@ -366,7 +366,7 @@ impl LiveSink for LiveReport {
     fn refresh(&mut self, status: &LiveStatus, analyzer: &Analyzer) {
         if let Some(m) = &self.metrics {
             if let Ok(mut m) = m.lock() {
-                m.status(status, analyzer.live_flows());
+                m.status(status);
             }
         }
         let Some(view) = &mut self.view else { return };
@@ -381,12 +381,12 @@ impl LiveSink for LiveReport {
                 status.counters.interface_dropped
             ),
             format!(
-                "now: {} connections tracked, {} SYNs unanswered for more than {}",
-                analyzer.live_flows(),
-                status.unanswered_syns,
+                "now: {} open, {} in the handshake, {} SYNs unanswered for {} or more",
+                status.connections.open,
+                status.connections.handshaking,
+                status.connections.unanswered_syns,
                 pgreach::time::short(self.syn_timeout)
-            ),
-        ];
+            ),        ];
         let report = self.output.report(analyzer.stats(), &[], Vec::new(), Vec::new(), Some(status.counters));
         view.draw(&text::live_view(&report, &lines, view.rows(), colour_allowed()));
     }

@@ -52,7 +52,7 @@ pub struct Metrics {
     captured: Counter,
     dropped: Family<DropLabels, Counter>,
     unanswered: Gauge,
-    tracked: Gauge,
+    open: Gauge,
     clients: HashSet<String>,
     servers: HashSet<String>,
     last_counters: CaptureCounters,
@@ -81,8 +81,8 @@ impl Default for Metrics {
         registry.register("capture_dropped_packets", "Packets the capture lost, by=kernel|interface", dropped.clone());
         let unanswered = Gauge::default();
         registry.register("unanswered_syns", "SYNs waiting longer than the SYN time-out now", unanswered.clone());
-        let tracked = Gauge::default();
-        registry.register("tracked_connections", "Connections tracked now", tracked.clone());
+        let open = Gauge::default();
+        registry.register("open_connections", "Connections established and not closed now", open.clone());
         Metrics {
             registry,
             attempts,
@@ -92,7 +92,7 @@ impl Default for Metrics {
             captured,
             dropped,
             unanswered,
-            tracked,
+            open,
             clients: HashSet::new(),
             servers: HashSet::new(),
             last_counters: CaptureCounters::default(),
@@ -115,7 +115,7 @@ impl Metrics {
         }
     }
 
-    pub fn status(&mut self, status: &LiveStatus, tracked: usize) {
+    pub fn status(&mut self, status: &LiveStatus) {
         let c = status.counters;
         let last = self.last_counters;
         self.captured.inc_by(c.received.saturating_sub(last.received));
@@ -126,8 +126,9 @@ impl Metrics {
             .get_or_create(&DropLabels { by: "interface" })
             .inc_by(c.interface_dropped.saturating_sub(last.interface_dropped));
         self.last_counters = c;
-        self.unanswered.set(i64::try_from(status.unanswered_syns).unwrap_or(i64::MAX));
-        self.tracked.set(i64::try_from(tracked).unwrap_or(i64::MAX));
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.unanswered.set(gauge(status.connections.unanswered_syns));
+        self.open.set(gauge(status.connections.open));
     }
 
     pub fn encode(&self) -> String {

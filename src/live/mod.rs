@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::decode::LinkType;
-use crate::engine::Analyzer;
+use crate::engine::{Analyzer, ConnectionsNow};
 use crate::record::{AttemptRecord, Note};
 use crate::time::Timestamp;
 use savefile::Savefile;
@@ -290,8 +290,8 @@ pub struct LiveStatus {
     pub now: Timestamp,
     pub packets: u64,
     pub counters: CaptureCounters,
-    /// SYNs waiting longer than the SYN time-out with no answer yet.
-    pub unanswered_syns: usize,
+    /// The tracked connections by state, at the last refresh.
+    pub connections: ConnectionsNow,
 }
 
 /// What the loop tells its caller.
@@ -320,8 +320,13 @@ pub async fn run(
     let stop = Arc::new(AtomicBool::new(false));
     let reader = spawn_reader(live, tx, stop.clone());
     let started = now();
-    let mut status =
-        LiveStatus { started, now: started, packets: 0, counters: CaptureCounters::default(), unanswered_syns: 0 };
+    let mut status = LiveStatus {
+        started,
+        now: started,
+        packets: 0,
+        counters: CaptureCounters::default(),
+        connections: ConnectionsNow::default(),
+    };
     let mut losses = Losses::default();
     let mut ticks = tokio::time::interval(TICK);
     let mut tick_count = 0u32;
@@ -360,7 +365,7 @@ pub async fn run(
                 analyzer.handle_timeout(status.now - CLOCK_SLACK);
                 tick_count += 1;
                 if tick_count.is_multiple_of(TICKS_PER_REFRESH) {
-                    status.unanswered_syns = analyzer.unanswered_syns(status.now, syn_timeout);
+                    status.connections = analyzer.connections_now(status.now, syn_timeout);
                     sink.refresh(&status, analyzer);
                 }
                 // Without counters (a platform that has none), nothing waits for them.

@@ -297,6 +297,22 @@ mod timeout {
         assert_eq!(a.gave_up, Some(GaveUp::StoppedRetransmitting));
     }
 
+    /// The live view's count of what tracked connections are doing now.
+    #[test]
+    fn connections_now_by_state() {
+        use pgreach::engine::ConnectionsNow;
+        let mut run = Run::new();
+        run.handshake(0.0);
+        run.frame(at(0.5), tcp_frame("192.0.2.7:40001", SERVER, syn(77)));
+        let three = std::time::Duration::from_secs(3);
+        let now = run.engine.connections_now(at(1.0), three);
+        assert_eq!(now, ConnectionsNow { open: 1, handshaking: 1, unanswered_syns: 0, closing: 0 });
+        let now = run.engine.connections_now(at(3.6), three);
+        assert_eq!(now, ConnectionsNow { open: 1, handshaking: 0, unanswered_syns: 1, closing: 0 });
+        run.c2s(3.7, fin(ISN + 1, SISN + 1));
+        assert_eq!(run.engine.connections_now(at(3.8), three).closing, 1);
+    }
+
     /// Live mode: the timer, not a packet, ends the wait.
     #[test]
     fn deadline_fires_without_packets() {
