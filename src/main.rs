@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ipnet::IpNet;
 
 use pgreach::capture::{analyze_files, Problems};
@@ -172,8 +172,8 @@ impl From<FormatArg> for output::Format {
     }
 }
 
-/// Inputs smaller than this are read before a progress bar would be seen.
-const PROGRESS_MIN_BYTES: u64 = 32 << 20;
+/// A reading that lasts longer than this gets a progress bar.
+const PROGRESS_AFTER: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -197,9 +197,13 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
     let mut problems = Problems::default();
     let Some(mut output) = open_output(&args.report) else { return ExitCode::from(2) };
     let progress = progress_bar(&args.files);
+    let started = std::time::Instant::now();
     let mut on_attempt = |record, capture_start| output.attempt(record, capture_start);
     let mut on_progress = |bytes| {
         if let Some(bar) = &progress {
+            if bar.is_hidden() && started.elapsed() >= PROGRESS_AFTER {
+                bar.set_draw_target(ProgressDrawTarget::stderr());
+            }
             bar.set_position(bytes);
         }
     };
@@ -515,17 +519,20 @@ fn colour_allowed() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// A bar on standard error for inputs large enough to take a while, only on a terminal.
+/// A bar on standard error, only on a terminal, hidden until the reading has
+/// taken PROGRESS_AFTER: the files' total size, or a byte count for standard input.
 fn progress_bar(files: &[String]) -> Option<ProgressBar> {
     if !io::stderr().is_terminal() {
         return None;
     }
-    let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
-    if total < PROGRESS_MIN_BYTES {
-        return None;
-    }
-    let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} ({eta} left)") {
+    let sizes: Option<Vec<u64>> =
+        files.iter().map(|f| if f == "-" { None } else { std::fs::metadata(f).ok().map(|m| m.len()) }).collect();
+    let (bar, template) = match sizes {
+        Some(sizes) => (ProgressBar::new(sizes.iter().sum()), "{bar:40} {bytes}/{total_bytes} ({eta} left)"),
+        None => (ProgressBar::no_length(), "{spinner} {bytes} read ({bytes_per_sec})"),
+    };
+    bar.set_draw_target(ProgressDrawTarget::hidden());
+    if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style);
     }
     Some(bar)

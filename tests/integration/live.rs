@@ -502,3 +502,54 @@ fn setup_errors_are_one_line_each() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// A reading that takes more than a moment shows a progress line on the
+/// terminal's standard error, and it is gone when the report is printed.
+#[test]
+fn progress_shows_on_a_terminal_for_a_slow_read() {
+    if !can_run("progress under tmux") {
+        return;
+    }
+    use crate::util::{at, pcap_bytes, syn, tcp_frame};
+    let dir = temp_file("pgreach-progress", b"");
+    let _ = std::fs::remove_file(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("capture.fifo");
+    run_ok(Command::new("mkfifo").arg(&fifo));
+    // 40,000 SYNs from one client port each: enough packets for several progress updates.
+    let records: Vec<_> = (0..40_000u32)
+        .map(|i| {
+            let client = format!("192.0.2.{}:{}", 10 + i % 200, 1024 + i / 200);
+            let frame = tcp_frame(&client, "192.0.2.1:5432", syn(i));
+            let len = frame.len() as u32;
+            (at(f64::from(i) * 0.001), frame, len)
+        })
+        .collect();
+    let bytes = pcap_bytes(1, 65535, &records);
+    let session = format!("pgreach-progress-{}", std::process::id());
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
+        }
+    }
+    let _kill = Kill(session.clone());
+    let cmd = format!("{} analyze - < {}; echo analyzed", env!("CARGO_BIN_EXE_pgreach"), fifo.display());
+    tmux(&["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", "bash", "-c", &cmd]);
+    tmux(&["set-option", "-t", &session, "remain-on-exit", "on"]);
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let half = bytes.len() / 2;
+    writer.write_all(&bytes[..half]).unwrap();
+    writer.flush().unwrap();
+    // Reading stalls here for longer than the moment after which the bar shows.
+    std::thread::sleep(Duration::from_millis(1500));
+    writer.write_all(&bytes[half..half + 600 * 1024]).unwrap();
+    writer.flush().unwrap();
+    let during = pane_shows(&session, " read (");
+    assert!(!during.contains("analyzed"), "{during}");
+    writer.write_all(&bytes[half + 600 * 1024..]).unwrap();
+    drop(writer);
+    let after = pane_shows(&session, "analyzed");
+    assert!(after.contains("40000 attempts from 200 clients"), "{after}");
+    assert!(!after.contains(" read ("), "the bar is cleared: {after}");
+}
