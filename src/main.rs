@@ -392,7 +392,7 @@ impl LiveSink for LiveReport {
                 pgreach::time::short(self.syn_timeout)
             ),        ];
         let report = self.output.report(analyzer.stats(), &[], Vec::new(), Vec::new(), Some(status.counters));
-        view.draw(&text::live_view(&report, &lines, view.rows(), colour_allowed()));
+        view.draw(&text::live_view(&report, &lines, view.rows(), view.columns(), colour_allowed()));
     }
 
     fn problem(&mut self, line: String) {
@@ -420,10 +420,16 @@ impl LiveView {
         LiveView { interface: interface.to_owned() }
     }
 
-    /// Client rows that fit under the status lines and the headline.
+    /// Client rows that fit under the status lines, the headline and the
+    /// latest failures.
     fn rows(&self) -> usize {
-        let lines = std::env::var("LINES").ok().and_then(|l| l.parse::<usize>().ok()).unwrap_or(40);
-        lines.saturating_sub(12).max(5)
+        let (_, lines) = crossterm::terminal::size().unwrap_or((160, 40));
+        usize::from(lines).saturating_sub(19).max(5)
+    }
+
+    fn columns(&self) -> usize {
+        let (columns, _) = crossterm::terminal::size().unwrap_or((160, 40));
+        usize::from(columns)
     }
 
     fn draw(&mut self, screen: &str) {

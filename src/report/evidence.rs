@@ -9,27 +9,48 @@ use crate::pg::{Encryption, PgSummary};
 use crate::record::{AnswerKind, AttemptRecord, GaveUp, Outcome, SessionEnd, UnreachableKind};
 use crate::time::short;
 
+/// The one fact that decided an attempt's outcome, briefly: what the
+/// server said, who answered the SYN, or how long the client waited.
+pub fn reason(a: &AttemptRecord) -> String {
+    if let Some(e) = a.pg.as_ref().and_then(|pg| pg.error.as_ref()) {
+        return format!("{} {}: {}", e.severity().unwrap_or("?"), e.code(), e.message.as_deref().unwrap_or(""));
+    }
+    if let Some(answer) = answer_text(a) {
+        return answer;
+    }
+    if let (Some(syn), Some(wait)) = (&a.syn, a.wait_ms) {
+        return format!("{} SYNs unanswered over {}", syn.count, ms(wait));
+    }
+    a.outcome.to_string()
+}
+
+/// Who answered the SYN with a refusal, and how.
+fn answer_text(a: &AttemptRecord) -> Option<String> {
+    let answer = a.answer.as_ref()?;
+    let what = match (answer.kind, answer.unreachable) {
+        (AnswerKind::Rst, _) => "RST".to_owned(),
+        (AnswerKind::Icmp, kind) => format!(
+            "ICMP{} {} ({}/{})",
+            if a.client.is_ipv6() { "v6" } else { "" },
+            match kind {
+                Some(UnreachableKind::Port) => "port unreachable",
+                Some(UnreachableKind::Net) => "net unreachable",
+                Some(UnreachableKind::Host) => "host unreachable",
+                Some(UnreachableKind::AdminProhibited) => "admin prohibited",
+                _ => "unreachable",
+            },
+            answer.icmp_type.unwrap_or_default(),
+            answer.icmp_code.unwrap_or_default()
+        ),
+    };
+    Some(format!("{what} from {} (ttl {}) after {}", answer.from, answer.ttl, ms(answer.after_ms)))
+}
+
 /// One line of evidence for an attempt: what was seen on the wire that decided its outcome.
 pub fn evidence(a: &AttemptRecord) -> String {
     let mut parts = Vec::new();
-    if let Some(answer) = &a.answer {
-        let what = match (answer.kind, answer.unreachable) {
-            (AnswerKind::Rst, _) => "RST".to_owned(),
-            (AnswerKind::Icmp, kind) => format!(
-                "ICMP{} {} ({}/{})",
-                if a.client.is_ipv6() { "v6" } else { "" },
-                match kind {
-                    Some(UnreachableKind::Port) => "port unreachable",
-                    Some(UnreachableKind::Net) => "net unreachable",
-                    Some(UnreachableKind::Host) => "host unreachable",
-                    Some(UnreachableKind::AdminProhibited) => "admin prohibited",
-                    _ => "unreachable",
-                },
-                answer.icmp_type.unwrap_or_default(),
-                answer.icmp_code.unwrap_or_default()
-            ),
-        };
-        parts.push(format!("{what} from {} (ttl {}) after {}", answer.from, answer.ttl, ms(answer.after_ms)));
+    if let Some(answer) = answer_text(a) {
+        parts.push(answer);
     }
     if let Some(syn) = &a.syn {
         if syn.count > 1 || a.outcome == Outcome::Timeout {

@@ -2,7 +2,7 @@
 //! summary per client, and (when asked) the attempts themselves. Every
 //! collection here is bounded, so a capture of any size fits in memory.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -22,6 +22,8 @@ const MAX_MESSAGES: usize = 5;
 /// Distinct answering (kind, address, TTL) kept per outcome, and servers
 /// whose SYN-ACK TTLs are kept.
 const MAX_SOURCES: usize = 16;
+/// Failed attempts kept for "the latest failures".
+const MAX_RECENT_FAILURES: usize = 5;
 /// Timeout samples kept per outcome.
 const MAX_SAMPLES: usize = 4096;
 
@@ -153,6 +155,8 @@ pub struct Summary {
     /// The server addresses attempts went to (bounded).
     pub servers: BTreeSet<IpAddr>,
     pub timeline: Timeline,
+    /// The latest failed attempts, newest last (for the live view).
+    recent_failures: VecDeque<AttemptRecord>,
 }
 
 impl Summary {
@@ -174,10 +178,17 @@ impl Summary {
             server_ttls: BTreeMap::new(),
             servers: BTreeSet::new(),
             timeline: Timeline::new(bucket),
+            recent_failures: VecDeque::new(),
         }
     }
 
     pub fn add(&mut self, record: AttemptRecord) {
+        if record.outcome.is_failure() {
+            if self.recent_failures.len() == MAX_RECENT_FAILURES {
+                self.recent_failures.pop_front();
+            }
+            self.recent_failures.push_back(record.clone());
+        }
         self.totals.add(record.outcome);
         self.timeline.add(&record);
         self.add_detail(&record);
@@ -233,6 +244,11 @@ impl Summary {
                 .then(a.client.cmp(&b.client))
         });
         clients
+    }
+
+    /// The latest failed attempts (in the order they ended), newest last.
+    pub fn recent_failures(&self) -> impl Iterator<Item = &AttemptRecord> {
+        self.recent_failures.iter()
     }
 
     pub fn client_count(&self) -> usize {

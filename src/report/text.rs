@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use comfy_table::{presets, Cell, CellAlignment, Color, ContentArrangement, Table};
 
 use super::diagnosis::{diagnose, Diagnosis};
+use super::evidence::reason;
 use super::tables::{self, count, span, ColumnKind, Grid};
 use super::Report;
 
@@ -184,7 +185,7 @@ pub(super) fn summary_line(report: &Report<'_>) -> String {
 
 /// The live view: status lines, the headline and the busiest clients,
 /// redrawn in place about once a second.
-pub fn live_view(report: &Report<'_>, status: &[String], max_clients: usize, colour: bool) -> String {
+pub fn live_view(report: &Report<'_>, status: &[String], max_clients: usize, width: usize, colour: bool) -> String {
     let mut out = String::new();
     for line in status {
         out.push_str(line);
@@ -202,6 +203,15 @@ pub fn live_view(report: &Report<'_>, status: &[String], max_clients: usize, col
     out.push('\n');
     if clients.more > 0 {
         let _ = writeln!(out, "(+ {} more clients)", clients.more);
+    }
+    let mut recent = s.recent_failures().peekable();
+    if recent.peek().is_some() {
+        out.push_str("\nLatest failures:\n");
+        for a in recent {
+            let line = format!("{} {} → {} {}: {}", tables::clock(a.start), a.client, a.server, a.outcome, reason(a));
+            // One screen line each.
+            let _ = writeln!(out, "  {}", line.chars().take(width.saturating_sub(2)).collect::<String>());
+        }
     }
     out
 }

@@ -418,6 +418,9 @@ fn terminal_view_updates_in_place_under_tmux() {
     }
     let later = pane_shows(&session, "3 attempts from 1 client");
     assert!(later.contains("127.0.0.1"), "{later}");
+    // Who just failed, and why, in a line each.
+    assert!(later.contains("Latest failures:"), "{later}");
+    assert_eq!(later.matches(&format!("→ 127.0.0.1:{closed} refused: RST from 127.0.0.1")).count(), 3, "{later}");
     tmux(&["send-keys", "-t", &session, "C-c", ""]);
     // The final report replaces the view on the normal screen.
     let end = pane_shows(&session, "refused: 1 client, 3 attempts");
