@@ -302,14 +302,23 @@ fn live(args: LiveArgs) -> ExitCode {
                 Err(e) => eprintln!("pgreach: cannot serve metrics: {e}"),
             }
         }
-        let stopped = capture_live::run(capture, &mut analyzer, stop_when, r.syn_timeout, &mut sink).await;
-        // A second Ctrl-C while the final report is written exits at once.
-        tokio::spawn(async {
+        // The first Ctrl-C ends the capture and writes the final report;
+        // a second one exits at once.
+        let interrupt = Arc::new(tokio::sync::Notify::new());
+        let signals = interrupt.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            signals.notify_one();
             if tokio::signal::ctrl_c().await.is_ok() {
+                if view {
+                    LiveView::leave_screen();
+                }
                 std::process::exit(130);
             }
         });
-        stopped
+        capture_live::run(capture, &mut analyzer, stop_when, r.syn_timeout, &interrupt, &mut sink).await
     });
     if let Some(view) = sink.view.take() {
         view.end();
@@ -439,6 +448,10 @@ impl LiveView {
     }
 
     fn end(self) {
+        LiveView::leave_screen();
+    }
+
+    fn leave_screen() {
         print!("\x1b[?1049l");
         let _ = io::stdout().flush();
     }

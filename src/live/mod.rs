@@ -306,13 +306,15 @@ pub trait LiveSink {
     fn bad_packet(&mut self, packet: u64, error: &crate::decode::DecodeError);
 }
 
-/// Captures until Ctrl-C, the duration, the packet count, or the capture's
-/// end; then ends the flows still open, as a file's end does.
+/// Captures until `interrupt` is notified (the caller's Ctrl-C), the
+/// duration, the packet count, or the capture's end; then ends the flows
+/// still open, as a file's end does.
 pub async fn run(
     live: LiveCapture,
     analyzer: &mut Analyzer,
     stop_when: StopWhen,
     syn_timeout: Duration,
+    interrupt: &tokio::sync::Notify,
     sink: &mut dyn LiveSink,
 ) -> (Stopped, LiveStatus) {
     let link = live.link;
@@ -338,7 +340,7 @@ pub async fn run(
         }
     };
     tokio::pin!(until_deadline);
-    let interrupted = tokio::signal::ctrl_c();
+    let interrupted = interrupt.notified();
     tokio::pin!(interrupted);
 
     let stopped = loop {

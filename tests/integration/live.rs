@@ -422,9 +422,10 @@ fn terminal_view_updates_in_place_under_tmux() {
     assert!(later.contains("Latest failures:"), "{later}");
     assert_eq!(later.matches(&format!("→ 127.0.0.1:{closed} refused: RST from 127.0.0.1")).count(), 3, "{later}");
     tmux(&["send-keys", "-t", &session, "C-c", ""]);
-    // The final report replaces the view on the normal screen.
+    // The final report replaces the view on the normal screen, and Ctrl-C is a normal end.
     let end = pane_shows(&session, "refused: 1 client, 3 attempts");
     assert!(!end.contains("Ctrl-C for the final report"), "{end}");
+    assert_eq!(pane_exit_status(&session), Some(0));
 }
 
 #[test]
@@ -555,4 +556,20 @@ fn progress_shows_on_a_terminal_for_a_slow_read() {
     let after = pane_shows(&session, "analyzed");
     assert!(after.contains("40000 attempts from 200 clients"), "{after}");
     assert!(!after.contains(" read ("), "the bar is cleared: {after}");
+}
+
+/// The exit status of a tmux pane whose command has ended.
+fn pane_exit_status(session: &str) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let dead = tmux(&["display-message", "-p", "-t", session, "#{pane_dead} #{pane_dead_status}"]);
+        let mut words = dead.split_whitespace();
+        if words.next() == Some("1") {
+            return words.next().and_then(|s| s.parse().ok());
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
