@@ -85,6 +85,8 @@ pub struct Analyzer {
     /// doubling) then hold a key and a pointer, not a whole flow, which
     /// nearly halves the memory of a full table under a SYN flood.
     flows: HashMap<FlowKey, Box<Flow>>,
+    /// After `finish`: the flows still to report, the next one last.
+    ending: Vec<(FlowKey, Box<Flow>)>,
     /// Deadlines, earliest first. An entry is current while it equals the
     /// flow's `armed`; others are stale and skipped (lazy deletion).
     timers: BinaryHeap<Reverse<(Timestamp, FlowKey)>>,
@@ -102,6 +104,7 @@ impl Analyzer {
             config,
             server_ports,
             flows: HashMap::new(),
+            ending: Vec::new(),
             timers: BinaryHeap::new(),
             finished: VecDeque::new(),
             stats: Stats::default(),
@@ -172,18 +175,26 @@ impl Analyzer {
 
     /// The next finished attempt, in the order they ended.
     pub fn poll_finished(&mut self) -> Option<AttemptRecord> {
-        self.finished.pop_front()
+        loop {
+            if let Some(record) = self.finished.pop_front() {
+                return Some(record);
+            }
+            let (key, mut flow) = self.ending.pop()?;
+            self.report(key, &mut flow, EndCause::CaptureEnd);
+        }
     }
 
-    /// The capture has ended: every flow still open is reported as it stands.
+    /// The capture has ended: every flow still open is reported as it
+    /// stands, one at a time as `poll_finished` asks (a capture that ends
+    /// during a SYN flood leaves a million flows open: their records are
+    /// made one by one, never all at once).
     pub fn finish(&mut self) {
         self.handle_timeout(self.clock);
-        let mut open: Vec<Box<Flow>> = self.flows.drain().map(|(_, f)| f).collect();
-        open.sort_by_key(|f| f.id);
-        for mut flow in open {
-            self.report(&mut flow, EndCause::CaptureEnd);
-        }
-        self.timers.clear();
+        let mut open: Vec<(FlowKey, Box<Flow>)> = std::mem::take(&mut self.flows).into_iter().collect();
+        // Popped from the end: the lowest id first.
+        open.sort_by_key(|(_, f)| Reverse(f.id));
+        self.ending = open;
+        self.timers = BinaryHeap::new();
     }
 
     fn on_segment(&mut self, seg: &TcpSegment<'_>, ts: Timestamp) {
@@ -221,7 +232,7 @@ impl Analyzer {
             Step::Finished => self.expire(key, self.clock, EndCause::Packet),
             Step::NewAttempt => {
                 if let Some(mut old) = self.flows.remove(&key) {
-                    self.report(&mut old, EndCause::NewAttempt);
+                    self.report(key, &mut old, EndCause::NewAttempt);
                 }
                 self.open(key, Box::new(Flow::from_syn(self.next_id, seg, ts)));
             }
@@ -262,7 +273,7 @@ impl Analyzer {
                     if flow.state != State::Closed {
                         self.stats.evicted += 1;
                     }
-                    self.report(&mut flow, EndCause::Evicted);
+                    self.report(key, &mut flow, EndCause::Evicted);
                 }
                 return true;
             }
@@ -306,21 +317,22 @@ impl Analyzer {
                 return;
             }
         }
-        conclude(flow, cause, self.clock, &self.config, &mut self.stats, &mut self.finished);
+        conclude(key, flow, cause, self.clock, &self.config, &mut self.stats, &mut self.finished);
         // The closed entry lingers to absorb late packets.
         flow.armed = None;
         self.arm(key);
     }
 
     /// Reports a flow already taken out of the table.
-    fn report(&mut self, flow: &mut Flow, cause: EndCause) {
-        conclude(flow, cause, self.clock, &self.config, &mut self.stats, &mut self.finished);
+    fn report(&mut self, key: FlowKey, flow: &mut Flow, cause: EndCause) {
+        conclude(key, flow, cause, self.clock, &self.config, &mut self.stats, &mut self.finished);
     }
 }
 
 /// Ends a flow and queues its record; a flow with nothing to report that
 /// was still open was a stray answer (a lone SYN-ACK).
 fn conclude(
+    key: FlowKey,
     flow: &mut Flow,
     cause: EndCause,
     clock: Timestamp,
@@ -329,7 +341,7 @@ fn conclude(
     finished: &mut VecDeque<AttemptRecord>,
 ) {
     let was_open = flow.state != State::Closed;
-    match flow.finish(cause, clock, config.syn_timeout) {
+    match flow.finish(key, cause, clock, config.syn_timeout) {
         Some(record) => {
             stats.attempts += 1;
             finished.push_back(record);

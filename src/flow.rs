@@ -115,8 +115,6 @@ pub enum EndCause {
 #[derive(Debug)]
 pub struct Flow {
     pub id: u64,
-    pub client: SocketAddr,
-    pub server: SocketAddr,
     pub state: State,
     origin: Origin,
     client_isn: Option<SeqNumber>,
@@ -147,7 +145,7 @@ pub struct Flow {
 impl Flow {
     /// A flow that begins with the client's SYN.
     pub fn from_syn(id: u64, seg: &TcpSegment<'_>, ts: Timestamp) -> Flow {
-        let mut flow = Flow::empty(id, seg.src, seg.dst, ts, State::SynSent, Origin::Syn);
+        let mut flow = Flow::empty(id, ts, State::SynSent, Origin::Syn);
         flow.client_isn = Some(seg.seq);
         flow.client_ttl = Some(seg.ttl);
         flow.last_segment[Side::Client as usize] = Some((SegmentId::of(seg), ts));
@@ -158,12 +156,8 @@ impl Flow {
 
     /// A flow first seen after its SYN (a late capture start, or backscatter).
     pub fn midstream(id: u64, seg: &TcpSegment<'_>, side: Side, ts: Timestamp) -> Flow {
-        let (client, server) = match side {
-            Side::Client => (seg.src, seg.dst),
-            Side::Server => (seg.dst, seg.src),
-        };
         let state = if seg.flags.syn { State::SynReceived } else { State::Established };
-        let mut flow = Flow::empty(id, client, server, ts, state, Origin::Midstream);
+        let mut flow = Flow::empty(id, ts, state, Origin::Midstream);
         flow.last_segment[side as usize] = Some((SegmentId::of(seg), ts));
         if seg.flags.syn {
             flow.server_isn = Some(seg.seq);
@@ -181,11 +175,9 @@ impl Flow {
         flow
     }
 
-    fn empty(id: u64, client: SocketAddr, server: SocketAddr, ts: Timestamp, state: State, origin: Origin) -> Flow {
+    fn empty(id: u64, ts: Timestamp, state: State, origin: Origin) -> Flow {
         Flow {
             id,
-            client,
-            server,
             state,
             origin,
             client_isn: None,
@@ -366,7 +358,15 @@ impl Flow {
     /// Ends the flow and decides its outcome from the state it is in; `None`
     /// when there is nothing to report (already closed, or a lone SYN-ACK).
     /// `clock` is the engine's time now: the capture's end, for `CaptureEnd`.
-    pub fn finish(&mut self, cause: EndCause, clock: Timestamp, syn_timeout: Duration) -> Option<AttemptRecord> {
+    /// `key`: the (client, server) addresses the table holds it under (the
+    /// flow does not keep a second copy).
+    pub fn finish(
+        &mut self,
+        key: (SocketAddr, SocketAddr),
+        cause: EndCause,
+        clock: Timestamp,
+        syn_timeout: Duration,
+    ) -> Option<AttemptRecord> {
         let state = std::mem::replace(&mut self.state, State::Closed);
         match cause {
             EndCause::Evicted => self.note(Note::Evicted),
@@ -388,7 +388,7 @@ impl Flow {
                         (EndCause::CaptureEnd, None) => {
                             let waited = clock.since(self.start);
                             if waited < syn_timeout {
-                                return Some(self.record(TcpOutcome::CaptureEnded, None, None));
+                                return Some(self.record(key, TcpOutcome::CaptureEnded, None, None));
                             }
                             (GaveUp::StillWaitingAtCaptureEnd, waited)
                         }
@@ -406,10 +406,16 @@ impl Flow {
             (State::Established | State::Closing, Origin::Syn) => TcpOutcome::Established,
             (State::Established | State::Closing, Origin::Midstream) => TcpOutcome::Midstream,
         };
-        Some(self.record(tcp, gave_up, wait))
+        Some(self.record(key, tcp, gave_up, wait))
     }
 
-    fn record(&mut self, tcp: TcpOutcome, gave_up: Option<GaveUp>, wait: Option<Duration>) -> AttemptRecord {
+    fn record(
+        &mut self,
+        (client, server): (SocketAddr, SocketAddr),
+        tcp: TcpOutcome,
+        gave_up: Option<GaveUp>,
+        wait: Option<Duration>,
+    ) -> AttemptRecord {
         let connected = matches!(tcp, TcpOutcome::Established | TcpOutcome::Midstream);
         let (outcome, pg) = match (tcp, self.pg.take()) {
             (TcpOutcome::Established, Some(track)) => {
@@ -430,8 +436,8 @@ impl Flow {
         };
         AttemptRecord {
             id: self.id,
-            client: self.client,
-            server: self.server,
+            client,
+            server,
             outcome,
             tcp_outcome: tcp,
             start: self.start,
