@@ -339,8 +339,13 @@ fn drops_to_nobody_and_writes_a_private_pcap() {
     for _ in 0..3 {
         assert!(TcpStream::connect(("127.0.0.1", closed)).is_err());
     }
+    // And once over IPv6.
+    assert!(TcpStream::connect(("::1", closed)).is_err());
     let report: Value = serde_json::from_str(&live.interrupt()).unwrap();
-    assert_eq!(report["totals"]["refused"], 3);
+    assert_eq!(report["totals"]["refused"], 4);
+    let clients: Vec<&str> =
+        report["clients"].as_array().unwrap().iter().map(|c| c["client"].as_str().unwrap()).collect();
+    assert!(clients.contains(&"::1") && clients.contains(&"127.0.0.1"), "{clients:?}");
     // The file holds the same capture.
     let out = pgreach(&["analyze", "-p", &closed.to_string(), "--format", "json", pcap.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
