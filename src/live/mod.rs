@@ -364,7 +364,11 @@ pub async fn run(
             },
             _ = ticks.tick() => {
                 status.now = now();
-                analyzer.handle_timeout(status.now - CLOCK_SLACK);
+                // Only with nothing queued: a backlog may hold the answer to
+                // a SYN whose deadline the clock would otherwise pass.
+                if rx.is_empty() {
+                    analyzer.handle_timeout(status.now - CLOCK_SLACK);
+                }
                 tick_count += 1;
                 if tick_count.is_multiple_of(TICKS_PER_REFRESH) {
                     status.connections = analyzer.connections_now(status.now, syn_timeout);
