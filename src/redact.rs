@@ -89,8 +89,8 @@ impl Redactor {
                 *slot = Some(pseudonym);
             }
         }
-        if let Some(error) = &mut pg.error {
-            scrub_error(error, &mut seen);
+        for fields in pg.error.iter_mut().chain(pg.first_notices.iter_mut()) {
+            scrub_error(fields, &mut seen);
         }
     }
 

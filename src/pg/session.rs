@@ -17,6 +17,8 @@ use crate::time::Timestamp;
 const MAX_ERROR_CODES: usize = 32;
 /// Authentication methods kept per session (a SASL exchange asks several times).
 const MAX_AUTH_STEPS: usize = 4;
+/// NoticeResponses kept with their fields; further ones are only counted.
+const MAX_NOTICES_KEPT: usize = 4;
 
 /// Where the connection is in the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +97,9 @@ pub struct PgSummary {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub session_errors: BTreeMap<String, u32>,
     pub notices: u32,
+    /// The first NoticeResponses, every field (a warning at login, say).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub first_notices: Vec<ErrorFields>,
     /// The client sent Terminate.
     pub terminate_sent: bool,
     pub client_messages: u64,
@@ -267,7 +272,7 @@ impl PgSession {
         }
         let keep = |tag: u8| match tag {
             b'R' => 256,
-            b'E' => 8192,
+            b'E' | b'N' => 8192,
             b'S' => 1024,
             b'K' => 4,
             b'Z' | b'v' => 4,
@@ -350,7 +355,12 @@ impl PgSession {
                     self.summary.error = Some(fields);
                 }
             }
-            b'N' => self.summary.notices = self.summary.notices.saturating_add(1),
+            b'N' => {
+                self.summary.notices = self.summary.notices.saturating_add(1);
+                if self.summary.first_notices.len() < MAX_NOTICES_KEPT {
+                    self.summary.first_notices.push(message::error_fields(body));
+                }
+            }
             _ => {}
         }
     }

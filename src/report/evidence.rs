@@ -140,6 +140,15 @@ fn pg_evidence(pg: &PgSummary) -> Vec<String> {
         }
         parts.push(said);
     }
+    if let Some(n) = pg.first_notices.first() {
+        let more = if pg.notices > 1 { format!(" (+{} more notices)", pg.notices - 1) } else { String::new() };
+        parts.push(format!(
+            "{} {}: {}{more}",
+            n.severity().unwrap_or("NOTICE"),
+            n.code(),
+            n.message.as_deref().unwrap_or("")
+        ));
+    }
     if !pg.session_errors.is_empty() {
         let errs: Vec<String> = pg.session_errors.iter().map(|(code, n)| format!("{code}×{n}")).collect();
         parts.push(format!("session errors {}", errs.join(" ")));

@@ -269,6 +269,39 @@ fn midstream_sessions_are_read_from_the_first_message_boundary() {
     assert!(a.pg.is_none());
 }
 
+/// NoticeResponses keep their fields (the first four); all are counted.
+#[test]
+fn notices_are_kept_with_their_fields() {
+    let notice = |i: u32| {
+        let mut body = Vec::new();
+        for (code, value) in [
+            (b'S', "WARNING".to_owned()),
+            (b'V', "WARNING".to_owned()),
+            (b'C', "01000".to_owned()),
+            (b'M', format!("notice {i}")),
+        ] {
+            body.push(code);
+            body.extend_from_slice(value.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        typed(b'N', &body)
+    };
+    let mut c = Conv::new();
+    c.client(&startup(196_608, "app", "shop"));
+    c.server(&[auth(0, &[]), notice(1), notice(2), typed(b'Z', b"I")].concat());
+    c.client(&typed(b'Q', b"select 1\0"));
+    c.server(&(3..=6).map(notice).collect::<Vec<_>>().concat());
+    let a = c.close_by_client().finish();
+    assert_eq!(a.outcome, Outcome::Success);
+    let pg = a.pg.unwrap();
+    assert_eq!(pg.notices, 6);
+    let kept: Vec<&str> = pg.first_notices.iter().filter_map(|n| n.message.as_deref()).collect();
+    assert_eq!(kept, ["notice 1", "notice 2", "notice 3", "notice 4"]);
+    assert_eq!(pg.first_notices[0].code(), "01000");
+    assert_eq!(pg.first_notices[0].severity_nonlocalized.as_deref(), Some("WARNING"));
+}
+
 #[test]
 fn login_errors_by_stage() {
     // No authentication request before the error: pg_hba.conf.
