@@ -164,11 +164,7 @@ impl Flow {
             flow.server_ttl = Some(seg.ttl);
         }
         flow.count(side, seg, ts);
-        if !seg.flags.syn {
-            let mut track = Box::new(PgTrack::midstream());
-            track.on_segment(seg, side, ts);
-            flow.pg = Some(track);
-        }
+        flow.feed_midstream(seg, side, ts);
         if seg.flags.fin {
             flow.close(side, false);
         }
@@ -226,6 +222,8 @@ impl Flow {
         let step = self.transition(seg, side, ts);
         if let Some(track) = self.pg.as_deref_mut() {
             track.on_segment(seg, side, ts);
+        } else {
+            self.feed_midstream(seg, side, ts);
         }
         step
     }
@@ -456,6 +454,17 @@ impl Flow {
             traffic: self.traffic,
             pg,
             notes: self.notes.clone(),
+        }
+    }
+
+    /// A connection joined mid-session is read as PostgreSQL from its first
+    /// segment with data: pure ACKs (an ACK flood, say) allocate nothing.
+    fn feed_midstream(&mut self, seg: &TcpSegment<'_>, side: Side, ts: Timestamp) {
+        let readable = self.origin == Origin::Midstream && self.state == State::Established && !seg.flags.syn;
+        if readable && self.pg.is_none() && seg.wire_payload_len > 0 {
+            let mut track = Box::new(PgTrack::midstream());
+            track.on_segment(seg, side, ts);
+            self.pg = Some(track);
         }
     }
 

@@ -89,7 +89,7 @@ impl Redactor {
                 *slot = Some(pseudonym);
             }
         }
-        for fields in pg.error.iter_mut().chain(pg.first_notices.iter_mut()) {
+        for fields in pg.error.as_deref_mut().into_iter().chain(pg.first_notices.iter_mut()) {
             scrub_error(fields, &mut seen);
         }
     }

@@ -89,7 +89,8 @@ pub struct PgSummary {
     pub login_ms: Option<f64>,
     /// The error that ended the login, or the FATAL that ended the session.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorFields>,
+    /// Boxed: most sessions have none, and every tracked connection carries a summary.
+    pub error: Option<Box<ErrorFields>>,
     /// What the protocol cannot tell apart for this outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ambiguity: Option<&'static str>,
@@ -345,14 +346,14 @@ impl PgSession {
                     // severity without V counts as an ordinary error.
                     if fields.is_fatal() == Some(true) {
                         self.fatal_after_ready = true;
-                        self.summary.error = Some(fields);
+                        self.summary.error = Some(Box::new(fields));
                     } else {
                         self.count_session_error(fields.code());
                     }
                 } else {
                     // Any error before ReadyForQuery ends the login.
                     self.phase = Phase::LoginFailed;
-                    self.summary.error = Some(fields);
+                    self.summary.error = Some(Box::new(fields));
                 }
             }
             b'N' => {
@@ -382,7 +383,7 @@ impl PgSession {
             Phase::Cancel => Outcome::CancelRequest,
             Phase::Encrypted => Outcome::Tls,
             Phase::LoginFailed => {
-                let error = self.summary.error.as_ref().cloned().unwrap_or_default();
+                let error = self.summary.error.as_deref().cloned().unwrap_or_default();
                 let (outcome, ambiguity) = classify_login_error(&error, self.login_error_stage);
                 self.summary.ambiguity = ambiguity;
                 outcome
