@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ipnet::IpNet;
 
@@ -17,7 +17,7 @@ use pgreach::live::metrics::{self, Metrics, SharedMetrics};
 use pgreach::live::{self as capture_live, CaptureCounters, LiveCapture, LiveOptions, LiveSink, LiveStatus, StopWhen};
 use pgreach::record::{AttemptRecord, Outcome};
 use pgreach::report::filter::{self, Filter, ServerMatch, TimeBound};
-use pgreach::report::output::{self, Output, OutputOptions};
+use pgreach::report::output::{Format, Output, OutputOptions};
 use pgreach::report::text;
 use pgreach::time::Timestamp;
 
@@ -103,8 +103,8 @@ struct ReportArgs {
     /// Also list every attempt with its evidence.
     #[arg(long)]
     connections: bool,
-    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
-    format: FormatArg,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
     /// Write the report to this file instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -143,35 +143,6 @@ struct ReportArgs {
     bucket: Option<Duration>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum FormatArg {
-    /// The terminal report.
-    Table,
-    /// One document with a schema version (docs/report.schema.json).
-    Json,
-    /// One JSON object per attempt, written as attempts finish.
-    Ndjson,
-    /// One row per attempt, written as attempts finish.
-    Csv,
-    /// The report as Markdown, for a postmortem document.
-    Markdown,
-    /// One self-contained HTML file with the timeline drawn as a chart.
-    Html,
-}
-
-impl From<FormatArg> for output::Format {
-    fn from(f: FormatArg) -> output::Format {
-        match f {
-            FormatArg::Table => output::Format::Table,
-            FormatArg::Json => output::Format::Json,
-            FormatArg::Ndjson => output::Format::Ndjson,
-            FormatArg::Csv => output::Format::Csv,
-            FormatArg::Markdown => output::Format::Markdown,
-            FormatArg::Html => output::Format::Html,
-        }
-    }
-}
-
 /// A reading that lasts longer than this gets a progress bar.
 const PROGRESS_AFTER: Duration = Duration::from_secs(1);
 
@@ -195,7 +166,7 @@ fn engine_config(r: &ReportArgs) -> Config {
 fn analyze(args: AnalyzeArgs) -> ExitCode {
     let mut analyzer = Analyzer::new(engine_config(&args.report));
     let mut problems = Problems::default();
-    let Some(mut output) = open_output(&args.report) else { return ExitCode::from(2) };
+    let Some(mut output) = open_output(&args.report, false) else { return ExitCode::from(2) };
     let progress = progress_bar(&args.files);
     let started = std::time::Instant::now();
     let mut on_attempt = |record, capture_start| output.attempt(record, capture_start);
@@ -265,7 +236,8 @@ fn live(args: LiveArgs) -> ExitCode {
         }
     };
     // -o is created before the drop too, wherever root may write.
-    let Some(output) = open_output(r) else { return ExitCode::from(2) };
+    let view = io::stdout().is_terminal() && r.format != Format::Ndjson;
+    let Some(output) = open_output(r, view) else { return ExitCode::from(2) };
     match capture.drop_privileges(&args.user) {
         Ok(true) => eprintln!("pgreach: capturing on {} as user {}", args.interface, args.user),
         Ok(false) => eprintln!("pgreach: capturing on {}", args.interface),
@@ -282,7 +254,6 @@ fn live(args: LiveArgs) -> ExitCode {
         }
     };
     let metrics = args.metrics.map(|_| Arc::new(Mutex::new(Metrics::default())));
-    let view = io::stdout().is_terminal() && r.format != FormatArg::Ndjson;
     let mut sink = LiveReport {
         output,
         metrics: metrics.clone(),
@@ -484,7 +455,7 @@ fn interfaces() -> ExitCode {
 }
 
 /// The report's destination, from -o: `None` after printing why it cannot be created.
-fn open_output(r: &ReportArgs) -> Option<Output> {
+fn open_output(r: &ReportArgs, live_view: bool) -> Option<Output> {
     let out: Box<dyn Write> = match &r.output {
         Some(path) => match File::create(path) {
             Ok(f) => Box::new(BufWriter::new(f)),
@@ -496,7 +467,7 @@ fn open_output(r: &ReportArgs) -> Option<Output> {
         None => Box::new(BufWriter::new(io::stdout())),
     };
     let opts = OutputOptions {
-        format: r.format.into(),
+        format: r.format,
         connections: r.connections,
         colour: r.output.is_none() && io::stdout().is_terminal() && colour_allowed(),
         filter: Filter {
@@ -512,6 +483,7 @@ fn open_output(r: &ReportArgs) -> Option<Output> {
         bucket: r.bucket,
         ports: r.ports.clone(),
         syn_timeout: r.syn_timeout,
+        recent_failures: live_view,
     };
     Some(Output::new(opts, out))
 }

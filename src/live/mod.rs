@@ -343,23 +343,15 @@ pub async fn run(
     let interrupted = interrupt.notified();
     tokio::pin!(interrupted);
 
+    let count_reached = |status: &LiveStatus| stop_when.count.is_some_and(|n| status.packets >= n);
     let stopped = loop {
         tokio::select! {
             message = rx.recv() => match message {
-                Some(FromCapture::Packet { ts, data }) => {
-                    status.packets += 1;
-                    if let Err(e) = analyzer.handle_packet(ts, link, &data) {
-                        sink.bad_packet(status.packets, &e);
-                    }
-                    if stop_when.count.is_some_and(|n| status.packets >= n) {
+                Some(message) => {
+                    if take(message, link, analyzer, &mut status, &mut losses, sink) && count_reached(&status) {
                         break Stopped::Count;
                     }
                 }
-                Some(FromCapture::Counters { at, counters }) => {
-                    losses.counters(at, counters.dropped());
-                    status.counters = counters;
-                }
-                Some(FromCapture::Problem(line)) => sink.problem(line),
                 None => break Stopped::CaptureEnded,
             },
             _ = ticks.tick() => {
@@ -395,20 +387,11 @@ pub async fn run(
     stop.store(true, Ordering::Relaxed);
     let drain = async {
         while let Some(message) = rx.recv().await {
-            match message {
-                FromCapture::Packet { ts, data } if stopped != Stopped::Count => {
-                    status.packets += 1;
-                    if let Err(e) = analyzer.handle_packet(ts, link, &data) {
-                        sink.bad_packet(status.packets, &e);
-                    }
-                }
-                FromCapture::Packet { .. } => {}
-                FromCapture::Counters { at, counters } => {
-                    losses.counters(at, counters.dropped());
-                    status.counters = counters;
-                }
-                FromCapture::Problem(line) => sink.problem(line),
+            // Past --count, the rest of the packets are not wanted.
+            if stopped == Stopped::Count && matches!(message, FromCapture::Packet { .. }) {
+                continue;
             }
+            take(message, link, analyzer, &mut status, &mut losses, sink);
         }
     };
     // The reader notices the stop within one read time-out.
@@ -426,6 +409,36 @@ pub async fn run(
     (stopped, status)
 }
 
+/// Feeds one message of the capture thread to the engine, the loss record
+/// or the sink; true when it was a packet.
+fn take(
+    message: FromCapture,
+    link: LinkType,
+    analyzer: &mut Analyzer,
+    status: &mut LiveStatus,
+    losses: &mut Losses,
+    sink: &mut dyn LiveSink,
+) -> bool {
+    match message {
+        FromCapture::Packet { ts, data } => {
+            status.packets += 1;
+            if let Err(e) = analyzer.handle_packet(ts, link, &data) {
+                sink.bad_packet(status.packets, &e);
+            }
+            true
+        }
+        FromCapture::Counters { at, counters } => {
+            losses.counters(at, counters.dropped());
+            status.counters = counters;
+            false
+        }
+        FromCapture::Problem(line) => {
+            sink.problem(line);
+            false
+        }
+    }
+}
+
 /// When the capture dropped packets, and the finished attempts waiting until
 /// the counters tell whether a drop happened during them.
 #[derive(Default)]
@@ -435,6 +448,8 @@ struct Losses {
     /// Intervals in which the drop counters rose.
     periods: VecDeque<(Timestamp, Timestamp)>,
     pending: VecDeque<AttemptRecord>,
+    /// The counters reading the last release went up to.
+    released_up_to: Option<Timestamp>,
 }
 
 impl Losses {
@@ -461,6 +476,11 @@ impl Losses {
     /// marked when a drop happened while they were in progress.
     fn release(&mut self, all: bool) -> Vec<AttemptRecord> {
         let known_until = self.last.map(|(at, _)| at);
+        // Called after every packet: nothing new is known until the next reading.
+        if !all && known_until == self.released_up_to {
+            return Vec::new();
+        }
+        self.released_up_to = known_until;
         let mut out = Vec::new();
         let mut keep = VecDeque::new();
         for mut record in self.pending.drain(..) {

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::diagnosis::diagnose;
 use super::summary::Summary;
-use super::tables::{self, clock, count, span, Grid};
+use super::tables::{self, clock, count, Grid};
 use super::text::{headline, summary_line};
 use super::Report;
 use crate::record::Column;
@@ -55,14 +55,11 @@ pub fn render(report: &Report<'_>) -> String {
         out.push_str(&chart(s));
         out.push_str("<h2>Diagnosis</h2>\n<ol>\n");
         for f in &d.findings {
-            let when = span(f.first, f.last);
             let _ = writeln!(
                 out,
-                "<li class=\"finding\"><strong>{}</strong>: {}, {}{}<br>clients saw: <code>{}</code><br>{}<ul>",
+                "<li class=\"finding\"><strong>{}</strong>: {}<br>clients saw: <code>{}</code><br>{}<ul>",
                 f.outcome,
-                count(f.clients as u64, "client"),
-                count(f.attempts, "attempt"),
-                if when.is_empty() { String::new() } else { format!(", {when}") },
+                tables::finding_extent(f),
                 escape(f.client_sees),
                 escape(&f.meaning)
             );
@@ -81,19 +78,12 @@ pub fn render(report: &Report<'_>) -> String {
         section(&mut out, "Timeline table", &tables::timeline(s));
         let clients = tables::clients(report, report.max_rows);
         section(&mut out, "Clients", &clients);
-        if let Some(line) = tables::more_clients(&clients) {
+        for line in tables::clients_left_out(&clients, s) {
             let _ = writeln!(out, "<p>{}</p>", escape(&line));
         }
-        if s.other_clients.attempts > 0 {
-            let _ = writeln!(
-                out,
-                "<p>(+ {} attempts from further clients, beyond the table's limit, counted in the totals)</p>",
-                s.other_clients.attempts
-            );
-        }
         section(&mut out, "Attempts", &tables::attempts(report));
-        if s.attempts_not_listed > 0 {
-            let _ = writeln!(out, "<p>({} more attempts not listed)</p>", s.attempts_not_listed);
+        if let Some(line) = tables::attempts_left_out(s) {
+            let _ = writeln!(out, "<p>{}</p>", escape(&line));
         }
     }
     out.push_str("<footer>\n");

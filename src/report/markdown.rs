@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::diagnosis::diagnose;
-use super::tables::{self, count, span, Grid};
+use super::tables::{self, Grid};
 use super::text::{headline, summary_line};
 use super::Report;
 
@@ -19,16 +19,7 @@ pub fn render(report: &Report<'_>, connections: bool) -> String {
         out.push_str(&paragraphs(&headline(report, &d)));
         out.push_str("## Diagnosis\n\nFailures first, most clients affected first.\n\n");
         for (i, f) in d.findings.iter().enumerate() {
-            let when = span(f.first, f.last);
-            let _ = writeln!(
-                out,
-                "{}. **{}**: {}, {}{}",
-                i + 1,
-                f.outcome,
-                count(f.clients as u64, "client"),
-                count(f.attempts, "attempt"),
-                if when.is_empty() { String::new() } else { format!(", {when}") }
-            );
+            let _ = writeln!(out, "{}. **{}**: {}", i + 1, f.outcome, tables::finding_extent(f));
             let _ = writeln!(out, "   - Clients saw: `{}`", f.client_sees.replace('`', "'"));
             let _ = writeln!(out, "   - {}", f.meaning);
             for e in &f.evidence {
@@ -40,20 +31,13 @@ pub fn render(report: &Report<'_>, connections: bool) -> String {
         section(&mut out, "Timeline", &tables::timeline(s), 2);
         let clients = tables::clients(report, report.max_rows);
         section(&mut out, "Clients", &clients, 1);
-        if let Some(line) = tables::more_clients(&clients) {
+        for line in tables::clients_left_out(&clients, s) {
             let _ = writeln!(out, "{}\n", escape_text(&line));
-        }
-        if s.other_clients.attempts > 0 {
-            let _ = writeln!(
-                out,
-                "(+ {} attempts from further clients, beyond the table's limit, counted in the totals)\n",
-                s.other_clients.attempts
-            );
         }
         if connections {
             section(&mut out, "Attempts", &tables::attempts(report), 1);
-            if s.attempts_not_listed > 0 {
-                let _ = writeln!(out, "({} more attempts not listed)\n", s.attempts_not_listed);
+            if let Some(line) = tables::attempts_left_out(s) {
+                let _ = writeln!(out, "{line}\n");
             }
         }
     }

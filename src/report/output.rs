@@ -18,13 +18,20 @@ use crate::time::Timestamp;
 /// Clients kept in the per-client summary; further ones are counted together.
 const MAX_CLIENTS: usize = 100_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The report formats (`--format`; clap reads the doc lines as its help).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// The terminal report.
     Table,
+    /// One document with a schema version (docs/report.schema.json).
     Json,
+    /// One JSON object per attempt, written as attempts finish.
     Ndjson,
+    /// One row per attempt, written as attempts finish.
     Csv,
+    /// The report as Markdown, for a postmortem document.
     Markdown,
+    /// One self-contained HTML file with the timeline drawn as a chart.
     Html,
 }
 
@@ -49,6 +56,8 @@ pub struct OutputOptions {
     pub bucket: Option<Duration>,
     pub ports: Vec<u16>,
     pub syn_timeout: Duration,
+    /// Keep the latest failures (for a live view).
+    pub recent_failures: bool,
 }
 
 pub struct Output {
@@ -66,13 +75,11 @@ impl Output {
         let lists_attempts = opts.connections || matches!(opts.format, Format::Json | Format::Markdown | Format::Html);
         let listed = if lists_attempts { opts.max_listed } else { 0 };
         let write_error = if opts.format == Format::Csv { csv_header(&mut out).err() } else { None };
-        Output {
-            redactor: opts.redact.then(Redactor::default),
-            summary: Summary::new(MAX_CLIENTS, listed, opts.bucket),
-            opts,
-            out,
-            write_error,
+        let mut summary = Summary::new(MAX_CLIENTS, listed, opts.bucket);
+        if opts.recent_failures {
+            summary.keep_recent_failures();
         }
+        Output { redactor: opts.redact.then(Redactor::default), summary, opts, out, write_error }
     }
 
     pub fn attempt(&mut self, mut record: AttemptRecord, capture_start: Timestamp) {

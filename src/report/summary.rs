@@ -155,8 +155,10 @@ pub struct Summary {
     /// The server addresses attempts went to (bounded).
     pub servers: BTreeSet<IpAddr>,
     pub timeline: Timeline,
-    /// The latest failed attempts, newest last (for the live view).
+    /// The latest failed attempts, newest last, when kept (a copy of each
+    /// failure: only the live view wants them).
     recent_failures: VecDeque<AttemptRecord>,
+    keep_recent_failures: bool,
 }
 
 impl Summary {
@@ -179,11 +181,12 @@ impl Summary {
             servers: BTreeSet::new(),
             timeline: Timeline::new(bucket),
             recent_failures: VecDeque::new(),
+            keep_recent_failures: false,
         }
     }
 
     pub fn add(&mut self, record: AttemptRecord) {
-        if record.outcome.is_failure() {
+        if self.keep_recent_failures && record.outcome.is_failure() {
             if self.recent_failures.len() == MAX_RECENT_FAILURES {
                 self.recent_failures.pop_front();
             }
@@ -244,6 +247,11 @@ impl Summary {
                 .then(a.client.cmp(&b.client))
         });
         clients
+    }
+
+    /// Keep the latest failed attempts from now on.
+    pub fn keep_recent_failures(&mut self) {
+        self.keep_recent_failures = true;
     }
 
     /// The latest failed attempts (in the order they ended), newest last.

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::diagnosis::Finding;
 use super::evidence::evidence;
 use super::summary::{NameSet, Summary};
 use super::Report;
@@ -187,21 +188,38 @@ pub fn count(n: u64, noun: &str) -> String {
     }
 }
 
-/// `09:00:01.000–09:00:05.000`, one time when both are the same, or nothing.
-pub fn span(first: Option<Timestamp>, last: Option<Timestamp>) -> String {
-    match (first, last) {
-        (Some(a), Some(b)) if a != b => format!("{}–{}", clock(a), clock(b)),
-        (Some(a), _) => clock(a),
-        _ => String::new(),
+/// How widespread a finding is: `3 clients, 12 attempts, 09:00:01.000–09:00:05.000`
+/// (one time when the first and last are the same).
+pub fn finding_extent(f: &Finding) -> String {
+    let mut extent = format!("{}, {}", count(f.clients as u64, "client"), count(f.attempts, "attempt"));
+    match (f.first, f.last) {
+        (Some(a), Some(b)) if a != b => extent.push_str(&format!(", {}–{}", clock(a), clock(b))),
+        (Some(a), _) => extent.push_str(&format!(", {}", clock(a))),
+        _ => {}
     }
+    extent
 }
 
-/// The line under a table that left rows out, if it did.
-pub fn more_clients(grid: &Grid) -> Option<String> {
-    (grid.more > 0).then(|| {
-        format!(
+/// The lines under the clients table about what limits left out: rows
+/// beyond `--max-rows`, and clients beyond the summary's bound.
+pub fn clients_left_out(grid: &Grid, s: &Summary) -> Vec<String> {
+    let mut lines = Vec::new();
+    if grid.more > 0 {
+        lines.push(format!(
             "(+ {} more clients, counted in the totals; --format json lists them all, --max-rows shows more)",
             grid.more
-        )
-    })
+        ));
+    }
+    if s.other_clients.attempts > 0 {
+        lines.push(format!(
+            "(+ {} attempts from further clients, beyond the table's limit, counted in the totals)",
+            s.other_clients.attempts
+        ));
+    }
+    lines
+}
+
+/// The line under the attempts table when `--max-listed` left some out.
+pub fn attempts_left_out(s: &Summary) -> Option<String> {
+    (s.attempts_not_listed > 0).then(|| format!("({} more attempts not listed)", s.attempts_not_listed))
 }

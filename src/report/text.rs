@@ -7,7 +7,7 @@ use comfy_table::{presets, Cell, CellAlignment, Color, ContentArrangement, Table
 
 use super::diagnosis::{diagnose, Diagnosis};
 use super::evidence::reason;
-use super::tables::{self, count, span, ColumnKind, Grid};
+use super::tables::{self, count, ColumnKind, Grid};
 use super::Report;
 
 pub fn render(report: &Report<'_>, connections: bool, colour: bool) -> String {
@@ -33,21 +33,14 @@ pub fn render(report: &Report<'_>, connections: bool, colour: bool) -> String {
         let clients = tables::clients(report, report.max_rows);
         out.push_str(&draw(&clients, colour));
         out.push('\n');
-        if let Some(line) = tables::more_clients(&clients) {
+        for line in tables::clients_left_out(&clients, s) {
             let _ = writeln!(out, "{line}");
-        }
-        if s.other_clients.attempts > 0 {
-            let _ = writeln!(
-                out,
-                "(+ {} attempts from further clients, beyond the table's limit, counted in the totals)",
-                s.other_clients.attempts
-            );
         }
         out.push('\n');
         if connections {
             out.push_str(&draw(&tables::attempts(report), colour));
-            if s.attempts_not_listed > 0 {
-                let _ = write!(out, "\n({} more attempts not listed)", s.attempts_not_listed);
+            if let Some(line) = tables::attempts_left_out(s) {
+                let _ = write!(out, "\n{line}");
             }
             out.push_str("\n\n");
         }
@@ -89,17 +82,12 @@ pub(super) fn headline(report: &Report<'_>, d: &Diagnosis) -> String {
 fn diagnosis_text(d: &Diagnosis) -> String {
     let mut out = String::from("Diagnosis, failures first, most clients affected first:\n\n");
     for (i, f) in d.findings.iter().enumerate() {
-        let when = match span(f.first, f.last) {
-            s if s.is_empty() => s,
-            s => format!(", {s}"),
-        };
         let _ = writeln!(
             out,
-            "{}. {}: {}, {}{when}\n   clients saw: {}\n   {}",
+            "{}. {}: {}\n   clients saw: {}\n   {}",
             i + 1,
             f.outcome,
-            count(f.clients as u64, "client"),
-            count(f.attempts, "attempt"),
+            tables::finding_extent(f),
             f.client_sees,
             f.meaning
         );
@@ -201,8 +189,8 @@ pub fn live_view(report: &Report<'_>, status: &[String], max_clients: usize, wid
     let clients = tables::clients(report, max_clients);
     out.push_str(&draw(&clients, colour));
     out.push('\n');
-    if clients.more > 0 {
-        let _ = writeln!(out, "(+ {} more clients)", clients.more);
+    for line in tables::clients_left_out(&clients, s) {
+        let _ = writeln!(out, "{line}");
     }
     let mut recent = s.recent_failures().peekable();
     if recent.peek().is_some() {

@@ -384,6 +384,30 @@ fn tmux(args: &[&str]) -> String {
     String::from_utf8(run_ok(Command::new("tmux").args(args)).stdout).unwrap()
 }
 
+/// A detached tmux session running a shell command; the pane stays after
+/// the command exits, and the session is killed on drop.
+struct TmuxSession(String);
+
+impl TmuxSession {
+    fn start(label: &str, width: u16, command: &str) -> TmuxSession {
+        let name = format!("pgreach-{label}-{}", std::process::id());
+        // One tmux command line, so the pane is kept even if the command exits at once.
+        let width = width.to_string();
+        let set = ["set-option", "-t", &name, "remain-on-exit", "on"];
+        tmux(
+            &[&["new-session", "-d", "-s", &name, "-x", &width, "-y", "50", "bash", "-c", command, ";"][..], &set]
+                .concat(),
+        );
+        TmuxSession(name)
+    }
+}
+
+impl Drop for TmuxSession {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
+    }
+}
+
 /// Waits until the pane shows `want`, or fails with what it shows.
 fn pane_shows(session: &str, want: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -402,36 +426,28 @@ fn terminal_view_updates_in_place_under_tmux() {
     if !can_run("tmux view") {
         return;
     }
-    let session = format!("pgreach-live-{}", std::process::id());
     let closed = free_port();
     // The shell says how pgreach exited (tmux's own record of it is racy).
     let cmd = format!("{} live -i lo -p {closed}; echo exit=$?", env!("CARGO_BIN_EXE_pgreach"));
-    tmux(&["new-session", "-d", "-s", &session, "-x", "220", "-y", "50", &cmd]);
-    tmux(&["set-option", "-t", &session, "remain-on-exit", "on"]);
-    struct Kill(String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
-        }
-    }
-    let _kill = Kill(session.clone());
-    pane_shows(&session, "No connection attempt has ended yet");
+    let tmux_session = TmuxSession::start("live", 220, &cmd);
+    let session = &tmux_session.0;
+    pane_shows(session, "No connection attempt has ended yet");
     assert!(TcpStream::connect(("127.0.0.1", closed)).is_err());
-    let first = pane_shows(&session, "1 attempt from 1 client");
+    let first = pane_shows(session, "1 attempt from 1 client");
     assert!(first.contains("pgreach live on lo"), "{first}");
     for _ in 0..2 {
         assert!(TcpStream::connect(("127.0.0.1", closed)).is_err());
     }
-    let later = pane_shows(&session, "3 attempts from 1 client");
+    let later = pane_shows(session, "3 attempts from 1 client");
     assert!(later.contains("127.0.0.1"), "{later}");
     // Who just failed, and why, in a line each.
     assert!(later.contains("Latest failures:"), "{later}");
     assert_eq!(later.matches(&format!("→ 127.0.0.1:{closed} refused: RST from 127.0.0.1")).count(), 3, "{later}");
-    tmux(&["send-keys", "-t", &session, "C-c", ""]);
+    tmux(&["send-keys", "-t", session, "C-c", ""]);
     // The final report replaces the view on the normal screen, and Ctrl-C is a normal end.
-    let end = pane_shows(&session, "refused: 1 client, 3 attempts");
+    let end = pane_shows(session, "refused: 1 client, 3 attempts");
     assert!(!end.contains("Ctrl-C for the final report"), "{end}");
-    pane_shows(&session, "exit=0");
+    pane_shows(session, "exit=0");
 }
 
 #[test]
@@ -459,31 +475,23 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     if !can_run("colour under tmux") {
         return;
     }
-    let session = format!("pgreach-colour-{}", std::process::id());
-    struct Kill(String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
-        }
-    }
-    let _kill = Kill(session.clone());
     let root = crate::util::project_root().display().to_string();
     let bin = env!("CARGO_BIN_EXE_pgreach");
     let script = format!(
         "cd {root} && {bin} analyze captures/nft_reject.pcap | tail -5; echo ====; NO_COLOR=1 {bin} analyze captures/nft_reject.pcap | tail -5; echo done-both"
     );
-    tmux(&["new-session", "-d", "-s", &session, "-x", "250", "-y", "50", "bash", "-c", &script]);
-    tmux(&["set-option", "-t", &session, "remain-on-exit", "on"]);
-    pane_shows(&session, "done-both");
-    let pane = tmux(&["capture-pane", "-e", "-p", "-t", &session]);
+    let tmux_session = TmuxSession::start("colour", 250, &script);
+    let session = &tmux_session.0;
+    pane_shows(session, "done-both");
+    let pane = tmux(&["capture-pane", "-e", "-p", "-t", session]);
     let (coloured, plain) = pane.split_once("====").expect("both runs");
     assert!(!coloured.contains('\u{1b}'), "piped through tail: no colour even from a terminal session");
     assert!(!plain.contains('\u{1b}'));
     // Straight on the terminal: red refused counts; with NO_COLOR none.
     let script = format!("cd {root} && {bin} analyze captures/nft_reject.pcap; echo ====; NO_COLOR=1 {bin} analyze captures/nft_reject.pcap; echo done-again");
-    tmux(&["respawn-pane", "-k", "-t", &session, "bash", "-c", &script]);
-    pane_shows(&session, "done-again");
-    let pane = tmux(&["capture-pane", "-e", "-p", "-S", "-200", "-t", &session]);
+    tmux(&["respawn-pane", "-k", "-t", session, "bash", "-c", &script]);
+    pane_shows(session, "done-again");
+    let pane = tmux(&["capture-pane", "-e", "-p", "-S", "-200", "-t", session]);
     let (coloured, plain) = pane.rsplit_once("====").expect("both runs");
     assert!(
         coloured.contains("\u{1b}[31m") || coloured.contains("\u{1b}[38;5;9m") || coloured.contains("\u{1b}[91m"),
@@ -536,17 +544,9 @@ fn progress_shows_on_a_terminal_for_a_slow_read() {
         })
         .collect();
     let bytes = pcap_bytes(1, 65535, &records);
-    let session = format!("pgreach-progress-{}", std::process::id());
-    struct Kill(String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
-        }
-    }
-    let _kill = Kill(session.clone());
     let cmd = format!("{} analyze - < {}; echo analyzed", env!("CARGO_BIN_EXE_pgreach"), fifo.display());
-    tmux(&["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", "bash", "-c", &cmd]);
-    tmux(&["set-option", "-t", &session, "remain-on-exit", "on"]);
+    let tmux_session = TmuxSession::start("progress", 200, &cmd);
+    let session = &tmux_session.0;
     let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     let half = bytes.len() / 2;
     writer.write_all(&bytes[..half]).unwrap();
@@ -555,11 +555,11 @@ fn progress_shows_on_a_terminal_for_a_slow_read() {
     std::thread::sleep(Duration::from_millis(1500));
     writer.write_all(&bytes[half..half + 600 * 1024]).unwrap();
     writer.flush().unwrap();
-    let during = pane_shows(&session, " read (");
+    let during = pane_shows(session, " read (");
     assert!(!during.contains("analyzed"), "{during}");
     writer.write_all(&bytes[half + 600 * 1024..]).unwrap();
     drop(writer);
-    let after = pane_shows(&session, "analyzed");
+    let after = pane_shows(session, "analyzed");
     assert!(after.contains("40000 attempts from 200 clients"), "{after}");
     assert!(!after.contains(" read ("), "the bar is cleared: {after}");
 }
