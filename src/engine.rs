@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use crate::decode::{decode, DecodeError, Decoded, IcmpError, LinkType, TcpSegment};
 use crate::flow::{EndCause, Flow, State, Step};
-use crate::record::{AttemptRecord, Side};
+use crate::outcome::Side;
+use crate::record::AttemptRecord;
 use crate::time::Timestamp;
 
 /// What the engine needs to know before the first packet.

@@ -7,11 +7,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::decode::{IcmpError, TcpFlags, TcpSegment};
+use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, Side, TcpOutcome, UnreachableKind};
 use crate::pg::{PgSession, PgSummary};
-use crate::record::{
-    Answer, AnswerKind, AttemptRecord, GaveUp, Note, Outcome, SessionEnd, Side, SynEvidence, TcpOutcome, Traffic,
-    UnreachableKind,
-};
+use crate::record::{Answer, AttemptRecord, Note, SynEvidence, Traffic};
 use crate::seq::SeqNumber;
 use crate::stream::Stream;
 use crate::time::{millis, Timestamp};

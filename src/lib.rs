@@ -1,16 +1,30 @@
 //! pgreach: why can't clients connect to PostgreSQL? Connection attempts
 //! followed from packets, each with an outcome and its evidence.
 //!
-//! The [`engine`] takes frames and time and yields finished attempts; it does
-//! no I/O. [`capture`] reads pcap files into it and [`report`] renders what
-//! it found.
+//! The crate reads top-down as the pipeline; data flows one way:
+//!
+//! - [`time`], [`seq`]: timestamps and wrapping TCP sequence numbers.
+//! - [`decode`]: a frame to a TCP segment or an ICMP error quoting one, never panicking.
+//! - [`stream`]: one direction's bytes in sequence order, bounded.
+//! - [`outcome`]: the words for how an attempt ended, shared by the layers below.
+//! - [`pg`]: the PostgreSQL protocol inside an established connection.
+//! - [`flow`]: one attempt's TCP state machine, feeding [`pg`].
+//! - [`record`]: a finished attempt with its evidence, the engine's output.
+//! - [`engine`]: the flow table; takes frames and time, yields records; no I/O, no clock.
+//! - [`capture`]: the input adapters around the engine, files and live interfaces.
+//! - [`redact`]: stable pseudonyms for names and addresses in records.
+//! - [`analysis`]: what the records add up to (summary, timeline, diagnosis).
+//! - [`report`]: the renderers, one per output format.
+//!
+//! The `pgreach` binary (src/bin/pgreach) maps its flags onto these types.
 #![deny(unsafe_code)]
 
+pub mod analysis;
 pub mod capture;
 pub mod decode;
 pub mod engine;
 pub mod flow;
-pub mod live;
+pub mod outcome;
 pub mod pg;
 pub mod record;
 pub mod redact;

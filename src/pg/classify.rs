@@ -3,7 +3,7 @@
 //! language classifies the same; the message is kept as evidence).
 
 use super::message::ErrorFields;
-use crate::record::Outcome;
+use crate::outcome::Outcome;
 
 /// How far the login had come when the server sent its error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

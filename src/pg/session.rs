@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::classify::{classify_login_error, LoginStage};
 use super::framer::{Frame, FrameError, Framer, Mode, MAX_STARTUP_LEN};
 use super::message::{self, AuthRequest, ErrorFields, StartupPacket, StartupParams};
-use crate::record::{Outcome, Side};
+use crate::outcome::{Outcome, Side};
 use crate::stream::Chunk;
 use crate::time::Timestamp;
 

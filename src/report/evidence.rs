@@ -4,9 +4,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::tables::ms;
+use super::words::ms;
+use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, UnreachableKind};
 use crate::pg::{Encryption, PgSummary};
-use crate::record::{AnswerKind, AttemptRecord, GaveUp, Outcome, SessionEnd, UnreachableKind};
+use crate::record::AttemptRecord;
 use crate::time::short;
 
 /// The one fact that decided an attempt's outcome, briefly: what the

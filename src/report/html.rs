@@ -5,12 +5,13 @@
 
 use std::fmt::Write as _;
 
-use super::diagnosis::diagnose;
-use super::summary::Summary;
-use super::tables::{self, clock, count, Grid};
-use super::text::{headline, summary_line};
+use super::tables::{self, Grid};
+use super::words::{self, headline, summary_line};
+use super::words::{clock, count};
 use super::Report;
-use crate::record::Column;
+use crate::analysis::diagnosis::diagnose;
+use crate::analysis::summary::Summary;
+use crate::outcome::Column;
 use crate::time::short;
 
 /// The chart's outcome columns, bottom to top, with their colours.
@@ -59,7 +60,7 @@ pub fn render(report: &Report<'_>) -> String {
                 out,
                 "<li class=\"finding\"><strong>{}</strong>: {}<br>clients saw: <code>{}</code><br>{}<ul>",
                 f.outcome,
-                tables::finding_extent(f),
+                words::finding_extent(f),
                 escape(f.client_sees),
                 escape(&f.meaning)
             );

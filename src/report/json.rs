@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::diagnosis::{diagnose, Diagnosis};
-use super::summary::{ClientSummary, OutcomeCounts};
-use super::timeline::{BucketView, Window};
 use super::Report;
+use crate::analysis::counts::OutcomeCounts;
+use crate::analysis::diagnosis::{diagnose, Diagnosis};
+use crate::analysis::summary::ClientSummary;
+use crate::analysis::timeline::{BucketView, Window};
+use crate::capture::CaptureCounters;
 use crate::engine::Stats;
-use crate::live::CaptureCounters;
-use crate::record::{AttemptRecord, Outcome};
+use crate::outcome::Outcome;
+use crate::record::AttemptRecord;
 use crate::time::Timestamp;
 
 pub const SCHEMA_VERSION: u32 = 1;

@@ -3,10 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::diagnosis::diagnose;
 use super::tables::{self, Grid};
-use super::text::{headline, summary_line};
+use super::words::{self, headline, summary_line};
 use super::Report;
+use crate::analysis::diagnosis::diagnose;
 
 pub fn render(report: &Report<'_>, connections: bool) -> String {
     let s = report.summary;
@@ -19,7 +19,7 @@ pub fn render(report: &Report<'_>, connections: bool) -> String {
         out.push_str(&paragraphs(&headline(report, &d)));
         out.push_str("## Diagnosis\n\nFailures first, most clients affected first.\n\n");
         for (i, f) in d.findings.iter().enumerate() {
-            let _ = writeln!(out, "{}. **{}**: {}", i + 1, f.outcome, tables::finding_extent(f));
+            let _ = writeln!(out, "{}. **{}**: {}", i + 1, f.outcome, words::finding_extent(f));
             let _ = writeln!(out, "   - Clients saw: `{}`", f.client_sees.replace('`', "'"));
             let _ = writeln!(out, "   - {}", f.meaning);
             for e in &f.evidence {

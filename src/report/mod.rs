@@ -1,25 +1,49 @@
-//! Reports: what the engine found, for people (the terminal table) and for
-//! programs (JSON). They read the engine's finished attempts, never packets.
+//! Reports: the renderers of what the analysis found, one module per
+//! format (terminal table, JSON, NDJSON, CSV, Markdown, HTML), the words
+//! and tables they share, and [`output`], which routes finished attempts
+//! through the filter and redaction to the chosen format. Renderers read
+//! [`crate::analysis`] and never each other.
 
-pub mod diagnosis;
+pub mod csv;
 mod evidence;
-mod explain;
-pub mod filter;
 pub mod html;
 pub mod json;
 pub mod markdown;
+pub mod ndjson;
 pub mod output;
-pub mod rows;
-pub mod summary;
 mod tables;
 pub mod text;
-pub mod timeline;
+mod words;
 
 use std::time::Duration;
 
+use crate::analysis::summary::Summary;
+use crate::capture::CaptureCounters;
 use crate::engine::Stats;
-use crate::live::CaptureCounters;
-use summary::Summary;
+
+/// The report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The terminal report.
+    Table,
+    /// One document with a schema version (docs/report.schema.json).
+    Json,
+    /// One JSON object per attempt, written as attempts finish.
+    Ndjson,
+    /// One row per attempt, written as attempts finish.
+    Csv,
+    /// The report as Markdown, for a postmortem document.
+    Markdown,
+    /// One self-contained HTML file with the timeline drawn as a chart.
+    Html,
+}
+
+impl Format {
+    /// Whether attempts are written one by one as they end.
+    pub fn is_rows(self) -> bool {
+        matches!(self, Format::Ndjson | Format::Csv)
+    }
+}
 
 /// What a report is made of.
 pub struct Report<'a> {

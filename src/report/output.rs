@@ -5,42 +5,17 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use super::filter::Filter;
-use super::rows::{csv_header, csv_row, ndjson_line};
-use super::summary::Summary;
-use super::{html, json, markdown, text, Report};
+use super::{csv, html, json, markdown, ndjson, text, Format, Report};
+use crate::analysis::filter::Filter;
+use crate::analysis::summary::Summary;
+use crate::capture::CaptureCounters;
 use crate::engine::Stats;
-use crate::live::CaptureCounters;
 use crate::record::AttemptRecord;
 use crate::redact::Redactor;
 use crate::time::Timestamp;
 
 /// Clients kept in the per-client summary; further ones are counted together.
 const MAX_CLIENTS: usize = 100_000;
-
-/// The report formats (`--format`; clap reads the doc lines as its help).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// The terminal report.
-    Table,
-    /// One document with a schema version (docs/report.schema.json).
-    Json,
-    /// One JSON object per attempt, written as attempts finish.
-    Ndjson,
-    /// One row per attempt, written as attempts finish.
-    Csv,
-    /// The report as Markdown, for a postmortem document.
-    Markdown,
-    /// One self-contained HTML file with the timeline drawn as a chart.
-    Html,
-}
-
-impl Format {
-    /// Whether attempts are written one by one as they end.
-    pub fn is_rows(self) -> bool {
-        matches!(self, Format::Ndjson | Format::Csv)
-    }
-}
 
 /// What to report and how.
 pub struct OutputOptions {
@@ -74,7 +49,7 @@ impl Output {
     pub fn new(opts: OutputOptions, mut out: Box<dyn Write>) -> Output {
         let lists_attempts = opts.connections || matches!(opts.format, Format::Json | Format::Markdown | Format::Html);
         let listed = if lists_attempts { opts.max_listed } else { 0 };
-        let write_error = if opts.format == Format::Csv { csv_header(&mut out).err() } else { None };
+        let write_error = if opts.format == Format::Csv { csv::header(&mut out).err() } else { None };
         let mut summary = Summary::new(MAX_CLIENTS, listed, opts.bucket);
         if opts.recent_failures {
             summary.keep_recent_failures();
@@ -90,8 +65,8 @@ impl Output {
             r.redact(&mut record);
         }
         let written = match self.opts.format {
-            Format::Ndjson => ndjson_line(&record, &mut self.out),
-            Format::Csv => csv_row(&record, &mut self.out),
+            Format::Ndjson => ndjson::line(&record, &mut self.out),
+            Format::Csv => csv::row(&record, &mut self.out),
             _ => {
                 self.summary.add(record);
                 Ok(())

@@ -2,14 +2,13 @@
 //! (comfy-table on a terminal, pipes in Markdown, `<table>` in HTML).
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
-use super::diagnosis::Finding;
 use super::evidence::evidence;
-use super::summary::{NameSet, Summary};
+use super::words::{clock, ms};
 use super::Report;
-use crate::record::Column;
-use crate::time::{short, Timestamp};
+use crate::analysis::summary::{NameSet, Summary};
+use crate::outcome::Column;
+use crate::time::short;
 
 /// A table: its header, its rows, and how each column reads.
 pub struct Grid {
@@ -167,37 +166,6 @@ fn name_list(set: &NameSet) -> String {
         let _ = write!(s, " +{}", set.more);
     }
     s
-}
-
-/// The time of day (UTC) with milliseconds; the date is in the summary line.
-pub fn clock(t: Timestamp) -> String {
-    let full = t.to_string();
-    full.get(11..23).map_or(full.clone(), str::to_owned)
-}
-
-pub fn ms(v: f64) -> String {
-    short(Duration::from_secs_f64(v.max(0.0) / 1e3))
-}
-
-/// `1 attempt`, `2 attempts`.
-pub fn count(n: u64, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}
-
-/// How widespread a finding is: `3 clients, 12 attempts, 09:00:01.000–09:00:05.000`
-/// (one time when the first and last are the same).
-pub fn finding_extent(f: &Finding) -> String {
-    let mut extent = format!("{}, {}", count(f.clients as u64, "client"), count(f.attempts, "attempt"));
-    match (f.first, f.last) {
-        (Some(a), Some(b)) if a != b => extent.push_str(&format!(", {}–{}", clock(a), clock(b))),
-        (Some(a), _) => extent.push_str(&format!(", {}", clock(a))),
-        _ => {}
-    }
-    extent
 }
 
 /// The lines under the clients table about what limits left out: rows

@@ -5,10 +5,11 @@ use std::fmt::Write as _;
 
 use comfy_table::{presets, Cell, CellAlignment, Color, ContentArrangement, Table};
 
-use super::diagnosis::{diagnose, Diagnosis};
 use super::evidence::reason;
-use super::tables::{self, count, ColumnKind, Grid};
+use super::tables::{self, ColumnKind, Grid};
+use super::words::{self, headline, summary_line};
 use super::Report;
+use crate::analysis::diagnosis::{diagnose, Diagnosis};
 
 pub fn render(report: &Report<'_>, connections: bool, colour: bool) -> String {
     let mut out = String::new();
@@ -49,36 +50,6 @@ pub fn render(report: &Report<'_>, connections: bool, colour: bool) -> String {
     out
 }
 
-/// One paragraph: how many attempts failed, how, and who recovered.
-pub(super) fn headline(report: &Report<'_>, d: &Diagnosis) -> String {
-    let s = report.summary;
-    let failed: Vec<String> = d
-        .findings
-        .iter()
-        .filter(|f| f.failure)
-        .map(|f| format!("{} {} ({})", f.attempts, f.outcome, count(f.clients as u64, "client")))
-        .collect();
-    let mut out = format!(
-        "{} from {}: {} failed",
-        count(s.totals.attempts, "attempt"),
-        count(s.client_count() as u64, "client"),
-        s.totals.failures()
-    );
-    if !failed.is_empty() {
-        let _ = write!(out, " — {}", failed.join(", "));
-    }
-    out.push_str(".\n");
-    if !d.recovered_clients.is_empty() {
-        let _ = writeln!(
-            out,
-            "{} failed and then logged in (a retry that worked).",
-            count(d.recovered_clients.len() as u64, "client")
-        );
-    }
-    out.push('\n');
-    out
-}
-
 fn diagnosis_text(d: &Diagnosis) -> String {
     let mut out = String::from("Diagnosis, failures first, most clients affected first:\n\n");
     for (i, f) in d.findings.iter().enumerate() {
@@ -87,7 +58,7 @@ fn diagnosis_text(d: &Diagnosis) -> String {
             "{}. {}: {}\n   clients saw: {}\n   {}",
             i + 1,
             f.outcome,
-            tables::finding_extent(f),
+            words::finding_extent(f),
             f.client_sees,
             f.meaning
         );
@@ -127,50 +98,6 @@ fn draw(grid: &Grid, colour: bool) -> String {
     table.to_string()
 }
 
-pub(super) fn summary_line(report: &Report<'_>) -> String {
-    let st = report.stats;
-    let s = report.summary;
-    let span = match (s.first_seen, s.last_seen) {
-        (Some(a), Some(b)) => format!(" from {a} to {b}"),
-        _ => String::new(),
-    };
-    let mut line = format!(
-        "{} read, {} on port {}; {} from {}{span}",
-        count(st.packets, "packet"),
-        st.packets_on_port,
-        report.ports_label(),
-        count(s.totals.attempts, "attempt"),
-        count(s.client_count() as u64, "client")
-    );
-    for (n, what) in [
-        (st.undecodable, "undecodable"),
-        (st.payload_cut, "with payload cut by the snap length"),
-        (st.duplicates, "duplicate copies ignored"),
-        (st.stray_answers, "stray answers (RST/SYN-ACK with no SYN)"),
-        (st.unmatched_icmp, "ICMP errors matching no SYN"),
-        (st.evicted, "attempts ended early (flow table full)"),
-        (st.untracked, "packets untracked (flow table full)"),
-    ] {
-        if n > 0 {
-            let _ = write!(line, "; {n} {what}");
-        }
-    }
-    line.push('\n');
-    if let Some(c) = report.capture {
-        let _ = writeln!(
-            line,
-            "libpcap: {} captured, {} dropped by the kernel, {} by the interface",
-            count(c.received, "packet"),
-            c.kernel_dropped,
-            c.interface_dropped
-        );
-    }
-    for note in &report.input_notes {
-        let _ = writeln!(line, "note: {note}");
-    }
-    line
-}
-
 /// The live view: status lines, the headline and the busiest clients,
 /// redrawn in place about once a second.
 pub fn live_view(report: &Report<'_>, status: &[String], max_clients: usize, width: usize, colour: bool) -> String {
@@ -196,7 +123,7 @@ pub fn live_view(report: &Report<'_>, status: &[String], max_clients: usize, wid
     if recent.peek().is_some() {
         out.push_str("\nLatest failures:\n");
         for a in recent {
-            let line = format!("{} {} → {} {}: {}", tables::clock(a.start), a.client, a.server, a.outcome, reason(a));
+            let line = format!("{} {} → {} {}: {}", words::clock(a.start), a.client, a.server, a.outcome, reason(a));
             // One screen line each.
             let _ = writeln!(out, "  {}", line.chars().take(width.saturating_sub(2)).collect::<String>());
         }

@@ -3,7 +3,8 @@
 
 use pgreach::decode::LinkType;
 use pgreach::engine::{Analyzer, Config};
-use pgreach::record::{AnswerKind, AttemptRecord, GaveUp, Note, Outcome, SessionEnd, TcpOutcome, UnreachableKind};
+use pgreach::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, TcpOutcome, UnreachableKind};
+use pgreach::record::{AttemptRecord, Note};
 use pgreach::time::Timestamp;
 
 use crate::util::*;

@@ -11,4 +11,5 @@ mod formats;
 mod live;
 mod postgres;
 mod reports;
+mod tidy;
 mod util;

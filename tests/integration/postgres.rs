@@ -3,7 +3,8 @@
 
 use pgreach::decode::LinkType;
 use pgreach::engine::{Analyzer, Config};
-use pgreach::record::{AttemptRecord, Outcome, TcpOutcome};
+use pgreach::outcome::{Outcome, TcpOutcome};
+use pgreach::record::AttemptRecord;
 
 use crate::util::*;
 
@@ -470,6 +471,6 @@ fn mutated_conversations_never_panic() {
             c.close_by_client();
         }
         let a = c.finish();
-        assert_eq!(a.tcp_outcome, pgreach::record::TcpOutcome::Established);
+        assert_eq!(a.tcp_outcome, pgreach::outcome::TcpOutcome::Established);
     }
 }

@@ -540,13 +540,16 @@ fn midstream(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
 
 const INCIDENT_CLIENTS: usize = 30;
 
+/// One phase of the incident: firewall rules, whether the server runs, and
+/// the outcome staged for each client.
+type IncidentPhase<'a> = (String, bool, Box<dyn Fn(&Client) -> Staged + 'a>);
+
 fn incident(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
     let lab = rec.lab;
     let clients = lab.clients.clone();
     let half: Vec<&Client> = clients.iter().step_by(2).collect();
     let drop_rule: String = half.iter().map(|c| format!("    ip saddr {} tcp dport 5432 drop\n", c.v4)).collect();
-    // (firewall rules, server running, outcome for a client)
-    let phases: Vec<(String, bool, Box<dyn Fn(&Client) -> Staged>)> = vec![
+    let phases: Vec<IncidentPhase> = vec![
         (String::new(), true, Box::new(|_| Staged::Connects)),
         (
             drop_rule,

@@ -1,5 +1,5 @@
-//! One attempt per line or row, streamed as attempts finish: `ndjson` for
-//! log pipelines, `csv` for spreadsheets.
+//! The CSV report: one row per attempt, streamed as attempts finish, for
+//! spreadsheets.
 
 use std::io::Write;
 
@@ -43,27 +43,21 @@ const CSV_HEADER: [&str; 34] = [
     "notes",
 ];
 
-/// One JSON object on one line.
-pub fn ndjson_line(a: &AttemptRecord, out: &mut dyn Write) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, a)?;
-    out.write_all(b"\n")
-}
-
 /// The CSV header line.
-pub fn csv_header(out: &mut dyn Write) -> std::io::Result<()> {
+pub fn header(out: &mut dyn Write) -> std::io::Result<()> {
     write_csv(&CSV_HEADER, out)
 }
 
 /// One record quoted by the csv crate and written at once, so that a row
 /// reaches a pipe as soon as its attempt ends.
 fn write_csv(fields: &[impl AsRef<[u8]>], out: &mut dyn Write) -> std::io::Result<()> {
-    let mut writer = csv::Writer::from_writer(out);
+    let mut writer = ::csv::Writer::from_writer(out);
     writer.write_record(fields).map_err(std::io::Error::other)?;
     writer.flush()
 }
 
 /// One attempt as a CSV row.
-pub fn csv_row(a: &AttemptRecord, out: &mut dyn Write) -> std::io::Result<()> {
+pub fn row(a: &AttemptRecord, out: &mut dyn Write) -> std::io::Result<()> {
     let text = |v: Option<String>| v.unwrap_or_default();
     let num = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_default();
     let name = |v: &dyn erased::Named| v.name();

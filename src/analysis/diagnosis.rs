@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::explain::explain;
+use super::median::median;
 use super::summary::{NameSet, OutcomeDetail, Summary};
-use crate::record::{AnswerKind, GaveUp, Outcome};
+use crate::outcome::{AnswerKind, GaveUp, Outcome};
 use crate::time::{short, Timestamp};
 
 /// How sure an inference is.
@@ -162,7 +163,7 @@ fn who_answered(s: &Summary, kind: AnswerKind, from: IpAddr, ttl: u8, code: Opti
 /// that fits), and whether the server answered other clients meanwhile.
 fn timeout_evidence(s: &Summary, d: &OutcomeDetail, say: &mut impl FnMut(Confidence, String)) {
     if let Some((&syns, _)) = d.syn_counts.iter().max_by_key(|(_, n)| **n) {
-        let median = median(&d.last_syn_ms).unwrap_or(0.0);
+        let median = median(&mut d.last_syn_ms.clone()).unwrap_or(0.0);
         say(
             Confidence::Certain,
             format!(
@@ -235,13 +236,4 @@ fn list(names: &NameSet) -> String {
         s.push_str(&format!(" and {} more", names.more));
     }
     s
-}
-
-fn median(values: &[f64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
 }

@@ -1,95 +1,14 @@
-//! Reading pcap and pcapng files (or standard input) into the engine: a thin
-//! adapter that merges several files in timestamp order and says where any
+//! The file adapter: reads pcap and pcapng files (or standard input) into
+//! the engine, merging several files in timestamp order, and says where any
 //! problem is, by file and packet number.
-
-use std::collections::BTreeMap;
-use std::fmt;
 
 use pcap::{Capture, Offline, Precision};
 
-use crate::decode::{DecodeError, LinkType};
+use super::{FilterError, Problem, Problems, UnsupportedLink};
+use crate::decode::LinkType;
 use crate::engine::Analyzer;
 use crate::record::AttemptRecord;
 use crate::time::Timestamp;
-
-/// How many examples of each kind of bad packet are kept for the error lines.
-const EXAMPLES_PER_KIND: usize = 3;
-
-/// One problem with the input: what, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The file, as named on the command line (`-` for standard input).
-    pub file: String,
-    /// 1-based packet number within the file, when the problem is one packet.
-    pub packet: Option<u64>,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.packet {
-            Some(n) => write!(f, "{}: packet {}: {}", self.file, n, self.message),
-            None => write!(f, "{}: {}", self.file, self.message),
-        }
-    }
-}
-
-/// Problems found while reading: the ones that stopped a file, and a few
-/// examples of each kind of undecodable packet with a count of the rest.
-#[derive(Debug, Default)]
-pub struct Problems {
-    /// A file that could not be opened or read to its end.
-    pub file_errors: Vec<Problem>,
-    /// Undecodable packets by kind: examples, and how many in all.
-    pub bad_packets: BTreeMap<String, (Vec<Problem>, u64)>,
-    /// Files that end in a fragment shorter than a record header.
-    pub trailing_fragment: Vec<String>,
-}
-
-impl Problems {
-    /// An undecodable packet: kept as an example, or counted.
-    pub fn bad_packet(&mut self, file: &str, packet: u64, err: &DecodeError) {
-        let (examples, count) = self.bad_packets.entry(err.kind()).or_default();
-        *count += 1;
-        if examples.len() < EXAMPLES_PER_KIND {
-            examples.push(Problem { file: file.to_owned(), packet: Some(packet), message: err.to_string() });
-        }
-    }
-
-    /// Whether some input could not be read at all (as opposed to bad packets inside it).
-    pub fn has_file_errors(&self) -> bool {
-        !self.file_errors.is_empty()
-    }
-
-    /// Facts about the input that are not errors, for the report's summary.
-    pub fn notes(&self) -> Vec<String> {
-        self.trailing_fragment
-            .iter()
-            .map(|f| format!("{f} ends in a fragment too short to be a packet record (ignored)"))
-            .collect()
-    }
-
-    /// One line per problem: file errors, then bad-packet examples and the count of the rest.
-    pub fn lines(&self) -> Vec<String> {
-        let mut lines: Vec<String> = self.file_errors.iter().map(|p| p.to_string()).collect();
-        for (kind, (examples, count)) in &self.bad_packets {
-            lines.extend(examples.iter().map(|p| p.to_string()));
-            let rest = count - examples.len() as u64;
-            if rest > 0 {
-                lines.push(format!("{rest} more packets with the same problem ({kind})"));
-            }
-        }
-        lines
-    }
-}
-
-/// A tool failure before any packet: the filter expression is wrong.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid filter expression {expr:?}: {reason}")]
-pub struct FilterError {
-    pub expr: String,
-    pub reason: String,
-}
 
 /// One open capture file and the packet it will hand out next.
 struct Source {
@@ -130,16 +49,16 @@ impl Source {
     }
 }
 
-/// Opens each file, then feeds every packet of all of them to the engine in
-/// timestamp order, and tells the engine the capture has ended. Each attempt
-/// goes to `on_attempt` as soon as it is over (with the capture's first
-/// packet time), so memory follows the live connections, not the file size.
-/// A file that cannot be used is reported and skipped; the others are still analyzed.
 /// How often (in packets) `on_progress` hears how far the reading got.
 const PROGRESS_EVERY: u64 = 8192;
 /// A pcap record header; pcapng's are a little larger, so progress is an estimate.
 const RECORD_HEADER_BYTES: u64 = 16;
 
+/// Opens each file, then feeds every packet of all of them to the engine in
+/// timestamp order, and tells the engine the capture has ended. Each attempt
+/// goes to `on_attempt` as soon as it is over (with the capture's first
+/// packet time), so memory follows the live connections, not the file size.
+/// A file that cannot be used is reported and skipped; the others are still analyzed.
 pub fn analyze_files(
     paths: &[String],
     filter: Option<&str>,
@@ -195,14 +114,9 @@ fn open(path: &str, filter: Option<&str>, problems: &mut Problems) -> Result<Opt
             return Ok(None);
         }
     };
-    let dlt = capture.get_datalink();
-    let Some(link) = LinkType::from_dlt(dlt.0) else {
-        let name = dlt.get_name().map(|n| format!(" ({n})")).unwrap_or_default();
-        problems.file_errors.push(file_problem(format!(
-            "link type {}{name} is not supported; pgreach reads {}",
-            dlt.0,
-            LinkType::SUPPORTED
-        )));
+    let datalink = capture.get_datalink();
+    let Some(link) = LinkType::from_dlt(datalink.0) else {
+        problems.file_errors.push(file_problem(UnsupportedLink::of(datalink).to_string()));
         return Ok(None);
     };
     if let Some(expr) = filter {

@@ -9,8 +9,11 @@ use serde::Serialize;
 
 use std::time::Duration;
 
+use super::counts::OutcomeCounts;
+use super::median::median;
 use super::timeline::Timeline;
-use crate::record::{AnswerKind, AttemptRecord, Column, GaveUp, Outcome};
+use crate::outcome::{AnswerKind, GaveUp, Outcome};
+use crate::record::AttemptRecord;
 use crate::time::Timestamp;
 
 /// Handshake samples kept per client for its median.
@@ -26,47 +29,6 @@ const MAX_SOURCES: usize = 16;
 const MAX_RECENT_FAILURES: usize = 5;
 /// Timeout samples kept per outcome.
 const MAX_SAMPLES: usize = 4096;
-
-/// Attempt counts by outcome.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct OutcomeCounts {
-    pub attempts: u64,
-    /// Only outcomes that occurred.
-    #[serde(flatten)]
-    by_outcome: BTreeMap<Outcome, u64>,
-}
-
-impl OutcomeCounts {
-    pub(crate) fn add(&mut self, outcome: Outcome) {
-        self.attempts += 1;
-        *self.by_outcome.entry(outcome).or_default() += 1;
-    }
-
-    pub(crate) fn merge(&mut self, other: &OutcomeCounts) {
-        self.attempts += other.attempts;
-        for (o, n) in &other.by_outcome {
-            *self.by_outcome.entry(*o).or_default() += n;
-        }
-    }
-
-    pub fn get(&self, outcome: Outcome) -> u64 {
-        self.by_outcome.get(&outcome).copied().unwrap_or(0)
-    }
-
-    /// The attempts counted in one column of the per-client table.
-    pub fn column(&self, column: Column) -> u64 {
-        self.by_outcome.iter().filter(|(o, _)| o.column() == column).map(|(_, n)| n).sum()
-    }
-
-    pub fn failures(&self) -> u64 {
-        self.by_outcome.iter().filter(|(o, _)| o.is_failure()).map(|(_, n)| n).sum()
-    }
-
-    /// The outcomes that occurred.
-    pub fn outcomes(&self) -> impl Iterator<Item = Outcome> + '_ {
-        self.by_outcome.keys().copied()
-    }
-}
 
 /// What the attempts of one outcome had in common, for the diagnosis.
 #[derive(Debug, Clone, Default)]
@@ -366,26 +328,5 @@ impl ClientSummary {
     fn finish(mut self) -> ClientSummary {
         self.median_handshake_ms = median(&mut self.handshakes_ms);
         self
-    }
-}
-
-fn median(values: &mut [f64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    Some(if values.len().is_multiple_of(2) { (values[mid - 1] + values[mid]) / 2.0 } else { values[mid] })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_odd_and_even() {
-        assert_eq!(median(&mut []), None);
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
     }
 }

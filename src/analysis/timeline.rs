@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::summary::OutcomeCounts;
-use crate::record::{AttemptRecord, Outcome};
+use super::counts::OutcomeCounts;
+use crate::outcome::Outcome;
+use crate::record::AttemptRecord;
 use crate::time::Timestamp;
 
 /// Bucket widths for an automatic choice; each is a multiple of the one

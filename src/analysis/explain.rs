@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::record::Outcome;
+use crate::outcome::Outcome;
 use crate::time::short;
 
 pub struct Explanation {

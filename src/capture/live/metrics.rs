@@ -16,7 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use super::{CaptureCounters, LiveStatus};
+use super::driver::LiveStatus;
+use crate::capture::CaptureCounters;
 use crate::record::AttemptRecord;
 
 /// Client addresses given their own series; the rest share `client="other"`,

@@ -1,0 +1,195 @@
+//! The command line: the flags as clap reads them, and how they map onto
+//! the library's types (the library itself knows no clap).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ipnet::IpNet;
+
+use pgreach::analysis::filter::{ServerMatch, TimeBound};
+use pgreach::engine::Config;
+use pgreach::outcome::Outcome;
+use pgreach::report::Format;
+
+/// Why can't my clients connect to PostgreSQL? Follows every TCP connection
+/// to the PostgreSQL port in packet captures, or live on an interface, and
+/// reports, per client, how each attempt ended and what that means.
+#[derive(Parser)]
+#[command(name = "pgreach", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Analyze pcap or pcapng files (`-` reads standard input), merged in time order.
+    Analyze(AnalyzeArgs),
+    /// Capture on an interface and show the clients live until Ctrl-C, then the final report.
+    Live(LiveArgs),
+    /// List the interfaces that can be captured on.
+    Interfaces,
+}
+
+#[derive(clap::Args)]
+pub struct AnalyzeArgs {
+    /// Capture files; several are analyzed as one capture.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<String>,
+    /// Only packets matching this libpcap filter expression (as tcpdump takes).
+    #[arg(short = 'f', long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+#[derive(clap::Args)]
+pub struct LiveArgs {
+    /// The interface (`any` for all of them; see `pgreach interfaces`).
+    #[arg(short, long, value_name = "IFACE")]
+    pub interface: String,
+    /// A libpcap filter replacing the default (the server ports and the ICMP errors that quote them).
+    #[arg(short = 'f', long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Stop after this long (e.g. 10m).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many packets.
+    #[arg(short = 'c', long, value_name = "N")]
+    pub count: Option<u64>,
+    /// The kernel capture buffer, in MiB.
+    #[arg(short = 'B', long, value_name = "MIB", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=2047))]
+    pub buffer_size: u32,
+    /// Bytes kept of each packet. The default keeps whole login conversations; in immediate
+    /// mode libpcap gives each packet a ring slot of this size, so a small one holds more
+    /// packets in the buffer. Longer packets (bulk results) are cut: raise it to follow whole sessions.
+    #[arg(short = 's', long, value_name = "BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(96..=262_144))]
+    pub snaplen: u32,
+    /// Put the interface in promiscuous mode (off by default).
+    #[arg(long)]
+    pub promisc: bool,
+    /// Also write the captured packets to this pcap file.
+    #[arg(short = 'w', long, value_name = "FILE")]
+    pub write: Option<PathBuf>,
+    /// With -w: start a new file (FILE1, FILE2, …) every SIZE million bytes, as tcpdump -C.
+    #[arg(short = 'C', long, value_name = "SIZE", requires = "write", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rotate: Option<u64>,
+    /// Started as root: run as this user once the capture is open (as tcpdump -Z; `root` keeps root).
+    #[arg(short = 'Z', long, value_name = "USER", default_value = "nobody")]
+    pub user: String,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187) at /metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+/// What both commands report, and how.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// A PostgreSQL server port (repeatable).
+    #[arg(short, long = "port", value_name = "PORT", default_values_t = [5432])]
+    pub ports: Vec<u16>,
+    /// Also list every attempt with its evidence.
+    #[arg(long)]
+    pub connections: bool,
+    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+    pub format: FormatArg,
+    /// Write the report to this file instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Replace addresses, user, database and application names with stable pseudonyms.
+    #[arg(long)]
+    pub redact: bool,
+    /// How long a SYN must go unanswered to count as a timeout (e.g. 3s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub syn_timeout: Duration,
+    /// The most connections tracked at once (bounds memory under a SYN flood).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_flows: u64,
+    /// Clients shown in the table, Markdown and HTML reports (JSON lists them all).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_rows: usize,
+    /// The most attempts listed by --connections and JSON (the totals count all).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_listed: usize,
+    /// Only clients in this address or CIDR block (repeatable).
+    #[arg(long = "client", value_name = "ADDR|CIDR", value_parser = parse_client)]
+    pub clients: Vec<IpNet>,
+    /// Only attempts to this server address or address:port (repeatable).
+    #[arg(long = "server", value_name = "ADDR")]
+    pub servers: Vec<ServerMatch>,
+    /// Only attempts starting at or after this time: RFC 3339, or +DURATION after the capture's start.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<TimeBound>,
+    /// Only attempts starting before this time: RFC 3339, or +DURATION after the capture's start.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<TimeBound>,
+    /// Only attempts with this outcome (repeatable).
+    #[arg(long = "outcome", value_name = "OUTCOME", value_parser = str::parse::<Outcome>)]
+    pub outcomes: Vec<Outcome>,
+    /// The timeline's bucket width (default: chosen from the capture's span).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub bucket: Option<Duration>,
+}
+
+/// `--format`: clap reads the doc lines as its help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// The terminal report.
+    Table,
+    /// One document with a schema version (docs/report.schema.json).
+    Json,
+    /// One JSON object per attempt, written as attempts finish.
+    Ndjson,
+    /// One row per attempt, written as attempts finish.
+    Csv,
+    /// The report as Markdown, for a postmortem document.
+    Markdown,
+    /// One self-contained HTML file with the timeline drawn as a chart.
+    Html,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Table => Format::Table,
+            FormatArg::Json => Format::Json,
+            FormatArg::Ndjson => Format::Ndjson,
+            FormatArg::Csv => Format::Csv,
+            FormatArg::Markdown => Format::Markdown,
+            FormatArg::Html => Format::Html,
+        }
+    }
+}
+
+impl ReportArgs {
+    /// The engine's configuration.
+    pub fn engine_config(&self) -> Config {
+        Config {
+            server_ports: self.ports.clone(),
+            syn_timeout: self.syn_timeout,
+            max_flows: usize::try_from(self.max_flows).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// `--client`: an address or a CIDR block.
+fn parse_client(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?}: not an address or CIDR block"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_networks() {
+        assert_eq!(parse_client("192.0.2.0/25").unwrap().prefix_len(), 25);
+        assert_eq!(parse_client("2001:db8::1").unwrap().prefix_len(), 128);
+        assert!(parse_client("192.0.2.0/33").is_err());
+    }
+}

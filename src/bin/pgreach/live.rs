@@ -1,0 +1,204 @@
+//! `pgreach live`: opens the capture, drops privileges, runs the library's
+//! live loop on a tokio runtime, and routes what it reports to the output,
+//! the metrics and the terminal view.
+
+use std::io::{self, IsTerminal};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pgreach::capture::live::metrics::{self, Metrics, SharedMetrics};
+use pgreach::capture::live::{self, LiveCapture, LiveOptions, LiveSink, LiveStatus, StopWhen};
+use pgreach::capture::Problems;
+use pgreach::decode::DecodeError;
+use pgreach::engine::Analyzer;
+use pgreach::record::AttemptRecord;
+use pgreach::report::output::Output;
+use pgreach::report::{text, Format};
+use pgreach::time::{short, Timestamp};
+
+use crate::flags::LiveArgs;
+use crate::view::LiveView;
+use crate::{colour_allowed, finish_output, open_output};
+
+pub fn live(args: LiveArgs) -> ExitCode {
+    let r = &args.report;
+    let opts = LiveOptions {
+        interface: args.interface.clone(),
+        ports: r.ports.clone(),
+        filter: args.filter.clone(),
+        snaplen: args.snaplen as i32,
+        buffer_bytes: (args.buffer_size as i32).saturating_mul(1 << 20),
+        promiscuous: args.promisc,
+        write: args.write.clone().map(|w| (w, args.rotate.map(|mb| mb * 1_000_000))),
+    };
+    // Everything that needs privileges first: the capture, the -w file and
+    // the metrics port; then the drop; then the threads.
+    let mut capture = match LiveCapture::open(&opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgreach: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let metrics_listener = match args.metrics.map(std::net::TcpListener::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "pgreach: cannot serve metrics on {}: {e}",
+                args.metrics.map(|a| a.to_string()).unwrap_or_default()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    // -o is created before the drop too, wherever root may write.
+    let view = io::stdout().is_terminal() && Format::from(r.format) != Format::Ndjson;
+    let Some(output) = open_output(r, view) else { return ExitCode::from(2) };
+    match capture.drop_privileges(&args.user) {
+        Ok(true) => eprintln!("pgreach: capturing on {} as user {}", args.interface, args.user),
+        Ok(false) => eprintln!("pgreach: capturing on {}", args.interface),
+        Err(e) => {
+            eprintln!("pgreach: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgreach: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let metrics = args.metrics.map(|_| Arc::new(Mutex::new(Metrics::default())));
+    let mut sink = LiveReport {
+        output,
+        metrics: metrics.clone(),
+        view: view.then(|| LiveView::start(&args.interface)),
+        problems: Vec::new(),
+        bad_packets: Problems::default(),
+        source: format!("live:{}", args.interface),
+        syn_timeout: r.syn_timeout,
+        ports: r.ports.clone(),
+    };
+    let mut analyzer = Analyzer::new(r.engine_config());
+    let stop_when = StopWhen { duration: args.duration, count: args.count };
+    let (_, status) = runtime.block_on(async {
+        if let (Some(listener), Some(m)) = (metrics_listener, metrics.clone()) {
+            match listener.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(listener)) {
+                Ok(l) => drop(tokio::spawn(metrics::serve(l, m))),
+                Err(e) => eprintln!("pgreach: cannot serve metrics: {e}"),
+            }
+        }
+        // The first Ctrl-C ends the capture and writes the final report;
+        // a second one exits at once.
+        let interrupt = Arc::new(tokio::sync::Notify::new());
+        let signals = interrupt.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            signals.notify_one();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                if view {
+                    LiveView::leave_screen();
+                }
+                std::process::exit(130);
+            }
+        });
+        live::run(capture.start(), &mut analyzer, stop_when, r.syn_timeout, &interrupt, &mut sink).await
+    });
+    if let Some(view) = sink.view.take() {
+        view.end();
+        // Held while the view was up.
+        for line in &sink.problems {
+            eprintln!("pgreach: {line}");
+        }
+    }
+    for line in sink.bad_packets.lines() {
+        eprintln!("pgreach: {line}");
+        sink.problems.push(line);
+    }
+    let mut notes = Vec::new();
+    if status.counters.dropped() > 0 {
+        notes.push(format!(
+            "the capture lost {} packets; attempts in progress when it did are marked capture_drops_during",
+            status.counters.dropped()
+        ));
+    }
+    let interface = [format!("live:{}", args.interface)];
+    let finished =
+        finish_output(sink.output, r, analyzer.stats(), &interface, sink.problems, notes, Some(status.counters));
+    let code = match finished {
+        Err(code) => code,
+        Ok(()) => ExitCode::SUCCESS,
+    };
+    runtime.shutdown_background();
+    code
+}
+
+/// What the live loop's events become: report lines or rows, the live
+/// view, and metrics.
+struct LiveReport {
+    output: Output,
+    metrics: Option<SharedMetrics>,
+    view: Option<LiveView>,
+    /// Problems said at once (printed unless the view is up).
+    problems: Vec<String>,
+    /// Undecodable packets, printed as examples and a count at the end.
+    bad_packets: Problems,
+    /// `live:IFACE`, where packet numbers count from.
+    source: String,
+    syn_timeout: Duration,
+    ports: Vec<u16>,
+}
+
+impl LiveSink for LiveReport {
+    fn attempt(&mut self, record: AttemptRecord, capture_start: Timestamp) {
+        if let Some(m) = &self.metrics {
+            if let Ok(mut m) = m.lock() {
+                m.observe(&record);
+            }
+        }
+        self.output.attempt(record, capture_start);
+        self.output.flush_rows();
+    }
+
+    fn refresh(&mut self, status: &LiveStatus, analyzer: &Analyzer) {
+        if let Some(m) = &self.metrics {
+            if let Ok(mut m) = m.lock() {
+                m.status(status);
+            }
+        }
+        let Some(view) = &mut self.view else { return };
+        let lines = vec![
+            format!(
+                "pgreach live on {} port {} — {} running, {} packets; libpcap dropped {} (kernel) {} (interface) — Ctrl-C for the final report",
+                view.interface,
+                self.ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+                short(status.now.since(status.started)),
+                status.packets,
+                status.counters.kernel_dropped,
+                status.counters.interface_dropped
+            ),
+            format!(
+                "now: {} open, {} in the handshake, {} SYNs unanswered for {} or more",
+                status.connections.open,
+                status.connections.handshaking,
+                status.connections.unanswered_syns,
+                short(self.syn_timeout)
+            ),        ];
+        let report = self.output.report(analyzer.stats(), &[], Vec::new(), Vec::new(), Some(status.counters));
+        view.draw(&text::live_view(&report, &lines, view.rows(), view.columns(), colour_allowed()));
+    }
+
+    fn problem(&mut self, line: String) {
+        if self.view.is_none() {
+            eprintln!("pgreach: {line}");
+        }
+        self.problems.push(line);
+    }
+
+    fn bad_packet(&mut self, packet: u64, error: &DecodeError) {
+        self.bad_packets.bad_packet(&self.source, packet, error);
+    }
+}

@@ -1,0 +1,177 @@
+//! The `pgreach` command: flags in, report out. All analysis lives in the
+//! library; this binary maps flags onto it ([`flags`]), runs the file
+//! analysis, and drives a live capture ([`live`]) with its terminal view ([`view`]).
+
+mod flags;
+mod live;
+mod view;
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use flags::{AnalyzeArgs, Cli, Command, ReportArgs};
+use pgreach::analysis::filter::Filter;
+use pgreach::capture::{analyze_files, CaptureCounters, Problems};
+use pgreach::engine::{Analyzer, Stats};
+use pgreach::report::output::{Output, OutputOptions};
+use pgreach::report::Format;
+
+/// A reading that lasts longer than this gets a progress bar.
+const PROGRESS_AFTER: Duration = Duration::from_secs(1);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Analyze(args) => analyze(args),
+        Command::Live(args) => live::live(args),
+        Command::Interfaces => interfaces(),
+    }
+}
+
+fn analyze(args: AnalyzeArgs) -> ExitCode {
+    let mut analyzer = Analyzer::new(args.report.engine_config());
+    let mut problems = Problems::default();
+    let Some(mut output) = open_output(&args.report, false) else { return ExitCode::from(2) };
+    let progress = progress_bar(&args.files);
+    let started = std::time::Instant::now();
+    let mut on_attempt = |record, capture_start| output.attempt(record, capture_start);
+    let mut on_progress = |bytes| {
+        if let Some(bar) = &progress {
+            if bar.is_hidden() && started.elapsed() >= PROGRESS_AFTER {
+                bar.set_draw_target(ProgressDrawTarget::stderr());
+            }
+            bar.set_position(bytes);
+        }
+    };
+    let read = analyze_files(
+        &args.files,
+        args.filter.as_deref(),
+        &mut analyzer,
+        &mut problems,
+        &mut on_attempt,
+        &mut on_progress,
+    );
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    if let Err(e) = read {
+        eprintln!("pgreach: {e}");
+        return ExitCode::from(2);
+    }
+    let lines = problems.lines();
+    for line in &lines {
+        eprintln!("pgreach: {line}");
+    }
+    let written = finish_output(output, &args.report, analyzer.stats(), &args.files, lines, problems.notes(), None);
+    match written {
+        Err(code) => code,
+        Ok(()) if problems.has_file_errors() => ExitCode::FAILURE,
+        Ok(()) => ExitCode::SUCCESS,
+    }
+}
+
+fn interfaces() -> ExitCode {
+    match pcap::Device::list() {
+        Ok(devices) => {
+            for d in devices {
+                let mut flags = Vec::new();
+                if d.flags.is_up() {
+                    flags.push("up");
+                }
+                if d.flags.is_running() {
+                    flags.push("running");
+                }
+                if d.flags.is_loopback() {
+                    flags.push("loopback");
+                }
+                let addrs: Vec<String> = d.addresses.iter().map(|a| a.addr.to_string()).collect();
+                println!("{}\t{}\t{}\t{}", d.name, flags.join(","), addrs.join(" "), d.desc.as_deref().unwrap_or(""));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pgreach: cannot list interfaces: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The report's destination, from -o: `None` after printing why it cannot be created.
+pub(crate) fn open_output(r: &ReportArgs, live_view: bool) -> Option<Output> {
+    let out: Box<dyn Write> = match &r.output {
+        Some(path) => match File::create(path) {
+            Ok(f) => Box::new(BufWriter::new(f)),
+            Err(e) => {
+                eprintln!("pgreach: cannot create {}: {e}", path.display());
+                return None;
+            }
+        },
+        None => Box::new(BufWriter::new(io::stdout())),
+    };
+    let opts = OutputOptions {
+        format: Format::from(r.format),
+        connections: r.connections,
+        colour: r.output.is_none() && io::stdout().is_terminal() && colour_allowed(),
+        filter: Filter {
+            clients: r.clients.clone(),
+            servers: r.servers.clone(),
+            since: r.since,
+            until: r.until,
+            outcomes: r.outcomes.clone(),
+        },
+        redact: r.redact,
+        max_listed: r.max_listed,
+        max_rows: r.max_rows,
+        bucket: r.bucket,
+        ports: r.ports.clone(),
+        syn_timeout: r.syn_timeout,
+        recent_failures: live_view,
+    };
+    Some(Output::new(opts, out))
+}
+
+/// Writes the final report; on failure prints why and gives the exit code.
+pub(crate) fn finish_output(
+    output: Output,
+    r: &ReportArgs,
+    stats: &Stats,
+    files: &[String],
+    problems: Vec<String>,
+    notes: Vec<String>,
+    capture: Option<CaptureCounters>,
+) -> Result<(), ExitCode> {
+    output.finish(stats, files, problems, notes, capture).map_err(|e| {
+        let to = r.output.as_ref().map_or("standard output".to_owned(), |p| p.display().to_string());
+        eprintln!("pgreach: cannot write the report to {to}: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Colour on a terminal unless NO_COLOR is set to anything (no-color.org).
+pub(crate) fn colour_allowed() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// A bar on standard error, only on a terminal, hidden until the reading has
+/// taken PROGRESS_AFTER: the files' total size, or a byte count for standard input.
+fn progress_bar(files: &[String]) -> Option<ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let sizes: Option<Vec<u64>> =
+        files.iter().map(|f| if f == "-" { None } else { std::fs::metadata(f).ok().map(|m| m.len()) }).collect();
+    let (bar, template) = match sizes {
+        Some(sizes) => (ProgressBar::new(sizes.iter().sum()), "{bar:40} {bytes}/{total_bytes} ({eta} left)"),
+        None => (ProgressBar::no_length(), "{spinner} {bytes} read ({bytes_per_sec})"),
+    };
+    bar.set_draw_target(ProgressDrawTarget::hidden());
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}

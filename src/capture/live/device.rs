@@ -1,0 +1,255 @@
+//! The live capture device: libpcap opened on an interface with its
+//! filter, the `-w` savefile, the privilege drop, and the capture thread
+//! that reads it. libpcap's blocking reads run on that thread and hand
+//! packets to [`super::driver`] over a bounded channel.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use pcap::{Active, Capture, Precision};
+use tokio::sync::mpsc;
+
+use super::driver::{now, Feed, FromCapture, TICK};
+use super::savefile::Savefile;
+use crate::capture::{CaptureCounters, FilterError, UnsupportedLink};
+use crate::decode::LinkType;
+use crate::time::Timestamp;
+
+/// The capture thread waits for packets at most this long at a time, so it
+/// notices a stop and reads libpcap's counters when nothing arrives (reads
+/// are non-blocking: libpcap's own read time-out does not fire on Linux in
+/// immediate mode).
+const READ_WAIT_MS: u16 = 100;
+/// Packets waiting between the capture thread and the engine. When the
+/// engine falls behind, the kernel buffer fills and its drop counter says so.
+const CHANNEL_PACKETS: usize = 8192;
+
+/// How to open the capture.
+pub struct LiveOptions {
+    pub interface: String,
+    pub ports: Vec<u16>,
+    /// A libpcap filter replacing the default one (the ports and ICMP errors).
+    pub filter: Option<String>,
+    pub snaplen: i32,
+    pub buffer_bytes: i32,
+    pub promiscuous: bool,
+    /// `-w FILE` and `-C` bytes.
+    pub write: Option<(PathBuf, Option<u64>)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error(
+        "no permission to capture on {interface} ({reason}): run as root, or give the binary the capture \
+         capabilities: setcap cap_net_raw,cap_net_admin=eip {exe}"
+    )]
+    Permission { interface: String, reason: String, exe: String },
+    #[error("cannot capture on {interface}: {reason}")]
+    Open { interface: String, reason: String },
+    #[error("{interface}: {link}")]
+    LinkType { interface: String, link: UnsupportedLink },
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error("cannot create {path}: {reason}")]
+    Savefile { path: String, reason: String },
+    #[error("cannot drop privileges to user {user:?}: {reason}")]
+    Privileges { user: String, reason: String },
+}
+
+/// The default filter: TCP to or from a server port, and the ICMP errors
+/// that can quote such a segment; on Ethernet, VLAN-tagged frames too
+/// (libpcap's `vlan` exists only there).
+pub fn default_filter(ports: &[u16], link: LinkType) -> String {
+    let ports: Vec<String> = ports.iter().map(|p| format!("tcp port {p}")).collect();
+    let wanted = format!("{} or icmp[icmptype] == icmp-unreach or (icmp6 and ip6[40] == 1)", ports.join(" or "));
+    match link {
+        LinkType::Ethernet => format!("({wanted}) or (vlan and ({wanted}))"),
+        _ => wanted,
+    }
+}
+
+/// An open capture, not yet reading.
+pub struct LiveCapture {
+    capture: Capture<Active>,
+    link: LinkType,
+    savefile: Option<Savefile>,
+    pub interface: String,
+}
+
+impl LiveCapture {
+    pub fn open(opts: &LiveOptions) -> Result<LiveCapture, LiveError> {
+        let interface = opts.interface.clone();
+        let open_error = |e: pcap::Error| {
+            let reason = e.to_string();
+            let lower = reason.to_lowercase();
+            if lower.contains("permission") || lower.contains("not permitted") {
+                let exe = std::env::current_exe().map_or("pgreach".to_owned(), |p| p.display().to_string());
+                LiveError::Permission { interface: interface.clone(), reason, exe }
+            } else {
+                LiveError::Open { interface: interface.clone(), reason }
+            }
+        };
+        let mut capture = Capture::from_device(opts.interface.as_str())
+            .map_err(open_error)?
+            .immediate_mode(true)
+            .promisc(opts.promiscuous)
+            .snaplen(opts.snaplen)
+            .buffer_size(opts.buffer_bytes)
+            .precision(Precision::Nano)
+            .open()
+            .and_then(Capture::setnonblock)
+            .map_err(open_error)?;
+        let datalink = capture.get_datalink();
+        let dlt = datalink.0;
+        let link = LinkType::from_dlt(dlt)
+            .ok_or_else(|| LiveError::LinkType { interface: interface.clone(), link: UnsupportedLink::of(datalink) })?;
+        let expr = opts.filter.clone().unwrap_or_else(|| default_filter(&opts.ports, link));
+        capture.filter(&expr, true).map_err(|e| FilterError { expr, reason: e.to_string() })?;
+        let savefile = match &opts.write {
+            Some((path, rotate)) => Some(
+                Savefile::create(path, dlt as u32, opts.snaplen as u32, *rotate)
+                    .map_err(|e| LiveError::Savefile { path: path.display().to_string(), reason: e.to_string() })?,
+            ),
+            None => None,
+        };
+        Ok(LiveCapture { capture, link, savefile, interface })
+    }
+
+    /// Started as root: become `user` now that the capture and the first
+    /// `-w` file are open (that file is handed to the user, so rotation
+    /// files and it have one owner). Returns whether privileges changed.
+    pub fn drop_privileges(&mut self, user: &str) -> Result<bool, LiveError> {
+        use nix::unistd::{getuid, setgid, setgroups, setuid, User};
+        if !getuid().is_root() || user == "root" {
+            return Ok(false);
+        }
+        let fail = |reason: String| LiveError::Privileges { user: user.to_owned(), reason };
+        let account =
+            User::from_name(user).map_err(|e| fail(e.to_string()))?.ok_or_else(|| fail("no such user".into()))?;
+        if let Some(s) = &self.savefile {
+            std::os::unix::fs::chown(s.current_path(), Some(account.uid.as_raw()), Some(account.gid.as_raw()))
+                .map_err(|e| fail(format!("cannot hand the -w file to it: {e}")))?;
+        }
+        setgroups(&[account.gid]).map_err(|e| fail(e.to_string()))?;
+        setgid(account.gid).map_err(|e| fail(e.to_string()))?;
+        setuid(account.uid).map_err(|e| fail(e.to_string()))?;
+        Ok(true)
+    }
+
+    pub fn link(&self) -> LinkType {
+        self.link
+    }
+
+    /// Starts the capture thread: from now on packets flow to the feed.
+    pub fn start(self) -> Feed {
+        let (tx, rx) = mpsc::channel(CHANNEL_PACKETS);
+        let stop = Arc::new(AtomicBool::new(false));
+        let link = self.link;
+        let reader = spawn_reader(self, tx, stop.clone());
+        Feed::new(link, rx, stop, Some(reader))
+    }
+}
+
+/// The capture thread: blocking libpcap reads, `-w` writes, and libpcap's
+/// counters every tick.
+fn spawn_reader(
+    mut live: LiveCapture,
+    tx: mpsc::Sender<FromCapture>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut counters = Wrapping::default();
+        let mut next_counters = std::time::Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let message = match live.capture.next_packet() {
+                Ok(packet) => {
+                    let ts = Timestamp::from_secs_nanos(packet.header.ts.tv_sec, packet.header.ts.tv_usec);
+                    let problem =
+                        live.savefile.as_mut().and_then(|s| s.write(ts, packet.header.len, packet.data).err());
+                    if let Some(e) = problem {
+                        let _ = tx.blocking_send(FromCapture::Problem(format!("-w: {e}")));
+                    }
+                    Some(FromCapture::Packet { ts, data: packet.data.to_vec() })
+                }
+                Err(pcap::Error::TimeoutExpired) => {
+                    wait_readable(&live.capture);
+                    None
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(FromCapture::Problem(format!("capture on {} ended: {e}", live.interface)));
+                    break;
+                }
+            };
+            if let Some(m) = message {
+                if tx.blocking_send(m).is_err() {
+                    break;
+                }
+            }
+            if std::time::Instant::now() >= next_counters {
+                next_counters += TICK;
+                if let Ok(stat) = live.capture.stats() {
+                    let m = FromCapture::Counters { at: now(), counters: counters.update(stat) };
+                    if tx.blocking_send(m).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(s) = &mut live.savefile {
+            if let Err(e) = s.flush() {
+                let _ = tx.blocking_send(FromCapture::Problem(format!("-w: {e}")));
+            }
+        }
+        if let Ok(stat) = live.capture.stats() {
+            let _ = tx.blocking_send(FromCapture::Counters { at: now(), counters: counters.update(stat) });
+        }
+    })
+}
+
+/// Waits until the capture has packets, or READ_WAIT_MS.
+fn wait_readable(capture: &Capture<Active>) {
+    use nix::poll::{poll, PollFd, PollFlags};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(capture.as_fd(), PollFlags::POLLIN)];
+    // An interrupted or failed wait only means reading again sooner.
+    let _ = poll(&mut fds, READ_WAIT_MS);
+}
+
+/// libpcap's counters are 32-bit and wrap; these are 64-bit totals.
+#[derive(Default)]
+struct Wrapping {
+    last: Option<pcap::Stat>,
+    totals: CaptureCounters,
+}
+
+impl Wrapping {
+    fn update(&mut self, s: pcap::Stat) -> CaptureCounters {
+        let last = self.last.unwrap_or(pcap::Stat { received: 0, dropped: 0, if_dropped: 0 });
+        self.totals.received += u64::from(s.received.wrapping_sub(last.received));
+        self.totals.kernel_dropped += u64::from(s.dropped.wrapping_sub(last.dropped));
+        self.totals.interface_dropped += u64::from(s.if_dropped.wrapping_sub(last.if_dropped));
+        self.last = Some(s);
+        self.totals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_filter_compiles_for_every_link_type() {
+        for (dlt, link) in [
+            (pcap::Linktype::ETHERNET, LinkType::Ethernet),
+            (pcap::Linktype::LINUX_SLL, LinkType::from_dlt(113).unwrap()),
+            (pcap::Linktype::LINUX_SLL2, LinkType::from_dlt(276).unwrap()),
+            (pcap::Linktype(12), LinkType::from_dlt(12).unwrap()),
+            (pcap::Linktype::NULL, LinkType::from_dlt(0).unwrap()),
+        ] {
+            let dead = pcap::Capture::dead(dlt).unwrap();
+            let filter = default_filter(&[5432, 6432], link);
+            dead.compile(&filter, true).unwrap_or_else(|e| panic!("{dlt:?}: {filter}: {e}"));
+        }
+    }
+}

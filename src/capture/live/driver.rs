@@ -1,0 +1,353 @@
+//! The live loop: feeds the engine from the capture thread's channel,
+//! drives the time-outs of unanswered SYNs with a timer when no packet
+//! comes, and tells its caller about finished attempts and, about once a
+//! second, how the capture is going. It reads a [`Feed`], not a device, so
+//! it can be driven from a plain channel.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use crate::capture::CaptureCounters;
+use crate::decode::{DecodeError, LinkType};
+use crate::engine::{Analyzer, ConnectionsNow};
+use crate::record::{AttemptRecord, Note};
+use crate::time::Timestamp;
+
+/// How often the timer runs the engine's time-outs and the capture thread
+/// reads libpcap's counters.
+pub(super) const TICK: Duration = Duration::from_millis(250);
+/// Ticks between two refreshes of the caller's view.
+const TICKS_PER_REFRESH: u32 = 4;
+/// The timer advances the engine's clock to now minus this: packets still on
+/// their way (in the kernel buffer or the channel) are older than now.
+const CLOCK_SLACK: Duration = Duration::from_millis(500);
+/// Loss periods remembered for marking attempts.
+const MAX_LOSS_PERIODS: usize = 4096;
+
+/// What the capture thread hands to the engine's loop.
+pub enum FromCapture {
+    Packet { ts: Timestamp, data: Vec<u8> },
+    Counters { at: Timestamp, counters: CaptureCounters },
+    Problem(String),
+}
+
+/// Where the loop's packets come from: a channel, the flag that asks its
+/// producer to stop, and the producer's thread to wait for.
+pub struct Feed {
+    link: LinkType,
+    rx: mpsc::Receiver<FromCapture>,
+    stop: Arc<AtomicBool>,
+    producer: Option<JoinHandle<()>>,
+}
+
+impl Feed {
+    pub fn new(
+        link: LinkType,
+        rx: mpsc::Receiver<FromCapture>,
+        stop: Arc<AtomicBool>,
+        producer: Option<JoinHandle<()>>,
+    ) -> Feed {
+        Feed { link, rx, stop, producer }
+    }
+}
+
+/// The wall clock, for live timestamps and the timer.
+pub(super) fn now() -> Timestamp {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp::from_nanos(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// When to stop.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StopWhen {
+    pub duration: Option<Duration>,
+    /// Packets captured.
+    pub count: Option<u64>,
+}
+
+/// Why the capture stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    Interrupted,
+    Duration,
+    Count,
+    CaptureEnded,
+}
+
+/// How the capture is going, for the caller's view.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveStatus {
+    pub started: Timestamp,
+    pub now: Timestamp,
+    pub packets: u64,
+    pub counters: CaptureCounters,
+    /// The tracked connections by state, at the last refresh.
+    pub connections: ConnectionsNow,
+}
+
+/// What the loop tells its caller.
+pub trait LiveSink {
+    /// An attempt is over (with the capture's start time).
+    fn attempt(&mut self, record: AttemptRecord, capture_start: Timestamp);
+    /// About once a second.
+    fn refresh(&mut self, status: &LiveStatus, analyzer: &Analyzer);
+    /// A problem worth one line (a failed -w rotation, the capture ending).
+    fn problem(&mut self, line: String);
+    /// An undecodable packet (counted; a few kept as examples).
+    fn bad_packet(&mut self, packet: u64, error: &DecodeError);
+}
+
+/// Captures until `interrupt` is notified (the caller's Ctrl-C), the
+/// duration, the packet count, or the capture's end; then ends the flows
+/// still open, as a file's end does.
+pub async fn run(
+    feed: Feed,
+    analyzer: &mut Analyzer,
+    stop_when: StopWhen,
+    syn_timeout: Duration,
+    interrupt: &tokio::sync::Notify,
+    sink: &mut dyn LiveSink,
+) -> (Stopped, LiveStatus) {
+    let Feed { link, mut rx, stop, producer } = feed;
+    let started = now();
+    let mut status = LiveStatus {
+        started,
+        now: started,
+        packets: 0,
+        counters: CaptureCounters::default(),
+        connections: ConnectionsNow::default(),
+    };
+    let mut losses = Losses::default();
+    let mut ticks = tokio::time::interval(TICK);
+    let mut tick_count = 0u32;
+    let deadline = stop_when.duration.map(|d| tokio::time::Instant::now() + d);
+    let until_deadline = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until_deadline);
+    let interrupted = interrupt.notified();
+    tokio::pin!(interrupted);
+
+    let count_reached = |status: &LiveStatus| stop_when.count.is_some_and(|n| status.packets >= n);
+    let stopped = loop {
+        tokio::select! {
+            message = rx.recv() => match message {
+                Some(message) => {
+                    if take(message, link, analyzer, &mut status, &mut losses, sink) && count_reached(&status) {
+                        break Stopped::Count;
+                    }
+                }
+                None => break Stopped::CaptureEnded,
+            },
+            _ = ticks.tick() => {
+                status.now = now();
+                // Only with nothing queued: a backlog may hold the answer to
+                // a SYN whose deadline the clock would otherwise pass.
+                if rx.is_empty() {
+                    analyzer.handle_timeout(status.now - CLOCK_SLACK);
+                }
+                tick_count += 1;
+                if tick_count.is_multiple_of(TICKS_PER_REFRESH) {
+                    status.connections = analyzer.connections_now(status.now, syn_timeout);
+                    sink.refresh(&status, analyzer);
+                }
+                // Without counters (a platform that has none), nothing waits for them.
+                if losses.last.is_none_or(|(at, _)| status.now.since(at) > 4 * TICK) {
+                    losses.counters(status.now, losses.last.map_or(0, |(_, d)| d));
+                }
+            }
+            _ = &mut until_deadline => break Stopped::Duration,
+            _ = &mut interrupted => break Stopped::Interrupted,
+        }
+        let start = analyzer.stats().first_packet.unwrap_or(started);
+        while let Some(record) = analyzer.poll_finished() {
+            losses.hold(record);
+        }
+        for record in losses.release(false) {
+            sink.attempt(record, start);
+        }
+    };
+
+    // Read what the capture thread still has, with its last counters.
+    stop.store(true, Ordering::Relaxed);
+    let drain = async {
+        while let Some(message) = rx.recv().await {
+            // Past --count, the rest of the packets are not wanted.
+            if stopped == Stopped::Count && matches!(message, FromCapture::Packet { .. }) {
+                continue;
+            }
+            take(message, link, analyzer, &mut status, &mut losses, sink);
+        }
+    };
+    // The reader notices the stop within one read time-out.
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    if let Some(producer) = producer {
+        let _ = tokio::task::spawn_blocking(move || producer.join()).await;
+    }
+    analyzer.finish();
+    let start = analyzer.stats().first_packet.unwrap_or(started);
+    while let Some(record) = analyzer.poll_finished() {
+        losses.hold(record);
+    }
+    for record in losses.release(true) {
+        sink.attempt(record, start);
+    }
+    status.now = now();
+    (stopped, status)
+}
+
+/// Feeds one message of the capture thread to the engine, the loss record
+/// or the sink; true when it was a packet.
+fn take(
+    message: FromCapture,
+    link: LinkType,
+    analyzer: &mut Analyzer,
+    status: &mut LiveStatus,
+    losses: &mut Losses,
+    sink: &mut dyn LiveSink,
+) -> bool {
+    match message {
+        FromCapture::Packet { ts, data } => {
+            status.packets += 1;
+            if let Err(e) = analyzer.handle_packet(ts, link, &data) {
+                sink.bad_packet(status.packets, &e);
+            }
+            true
+        }
+        FromCapture::Counters { at, counters } => {
+            losses.counters(at, counters.dropped());
+            status.counters = counters;
+            false
+        }
+        FromCapture::Problem(line) => {
+            sink.problem(line);
+            false
+        }
+    }
+}
+
+/// When the capture dropped packets, and the finished attempts waiting until
+/// the counters tell whether a drop happened during them.
+#[derive(Default)]
+struct Losses {
+    /// The last counters reading: when, and the drops so far.
+    last: Option<(Timestamp, u64)>,
+    /// Intervals in which the drop counters rose.
+    periods: VecDeque<(Timestamp, Timestamp)>,
+    pending: VecDeque<AttemptRecord>,
+    /// The counters reading the last release went up to.
+    released_up_to: Option<Timestamp>,
+}
+
+impl Losses {
+    fn counters(&mut self, at: Timestamp, dropped: u64) {
+        if let Some((before, was)) = self.last {
+            if dropped > was {
+                match self.periods.back_mut() {
+                    Some(last) if last.1 >= before => last.1 = at,
+                    _ => self.periods.push_back((before, at)),
+                }
+                if self.periods.len() > MAX_LOSS_PERIODS {
+                    self.periods.pop_front();
+                }
+            }
+        }
+        self.last = Some((at, dropped));
+    }
+
+    fn hold(&mut self, record: AttemptRecord) {
+        self.pending.push_back(record);
+    }
+
+    /// The attempts that ended before the last counters reading (or all),
+    /// marked when a drop happened while they were in progress.
+    fn release(&mut self, all: bool) -> Vec<AttemptRecord> {
+        let known_until = self.last.map(|(at, _)| at);
+        // Called after every packet: nothing new is known until the next reading.
+        if !all && known_until == self.released_up_to {
+            return Vec::new();
+        }
+        self.released_up_to = known_until;
+        let mut out = Vec::new();
+        let mut keep = VecDeque::new();
+        for mut record in self.pending.drain(..) {
+            if all || known_until.is_some_and(|t| record.end <= t) {
+                if self.periods.iter().any(|&(a, b)| a <= record.end && record.start <= b) {
+                    record.notes.push(Note::CaptureDropsDuring);
+                }
+                out.push(record);
+            } else {
+                keep.push_back(record);
+            }
+        }
+        self.pending = keep;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{Outcome, TcpOutcome};
+    use crate::record::Traffic;
+    fn record(start: f64, end: f64) -> AttemptRecord {
+        let t = |s: f64| Timestamp::from_nanos((s * 1e9) as i64);
+        AttemptRecord {
+            id: 0,
+            client: "192.0.2.7:40000".parse().unwrap(),
+            server: "192.0.2.1:5432".parse().unwrap(),
+            outcome: Outcome::Success,
+            tcp_outcome: TcpOutcome::Established,
+            start: t(start),
+            end: t(end),
+            syn: None,
+            handshake_ms: None,
+            client_ttl: None,
+            server_ttl: None,
+            answer: None,
+            gave_up: None,
+            wait_ms: None,
+            session_end: None,
+            traffic: Traffic::default(),
+            pg: None,
+            notes: Vec::new(),
+        }
+    }
+
+    fn at(s: f64) -> Timestamp {
+        Timestamp::from_nanos((s * 1e9) as i64)
+    }
+
+    #[test]
+    fn attempts_wait_for_the_counters_and_are_marked_when_drops_overlap() {
+        let mut l = Losses::default();
+        l.counters(at(0.0), 0);
+        l.hold(record(0.1, 0.2));
+        l.hold(record(0.5, 1.2));
+        l.hold(record(2.0, 2.1));
+        // Nothing is known past 0.0 yet: every attempt waits.
+        assert!(l.release(false).is_empty());
+        l.counters(at(1.0), 0);
+        let first = l.release(false);
+        assert_eq!(first.len(), 1);
+        assert!(first[0].notes.is_empty(), "no drop before 1.0");
+        // Drops between 1.0 and 1.5: the attempt spanning 1.2 is marked.
+        l.counters(at(1.5), 3);
+        let second = l.release(false);
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].notes, vec![Note::CaptureDropsDuring]);
+        l.counters(at(2.5), 3);
+        let third = l.release(false);
+        assert_eq!(third.len(), 1);
+        assert!(third[0].notes.is_empty(), "drops ended before it started");
+        assert!(l.release(true).is_empty());
+    }
+}
