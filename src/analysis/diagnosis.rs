@@ -60,8 +60,11 @@ pub struct Finding {
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagnosis {
     pub findings: Vec<Finding>,
-    /// Clients that failed and then logged in: retries that worked.
+    /// Clients where a failed login later logged in: retries that worked.
     pub recovered_clients: Vec<IpAddr>,
+    /// Clients where one login failed to the end while another worked:
+    /// another application on the same host, not a recovery.
+    pub other_logins_clients: Vec<IpAddr>,
 }
 
 pub fn diagnose(s: &Summary, syn_timeout: Duration) -> Diagnosis {
@@ -87,8 +90,11 @@ pub fn diagnose(s: &Summary, syn_timeout: Duration) -> Diagnosis {
             }
         })
         .collect();
-    let recovered_clients = s.clients().into_iter().filter(|c| c.recovered > 0).map(|c| c.client).collect();
-    Diagnosis { findings, recovered_clients }
+    let clients = s.clients();
+    let recovered_clients = clients.iter().filter(|c| c.recovered > 0).map(|c| c.client).collect();
+    let other_logins_clients =
+        clients.iter().filter(|c| c.others_logged_in && c.logins_still_failing > 0).map(|c| c.client).collect();
+    Diagnosis { findings, recovered_clients, other_logins_clients }
 }
 
 fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail) -> Vec<Inference> {

@@ -6,6 +6,7 @@ pub mod counts;
 pub mod diagnosis;
 mod explain;
 pub mod filter;
+pub mod identity;
 mod median;
 pub mod summary;
 pub mod timeline;

@@ -10,8 +10,9 @@ use serde::Serialize;
 use std::time::Duration;
 
 use super::counts::OutcomeCounts;
+use super::identity::{Identity, Logins};
 use super::median::median;
-use super::timeline::Timeline;
+use super::timeline::{Timeline, Window};
 use crate::outcome::{AnswerKind, GaveUp, Outcome};
 use crate::record::AttemptRecord;
 use crate::time::Timestamp;
@@ -25,6 +26,8 @@ const MAX_MESSAGES: usize = 5;
 /// Distinct answering (kind, address, TTL) kept per outcome, and servers
 /// whose SYN-ACK TTLs are kept.
 const MAX_SOURCES: usize = 16;
+/// Failing logins told apart per client (a host runs a few applications).
+const MAX_FAILING_LOGINS: usize = 16;
 /// Failed attempts kept for "the latest failures".
 const MAX_RECENT_FAILURES: usize = 5;
 /// Timeout samples kept per outcome.
@@ -83,14 +86,24 @@ pub struct ClientSummary {
     pub users: NameSet,
     pub databases: NameSet,
     pub applications: NameSet,
-    /// Logins that worked after a failed attempt of the same client: retries that worked.
+    /// Logins that worked after a failed attempt of the same login (same
+    /// user, database and application), or after a failure that never said
+    /// who it was: retries that worked.
     pub recovered: u64,
+    /// Logins (user, database, application) whose failures went on to the
+    /// end, and failures that never said who they were and no login followed.
+    pub logins_still_failing: usize,
+    /// Another login of this client logged in while one was failing: one
+    /// application working while another fails, not a recovery.
+    pub others_logged_in: bool,
     /// The outcome of its latest attempt.
     pub last_outcome: Option<Outcome>,
     #[serde(skip)]
     last_start: Option<Timestamp>,
+    /// Logins failing since their last success (`None`: a failure that
+    /// never said who it was), bounded.
     #[serde(skip)]
-    failed_since_success: bool,
+    failing: BTreeSet<Option<u64>>,
     #[serde(skip)]
     handshakes_ms: Vec<f64>,
 }
@@ -117,6 +130,8 @@ pub struct Summary {
     /// The server addresses attempts went to (bounded).
     pub servers: BTreeSet<IpAddr>,
     pub timeline: Timeline,
+    /// When each login last worked, for recoveries.
+    logins: Logins,
     /// The latest failed attempts, newest last, when kept (a copy of each
     /// failure: only the live view wants them).
     recent_failures: VecDeque<AttemptRecord>,
@@ -142,6 +157,7 @@ impl Summary {
             server_ttls: BTreeMap::new(),
             servers: BTreeSet::new(),
             timeline: Timeline::new(bucket),
+            logins: Logins::default(),
             recent_failures: VecDeque::new(),
             keep_recent_failures: false,
         }
@@ -156,6 +172,9 @@ impl Summary {
         }
         self.totals.add(record.outcome);
         self.timeline.add(&record);
+        if record.outcome == Outcome::Success {
+            self.logins.add(Identity::of(&record), record.start);
+        }
         self.add_detail(&record);
         self.first_seen = Some(self.first_seen.map_or(record.start, |t| t.min(record.start)));
         self.last_seen = Some(self.last_seen.map_or(record.end, |t| t.max(record.end)));
@@ -181,9 +200,11 @@ impl Summary {
                     databases: NameSet::default(),
                     applications: NameSet::default(),
                     recovered: 0,
+                    logins_still_failing: 0,
+                    others_logged_in: false,
                     last_outcome: None,
                     last_start: None,
-                    failed_since_success: false,
+                    failing: BTreeSet::new(),
                     handshakes_ms: Vec::new(),
                 };
                 c.add(&record);
@@ -209,6 +230,12 @@ impl Summary {
                 .then(a.client.cmp(&b.client))
         });
         clients
+    }
+
+    /// Incident windows, each judged recovered only when the logins that
+    /// failed in it logged in afterwards.
+    pub fn windows(&self) -> Vec<Window> {
+        self.timeline.windows(&self.logins)
     }
 
     /// Keep the latest failed attempts from now on.
@@ -297,11 +324,20 @@ impl ClientSummary {
             self.last_start = Some(record.start);
             self.last_outcome = Some(record.outcome);
         }
+        let login = Identity::of(record).login;
         if record.outcome.is_failure() {
-            self.failed_since_success = true;
-        } else if record.outcome == Outcome::Success && self.failed_since_success {
-            self.recovered += 1;
-            self.failed_since_success = false;
+            // Past the bound, a failure is kept as one that never said who it was.
+            let key = if self.failing.len() < MAX_FAILING_LOGINS { login } else { None };
+            self.failing.insert(key);
+        } else if record.outcome == Outcome::Success {
+            let own = self.failing.remove(&login);
+            let unnamed = self.failing.remove(&None);
+            if own || unnamed {
+                self.recovered += 1;
+            }
+            if !self.failing.is_empty() {
+                self.others_logged_in = true;
+            }
         }
         self.first_seen = self.first_seen.min(record.start);
         self.last_seen = self.last_seen.max(record.end);
@@ -327,6 +363,7 @@ impl ClientSummary {
 
     fn finish(mut self) -> ClientSummary {
         self.median_handshake_ms = median(&mut self.handshakes_ms);
+        self.logins_still_failing = self.failing.len();
         self
     }
 }

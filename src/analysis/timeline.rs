@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::counts::OutcomeCounts;
+use super::identity::{Identity, Logins};
 use crate::outcome::Outcome;
 use crate::record::AttemptRecord;
 use crate::time::Timestamp;
@@ -30,6 +31,10 @@ struct Bucket {
     failing_clients: BTreeSet<IpAddr>,
     /// More failing clients than were kept.
     clients_overflow: bool,
+    /// Failing logins and when each last failed, for recovery.
+    failing_logins: BTreeMap<Identity, Timestamp>,
+    /// More failing logins than were kept.
+    logins_overflow: bool,
     first_failure: Option<Timestamp>,
     last_failure: Option<Timestamp>,
 }
@@ -41,8 +46,23 @@ impl Bucket {
             self.add_client(ip);
         }
         self.clients_overflow |= other.clients_overflow;
+        for (who, at) in other.failing_logins {
+            self.add_failing_login(who, at);
+        }
+        self.logins_overflow |= other.logins_overflow;
         self.first_failure = min_opt(self.first_failure, other.first_failure);
         self.last_failure = max_opt(self.last_failure, other.last_failure);
+    }
+
+    fn add_failing_login(&mut self, who: Identity, at: Timestamp) {
+        let room = self.failing_logins.len() < MAX_CLIENTS_PER_BUCKET;
+        match self.failing_logins.get_mut(&who) {
+            Some(last) => *last = (*last).max(at),
+            None if room => {
+                self.failing_logins.insert(who, at);
+            }
+            None => self.logins_overflow = true,
+        }
     }
 
     fn add_client(&mut self, ip: IpAddr) {
@@ -99,9 +119,15 @@ pub struct Window {
     pub clients_at_least: bool,
     /// The failure outcomes in the window, most attempts first.
     pub outcomes: Vec<(Outcome, u64)>,
-    /// Whether some attempt succeeded before the window and after it.
+    /// Whether some attempt succeeded before the window.
     pub success_before: bool,
+    /// Whether the window recovered: every login that failed in it logged
+    /// in afterwards (a failure that never said who it was: any login from
+    /// its address). With more failing logins than a bucket keeps, whether
+    /// any attempt succeeded after it.
     pub success_after: bool,
+    /// Failing logins of the window that never logged in afterwards.
+    pub not_recovered: usize,
 }
 
 impl Timeline {
@@ -117,6 +143,7 @@ impl Timeline {
         bucket.counts.add(a.outcome);
         if a.outcome.is_failure() {
             bucket.add_client(a.client.ip());
+            bucket.add_failing_login(Identity::of(a), a.start);
             bucket.first_failure = min_opt(bucket.first_failure, Some(a.start));
             bucket.last_failure = max_opt(bucket.last_failure, Some(a.start));
         }
@@ -203,8 +230,9 @@ impl Timeline {
         (with_timeouts.iter().filter(|b| answered(b)).count(), with_timeouts.len())
     }
 
-    /// Incident windows: maximal runs of buckets with failures.
-    pub fn windows(&self) -> Vec<Window> {
+    /// Incident windows: maximal runs of buckets with failures; `logins`
+    /// tells which failing logins recovered.
+    pub fn windows(&self, logins: &Logins) -> Vec<Window> {
         let shown = self.shown();
         let mut windows = Vec::new();
         let mut i = 0;
@@ -225,6 +253,9 @@ impl Timeline {
             let mut outcomes: Vec<(Outcome, u64)> =
                 run.counts.outcomes().filter(|o| o.is_failure()).map(|o| (o, run.counts.get(o))).collect();
             outcomes.sort_by_key(|o| std::cmp::Reverse(o.1));
+            let not_recovered =
+                run.failing_logins.iter().filter(|(who, at)| !logins.recovered_after(**who, **at)).count();
+            let any_success_after = succeeded(&shown[i..]) || shown[i - 1].1.counts.get(Outcome::Success) > 0;
             windows.push(Window {
                 start,
                 end,
@@ -234,7 +265,8 @@ impl Timeline {
                 clients_at_least: run.clients_overflow,
                 outcomes,
                 success_before: succeeded(&shown[..from]) || shown[from].1.counts.get(Outcome::Success) > 0,
-                success_after: succeeded(&shown[i..]) || shown[i - 1].1.counts.get(Outcome::Success) > 0,
+                success_after: if run.logins_overflow { any_success_after } else { not_recovered == 0 },
+                not_recovered,
             });
         }
         windows

@@ -76,7 +76,7 @@ pub fn render(report: &Report<'_>) -> String {
             bucket_ms: crate::time::millis(s.timeline.shown_width()),
             buckets: s.timeline.buckets(),
         },
-        windows: s.timeline.windows(),
+        windows: s.windows(),
         server_said: s
             .totals
             .outcomes()

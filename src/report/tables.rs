@@ -80,7 +80,10 @@ pub fn clients(report: &Report<'_>, max_rows: usize) -> Grid {
         let mut row = vec![c.client.to_string(), c.counts.attempts.to_string()];
         row.extend(COLUMNS.iter().map(|&col| c.counts.column(col).to_string()));
         let last = c.last_outcome.map_or(String::new(), |o| o.to_string());
-        row.push(if c.recovered > 0 && !c.last_outcome.is_some_and(|o| o.is_failure()) {
+        let last_failed = c.last_outcome.is_some_and(|o| o.is_failure());
+        row.push(if c.logins_still_failing > 0 && c.others_logged_in && !last_failed {
+            format!("{last} (another login failing)")
+        } else if c.recovered > 0 && !last_failed {
             format!("{last} (recovered)")
         } else {
             last
@@ -103,7 +106,7 @@ pub fn windows(s: &Summary) -> Grid {
         ("before", Text),
         ("after", Text),
     ]);
-    for w in s.timeline.windows() {
+    for w in s.windows() {
         let outcomes: Vec<String> = w.outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
         g.rows.push(vec![
             format!("{}–{}", clock(w.start), clock(w.end)),

@@ -66,6 +66,17 @@ pub fn headline(report: &Report<'_>, d: &Diagnosis) -> String {
             count(d.recovered_clients.len() as u64, "client")
         );
     }
+    if !d.other_logins_clients.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} one login kept failing to the end while another login of the same host worked (another \
+             application, not a recovery).",
+            match d.other_logins_clients.len() {
+                1 => "On 1 client".to_owned(),
+                n => format!("On {n} clients"),
+            }
+        );
+    }
     out.push('\n');
     out
 }

@@ -10,6 +10,7 @@ mod engine;
 mod formats;
 mod live;
 mod postgres;
+mod recovery;
 mod reports;
 mod tidy;
 mod util;

@@ -97,15 +97,19 @@ impl Conv {
 
 // Message builders (protocol chapter, "Message Formats").
 
-fn untyped(code: u32, rest: &[u8]) -> Vec<u8> {
+pub(crate) fn untyped(code: u32, rest: &[u8]) -> Vec<u8> {
     let mut m = ((rest.len() + 8) as u32).to_be_bytes().to_vec();
     m.extend_from_slice(&code.to_be_bytes());
     m.extend_from_slice(rest);
     m
 }
 
-fn startup(version: u32, user: &str, database: &str) -> Vec<u8> {
-    let params = format!("user\0{user}\0database\0{database}\0application_name\0test\0\0");
+pub(crate) fn startup(version: u32, user: &str, database: &str) -> Vec<u8> {
+    startup_of_app(version, user, database, "test")
+}
+
+pub(crate) fn startup_of_app(version: u32, user: &str, database: &str, application: &str) -> Vec<u8> {
+    let params = format!("user\0{user}\0database\0{database}\0application_name\0{application}\0\0");
     untyped(version, params.as_bytes())
 }
 
@@ -113,24 +117,24 @@ fn ssl_request() -> Vec<u8> {
     untyped(80_877_103, &[])
 }
 
-fn typed(tag: u8, body: &[u8]) -> Vec<u8> {
+pub(crate) fn typed(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut m = vec![tag];
     m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
     m.extend_from_slice(body);
     m
 }
 
-fn auth(code: u32, extra: &[u8]) -> Vec<u8> {
+pub(crate) fn auth(code: u32, extra: &[u8]) -> Vec<u8> {
     let mut body = code.to_be_bytes().to_vec();
     body.extend_from_slice(extra);
     typed(b'R', &body)
 }
 
-fn error(severity: &str, code: &str, message: &str) -> Vec<u8> {
+pub(crate) fn error(severity: &str, code: &str, message: &str) -> Vec<u8> {
     typed(b'E', format!("S{severity}\0V{severity}\0C{code}\0M{message}\0\0").as_bytes())
 }
 
-fn logged_in() -> Vec<u8> {
+pub(crate) fn logged_in() -> Vec<u8> {
     let mut m = auth(0, &[]);
     m.extend(typed(b'S', b"server_version\x0015.4\0"));
     m.extend(typed(b'S', b"application_name\0\0"));
@@ -141,7 +145,7 @@ fn logged_in() -> Vec<u8> {
 
 const SECRET: &str = "md5-s3cret-hash-0123456789abcdef";
 
-fn password() -> Vec<u8> {
+pub(crate) fn password() -> Vec<u8> {
     typed(b'p', format!("{SECRET}\0").as_bytes())
 }
 
