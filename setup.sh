@@ -4,7 +4,8 @@
 #   ./setup.sh test   run the whole test suite
 # Installs libpcap-dev if it is missing, and for the tests Chromium (the HTML
 # report is rendered in it), tmux (the live view is driven in it), nftables
-# and iproute2 (the live tests stage a DROP in network namespaces); or
+# and iproute2 (the live tests stage a DROP in network namespaces), tshark
+# (Community IDs are checked against its own); or
 # prints the command to run.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -27,6 +28,6 @@ need_pkg libpcap-dev
 
 case "${1:-}" in
   demo) cargo run --quiet --release -- analyze captures/incident.pcap ;;
-  test) need_pkg chromium tmux nftables iproute2; cargo test --workspace --release ;;
+  test) need_pkg chromium tmux nftables iproute2 tshark; cargo test --workspace --release ;;
   *) echo "usage: ./setup.sh demo|test" >&2; exit 2 ;;
 esac

@@ -4,7 +4,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use base64::Engine as _;
 use serde::Serialize;
+use sha1::{Digest, Sha1};
 
 use crate::decode::Unreachable;
 use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, TcpOutcome, UnreachableKind};
@@ -130,4 +132,65 @@ pub struct AttemptRecord {
     pub pg: Option<PgSummary>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<Note>,
+}
+
+impl AttemptRecord {
+    /// The Community ID v1 of the attempt's TCP flow (seed 0), the identifier
+    /// Zeek and Suricata log for the same connection, so their logs join with
+    /// pgreach's: SHA-1 over the seed, the two endpoints ordered so that both
+    /// directions hash alike, and the protocol; base64, prefixed `1:`.
+    pub fn community_id(&self) -> String {
+        const TCP: u8 = 6;
+        let (a, b) = (self.client, self.server);
+        let (first, second) = if (a.ip(), a.port()) <= (b.ip(), b.port()) { (a, b) } else { (b, a) };
+        let mut hash = Sha1::new();
+        hash.update(0u16.to_be_bytes());
+        for ip in [first.ip(), second.ip()] {
+            match ip {
+                IpAddr::V4(v4) => hash.update(v4.octets()),
+                IpAddr::V6(v6) => hash.update(v6.octets()),
+            }
+        }
+        hash.update([TCP, 0]);
+        hash.update(first.port().to_be_bytes());
+        hash.update(second.port().to_be_bytes());
+        format!("1:{}", base64::engine::general_purpose::STANDARD.encode(hash.finalize()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{Outcome, TcpOutcome};
+
+    fn attempt(client: &str, server: &str) -> AttemptRecord {
+        AttemptRecord {
+            id: 0,
+            client: client.parse().unwrap(),
+            server: server.parse().unwrap(),
+            outcome: Outcome::Refused,
+            tcp_outcome: TcpOutcome::Refused,
+            start: Timestamp::default(),
+            end: Timestamp::default(),
+            syn: None,
+            handshake_ms: None,
+            client_ttl: None,
+            server_ttl: None,
+            answer: None,
+            gave_up: None,
+            wait_ms: None,
+            session_end: None,
+            traffic: Traffic::default(),
+            pg: None,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn community_id_matches_the_spec_vector_both_ways() {
+        // The Community ID spec's TCP example: 1.2.3.4:1122 -> 5.6.7.8:3344, seed 0.
+        let expected = "1:wCb3OG7yAFWelaUydu0D+125CLM=";
+        assert_eq!(attempt("1.2.3.4:1122", "5.6.7.8:3344").community_id(), expected);
+        assert_eq!(attempt("5.6.7.8:3344", "1.2.3.4:1122").community_id(), expected);
+    }
 }

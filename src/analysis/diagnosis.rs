@@ -49,7 +49,9 @@ pub struct Finding {
     pub failure: bool,
     pub clients: usize,
     pub attempts: u64,
+    #[serde(rename = "start")]
     pub first: Option<Timestamp>,
+    #[serde(rename = "end")]
     pub last: Option<Timestamp>,
     pub client_sees: &'static str,
     pub meaning: String,

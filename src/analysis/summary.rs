@@ -78,7 +78,9 @@ pub struct ClientSummary {
     pub client: IpAddr,
     #[serde(flatten)]
     pub counts: OutcomeCounts,
+    #[serde(rename = "start")]
     pub first_seen: Timestamp,
+    #[serde(rename = "end")]
     pub last_seen: Timestamp,
     /// Median SYN to SYN-ACK time of its attempts, in milliseconds.
     pub median_handshake_ms: Option<f64>,

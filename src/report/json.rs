@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::attempt_json::AttemptJson;
 use super::Report;
 use crate::analysis::counts::OutcomeCounts;
 use crate::analysis::diagnosis::{diagnose, Diagnosis};
@@ -14,24 +15,26 @@ use crate::analysis::timeline::{BucketView, Window};
 use crate::capture::CaptureCounters;
 use crate::engine::Stats;
 use crate::outcome::Outcome;
-use crate::record::AttemptRecord;
 use crate::time::Timestamp;
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Serialize)]
 struct Document<'a> {
     schema_version: u32,
+    pgreach_version: &'static str,
     files: &'a [String],
     server_ports: &'a [u16],
     syn_timeout_ms: f64,
+    #[serde(rename = "start")]
     first_seen: Option<Timestamp>,
+    #[serde(rename = "end")]
     last_seen: Option<Timestamp>,
     stats: &'a Stats,
     totals: OutcomeCounts,
     clients: Vec<ClientSummary>,
     other_clients: OutcomeCounts,
-    attempts: Vec<&'a AttemptRecord>,
+    attempts: Vec<AttemptJson<'a>>,
     attempts_not_listed: u64,
     diagnosis: Diagnosis,
     timeline: TimelineDoc,
@@ -60,6 +63,7 @@ pub fn render(report: &Report<'_>) -> String {
     let s = report.summary;
     let doc = Document {
         schema_version: SCHEMA_VERSION,
+        pgreach_version: super::PGREACH_VERSION,
         files: report.files,
         server_ports: report.server_ports,
         syn_timeout_ms: crate::time::millis(report.syn_timeout),
@@ -69,7 +73,7 @@ pub fn render(report: &Report<'_>) -> String {
         totals: s.totals.clone(),
         clients: s.clients(),
         other_clients: s.other_clients.clone(),
-        attempts: s.attempts(),
+        attempts: s.attempts().into_iter().map(AttemptJson::new).collect(),
         attempts_not_listed: s.attempts_not_listed,
         diagnosis: diagnose(s, report.syn_timeout),
         timeline: TimelineDoc {

@@ -4,6 +4,7 @@
 //! through the filter and redaction to the chosen format. Renderers read
 //! [`crate::analysis`] and never each other.
 
+mod attempt_json;
 pub mod csv;
 mod evidence;
 pub mod html;
@@ -20,6 +21,9 @@ use std::time::Duration;
 use crate::analysis::summary::Summary;
 use crate::capture::CaptureCounters;
 use crate::engine::Stats;
+
+/// The version of pgreach that writes the reports.
+pub const PGREACH_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The report formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

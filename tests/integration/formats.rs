@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::util::{pgreach, project_root, stderr, temp_file};
+use crate::util::{analyze_json, pgreach, project_root, stderr, temp_file};
 
 pub const FORMATS: [&str; 6] = ["table", "json", "ndjson", "csv", "markdown", "html"];
 const INCIDENT: &str = "captures/incident.pcap";
@@ -371,4 +371,36 @@ fn tables_show_at_most_max_rows_clients() {
     let json: Value =
         serde_json::from_str(&run(&["analyze", "--format", "json", "--max-rows", "5", INCIDENT])).unwrap();
     assert_eq!(json["clients"].as_array().unwrap().len(), staged.len());
+}
+
+#[test]
+fn attempts_carry_split_addresses_and_the_community_id_tshark_computes() {
+    for capture in ["captures/normal.pcap", "captures/ipv6.pcap", "captures/nft_reject.pcap"] {
+        let (doc, _) = analyze_json(&[capture]);
+        let tshark = Command::new("tshark")
+            .args(["-r", capture, "--enable-protocol", "communityid", "-Y", "tcp.flags.syn == 1 && tcp.flags.ack == 0"])
+            .args(["-T", "fields", "-e", "ip.src", "-e", "ipv6.src", "-e", "tcp.srcport", "-e", "communityid"])
+            .output()
+            .expect("tshark is installed by setup.sh");
+        let by_client: BTreeMap<String, String> = String::from_utf8_lossy(&tshark.stdout)
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                let ip = if f[0].is_empty() { f[1] } else { f[0] };
+                (f.len() == 4 && !f[3].is_empty()).then(|| (format!("{ip} {}", f[2]), f[3].to_owned()))
+            })
+            .collect();
+        let attempts = doc["attempts"].as_array().expect("attempts");
+        assert!(!attempts.is_empty() && !by_client.is_empty(), "{capture}");
+        for a in attempts {
+            let (ip, port) = (a["client_ip"].as_str().expect("client_ip"), a["client_port"].as_u64().expect("port"));
+            let joined = if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") };
+            assert_eq!(a["client"], joined.as_str(), "{a}");
+            let server = a["server"].as_str().expect("server");
+            assert!(server.ends_with(&format!(":{}", a["server_port"])), "{a}");
+            assert!(server.contains(a["server_ip"].as_str().expect("server_ip")), "{a}");
+            let theirs = by_client.get(&format!("{ip} {port}")).unwrap_or_else(|| panic!("tshark saw no SYN of {a}"));
+            assert_eq!(a["community_id"], theirs.as_str(), "{capture}: {a}");
+        }
+    }
 }
