@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use super::{csv, html, json, markdown, ndjson, text, Format, Report};
+use crate::analysis::counts::OutcomeCounts;
 use crate::analysis::filter::Filter;
 use crate::analysis::summary::Summary;
 use crate::capture::CaptureCounters;
@@ -39,22 +40,47 @@ pub struct Output {
     opts: OutputOptions,
     out: Box<dyn Write>,
     redactor: Option<Redactor>,
+    /// Every reported attempt by outcome, whatever the format (row formats
+    /// keep no summary): for `--fail-on`.
+    reported: OutcomeCounts,
+    /// CSV's header waits for the first row or the end, so that a run that
+    /// reads no input writes nothing.
+    csv_header_due: bool,
     summary: Summary,
     /// The first write error; writing stops being useful after it.
     write_error: Option<io::Error>,
 }
 
 impl Output {
-    /// CSV starts with its header line.
-    pub fn new(opts: OutputOptions, mut out: Box<dyn Write>) -> Output {
+    pub fn new(opts: OutputOptions, out: Box<dyn Write>) -> Output {
         let lists_attempts = opts.connections || matches!(opts.format, Format::Json | Format::Markdown | Format::Html);
         let listed = if lists_attempts { opts.max_listed } else { 0 };
-        let write_error = if opts.format == Format::Csv { csv::header(&mut out).err() } else { None };
         let mut summary = Summary::new(MAX_CLIENTS, listed, opts.bucket);
         if opts.recent_failures {
             summary.keep_recent_failures();
         }
-        Output { redactor: opts.redact.then(Redactor::default), summary, opts, out, write_error }
+        Output {
+            redactor: opts.redact.then(Redactor::default),
+            summary,
+            reported: OutcomeCounts::default(),
+            csv_header_due: opts.format == Format::Csv,
+            opts,
+            out,
+            write_error: None,
+        }
+    }
+
+    /// The reported attempts by outcome.
+    pub fn reported(&self) -> &OutcomeCounts {
+        &self.reported
+    }
+
+    fn write_csv_header(&mut self) {
+        if std::mem::take(&mut self.csv_header_due) {
+            if let Err(e) = csv::header(&mut self.out) {
+                self.write_error.get_or_insert(e);
+            }
+        }
     }
 
     pub fn attempt(&mut self, mut record: AttemptRecord, capture_start: Timestamp) {
@@ -64,6 +90,8 @@ impl Output {
         if let Some(r) = &mut self.redactor {
             r.redact(&mut record);
         }
+        self.reported.add(record.outcome);
+        self.write_csv_header();
         let written = match self.opts.format {
             Format::Ndjson => ndjson::line(&record, &mut self.out),
             Format::Csv => csv::row(&record, &mut self.out),
@@ -119,6 +147,7 @@ impl Output {
         input_notes: Vec<String>,
         capture: Option<CaptureCounters>,
     ) -> io::Result<()> {
+        self.write_csv_header();
         let rendered = {
             let report = self.report(stats, files, problems, input_notes, capture);
             match self.opts.format {

@@ -252,3 +252,39 @@ fn explanations_quote_the_server() {
     assert_eq!(said.len(), 2);
     assert!(said.iter().all(|s| s["message"].as_str().unwrap().starts_with("28000 ")));
 }
+
+#[test]
+fn nothing_readable_prints_no_report() {
+    for format in ["table", "json", "csv", "ndjson", "markdown", "html"] {
+        let out = pgreach(&["analyze", "--format", format, "captures/does-not-exist.pcap"]);
+        assert_eq!(out.status.code(), Some(1), "{format}");
+        assert!(out.stdout.is_empty(), "{format}: {}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(stderr(&out).lines().count(), 1, "{format}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn fail_on_gives_its_own_exit_status() {
+    // server_stopped.pcap: PostgreSQL was stopped, both attempts refused.
+    let run = |args: &[&str]| {
+        let mut full = vec!["analyze"];
+        full.extend_from_slice(args);
+        full.push("captures/server_stopped.pcap");
+        let out = pgreach(&full);
+        assert!(!out.stdout.is_empty(), "the report is still written");
+        out.status.code()
+    };
+    assert_eq!(run(&["--fail-on", "refused"]), Some(3));
+    assert_eq!(run(&["--fail-on", "failures"]), Some(3));
+    assert_eq!(run(&["--fail-on", "timeout,auth_failed"]), Some(0));
+    assert_eq!(run(&["--fail-on", "timeout", "--fail-on", "refused", "--format", "csv"]), Some(3));
+    assert_eq!(run(&["--fail-on", "failures", "--format", "ndjson"]), Some(3));
+    // Only what the report covers counts.
+    assert_eq!(run(&["--fail-on", "failures", "--outcome", "success"]), Some(0));
+    assert_eq!(run(&[]), Some(0));
+    let normal = pgreach(&["analyze", "--fail-on", "failures", "captures/normal.pcap"]);
+    assert_eq!(normal.status.code(), Some(0), "normal.pcap holds only logins");
+    let bad = pgreach(&["analyze", "--fail-on", "broken", "captures/normal.pcap"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("or failures"), "{}", stderr(&bad));
+}

@@ -159,20 +159,26 @@ impl LiveRun {
     }
 
     /// Ctrl-C, then everything it printed; asserts it exits 0.
-    fn interrupt(mut self) -> String {
-        run_ok(Command::new("kill").args(["-INT", &self.pid().to_string()]));
+    fn interrupt(self) -> String {
+        let (status, stdout, stderr) = self.stop_with("-INT");
+        assert!(status.success(), "exit {status:?}: {stderr:?}");
+        stdout
+    }
+
+    /// The signal given (`-TERM`), then its exit status, standard output and error lines.
+    fn stop_with(mut self, signal: &str) -> (std::process::ExitStatus, String, Vec<String>) {
+        run_ok(Command::new("kill").args([signal, &self.pid().to_string()]));
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 break status;
             }
-            assert!(Instant::now() < deadline, "pgreach live did not stop on Ctrl-C");
+            assert!(Instant::now() < deadline, "pgreach live did not stop on {signal}");
             std::thread::sleep(Duration::from_millis(50));
         };
         let err: Vec<String> = self.stderr.try_iter().collect();
-        assert!(status.success(), "exit {status:?}: {err:?}");
         std::thread::sleep(Duration::from_millis(100));
-        self.stdout.try_iter().collect::<Vec<_>>().join("\n")
+        (status, self.stdout.try_iter().collect::<Vec<_>>().join("\n"), err)
     }
 }
 
@@ -243,6 +249,26 @@ fn live_on_loopback_reports_what_real_clients_saw() {
     assert_eq!(doc["files"], serde_json::json!(["live:lo"]));
     assert_eq!(doc["capture"]["kernel_dropped"], 0);
     assert!(doc["capture"]["received"].as_u64().unwrap() >= 10);
+}
+
+#[test]
+fn sigterm_and_sighup_end_a_live_run_with_its_final_report() {
+    if !can_run("live on loopback") {
+        return;
+    }
+    for signal in ["-TERM", "-HUP"] {
+        let closed = free_port();
+        let port = closed.to_string();
+        let live = LiveRun::start(&[], &["-i", "lo", "-p", &port, "--format", "json", "--fail-on", "refused"]);
+        let refused = TcpStream::connect(("127.0.0.1", closed));
+        assert!(refused.is_err(), "nothing listens on {closed}");
+        std::thread::sleep(Duration::from_millis(500));
+        let (status, report, err) = live.stop_with(signal);
+        assert_eq!(status.code(), Some(3), "{signal}: --fail-on refused matched: {err:?}");
+        let doc: Value =
+            serde_json::from_str(&report).unwrap_or_else(|e| panic!("{signal}: final report: {e}\n{report}"));
+        assert_eq!(outcomes(&doc), vec![("refused".to_owned(), None)], "{signal}");
+    }
 }
 
 /// Network namespaces with a veth pair, removed on drop.

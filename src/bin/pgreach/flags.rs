@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 
+use pgreach::analysis::counts::OutcomeCounts;
 use pgreach::analysis::filter::{ServerMatch, TimeBound};
 use pgreach::engine::Config;
 use pgreach::outcome::Outcome;
@@ -129,6 +130,10 @@ pub struct ReportArgs {
     /// Only attempts with this outcome (repeatable).
     #[arg(long = "outcome", value_name = "OUTCOME", value_parser = str::parse::<Outcome>)]
     pub outcomes: Vec<Outcome>,
+    /// Exit with status 3 when any reported attempt has one of these outcomes, or with
+    /// `failures` any failure: for cron and CI health checks (repeatable, or comma-separated).
+    #[arg(long = "fail-on", value_name = "OUTCOME|failures", value_delimiter = ',', value_parser = parse_fail_on)]
+    pub fail_on: Vec<FailOn>,
     /// The timeline's bucket width (default: chosen from the capture's span).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub bucket: Option<Duration>,
@@ -175,6 +180,31 @@ impl ReportArgs {
     }
 }
 
+/// One `--fail-on` condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOn {
+    /// Any failure.
+    Failures,
+    Outcome(Outcome),
+}
+
+impl ReportArgs {
+    /// Whether the reported attempts meet a `--fail-on` condition.
+    pub fn fail_on_matched(&self, reported: &OutcomeCounts) -> bool {
+        self.fail_on.iter().any(|f| match *f {
+            FailOn::Failures => reported.failures() > 0,
+            FailOn::Outcome(o) => reported.get(o) > 0,
+        })
+    }
+}
+
+fn parse_fail_on(s: &str) -> Result<FailOn, String> {
+    if s == "failures" {
+        return Ok(FailOn::Failures);
+    }
+    s.parse::<Outcome>().map(FailOn::Outcome).map_err(|e| format!("{e}, or failures"))
+}
+
 /// `--client`: an address or a CIDR block.
 fn parse_client(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
@@ -185,6 +215,13 @@ fn parse_client(s: &str) -> Result<IpNet, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fail_on_takes_failures_or_an_outcome() {
+        assert_eq!(parse_fail_on("failures"), Ok(FailOn::Failures));
+        assert_eq!(parse_fail_on("refused"), Ok(FailOn::Outcome(Outcome::Refused)));
+        assert!(parse_fail_on("broken").unwrap_err().contains("or failures"));
+    }
 
     #[test]
     fn client_networks() {

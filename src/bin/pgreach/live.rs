@@ -16,10 +16,11 @@ use pgreach::record::AttemptRecord;
 use pgreach::report::output::Output;
 use pgreach::report::{text, Format};
 use pgreach::time::{short, Timestamp};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::flags::LiveArgs;
 use crate::view::LiveView;
-use crate::{colour_allowed, finish_output, open_output};
+use crate::{colour_allowed, exit_status, finish_output, open_output};
 
 pub fn live(args: LiveArgs) -> ExitCode {
     let r = &args.report;
@@ -38,7 +39,7 @@ pub fn live(args: LiveArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("pgreach: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(crate::EXIT_USAGE);
         }
     };
     let metrics_listener = match args.metrics.map(std::net::TcpListener::bind).transpose() {
@@ -48,18 +49,18 @@ pub fn live(args: LiveArgs) -> ExitCode {
                 "pgreach: cannot serve metrics on {}: {e}",
                 args.metrics.map(|a| a.to_string()).unwrap_or_default()
             );
-            return ExitCode::from(2);
+            return ExitCode::from(crate::EXIT_USAGE);
         }
     };
     // -o is created before the drop too, wherever root may write.
     let view = io::stdout().is_terminal() && Format::from(r.format) != Format::Ndjson;
-    let Some(output) = open_output(r, view) else { return ExitCode::from(2) };
+    let Some(output) = open_output(r, view) else { return ExitCode::from(crate::EXIT_USAGE) };
     match capture.drop_privileges(&args.user) {
         Ok(true) => eprintln!("pgreach: capturing on {} as user {}", args.interface, args.user),
         Ok(false) => eprintln!("pgreach: capturing on {}", args.interface),
         Err(e) => {
             eprintln!("pgreach: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(crate::EXIT_USAGE);
         }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
@@ -89,21 +90,20 @@ pub fn live(args: LiveArgs) -> ExitCode {
                 Err(e) => eprintln!("pgreach: cannot serve metrics: {e}"),
             }
         }
-        // The first Ctrl-C ends the capture and writes the final report;
-        // a second one exits at once.
+        // The first Ctrl-C, SIGTERM (timeout, systemd, docker stop) or
+        // SIGHUP ends the capture and writes the final report; a second
+        // signal exits at once.
         let interrupt = Arc::new(tokio::sync::Notify::new());
         let signals = interrupt.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_err() {
-                return;
-            }
+            let Ok(mut stops) = StopSignals::new() else { return };
+            stops.next().await;
             signals.notify_one();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                if view {
-                    LiveView::leave_screen();
-                }
-                std::process::exit(130);
+            stops.next().await;
+            if view {
+                LiveView::leave_screen();
             }
+            std::process::exit(130);
         });
         live::run(capture.start(), &mut analyzer, stop_when, r.syn_timeout, &interrupt, &mut sink).await
     });
@@ -126,11 +126,12 @@ pub fn live(args: LiveArgs) -> ExitCode {
         ));
     }
     let interface = [format!("live:{}", args.interface)];
+    let fail_on_matched = r.fail_on_matched(sink.output.reported());
     let finished =
         finish_output(sink.output, r, analyzer.stats(), &interface, sink.problems, notes, Some(status.counters));
     let code = match finished {
         Err(code) => code,
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => exit_status(fail_on_matched),
     };
     runtime.shutdown_background();
     code
@@ -200,5 +201,26 @@ impl LiveSink for LiveReport {
 
     fn bad_packet(&mut self, packet: u64, error: &DecodeError) {
         self.bad_packets.bad_packet(&self.source, packet, error);
+    }
+}
+
+/// The signals that end a live run: Ctrl-C, SIGTERM and SIGHUP.
+struct StopSignals {
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl StopSignals {
+    fn new() -> io::Result<StopSignals> {
+        Ok(StopSignals { terminate: signal(SignalKind::terminate())?, hangup: signal(SignalKind::hangup())? })
+    }
+
+    /// Waits for the next of them.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.terminate.recv() => {}
+            _ = self.hangup.recv() => {}
+        }
     }
 }

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
 fn analyze(args: AnalyzeArgs) -> ExitCode {
     let mut analyzer = Analyzer::new(args.report.engine_config());
     let mut problems = Problems::default();
-    let Some(mut output) = open_output(&args.report, false) else { return ExitCode::from(2) };
+    let Some(mut output) = open_output(&args.report, false) else { return ExitCode::from(EXIT_USAGE) };
     let progress = progress_bar(&args.files);
     let started = std::time::Instant::now();
     let mut on_attempt = |record, capture_start| output.attempt(record, capture_start);
@@ -61,17 +61,37 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
     }
     if let Err(e) = read {
         eprintln!("pgreach: {e}");
-        return ExitCode::from(2);
+        return ExitCode::from(EXIT_USAGE);
     }
     let lines = problems.lines();
     for line in &lines {
         eprintln!("pgreach: {line}");
     }
+    if problems.has_file_errors() && analyzer.stats().packets == 0 {
+        // No input could be read: an empty report would only hide the error.
+        return ExitCode::from(EXIT_INPUT);
+    }
+    let matched = args.report.fail_on_matched(output.reported());
     let written = finish_output(output, &args.report, analyzer.stats(), &args.files, lines, problems.notes(), None);
     match written {
         Err(code) => code,
-        Ok(()) if problems.has_file_errors() => ExitCode::FAILURE,
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) if !matched && problems.has_file_errors() => ExitCode::from(EXIT_INPUT),
+        Ok(()) => exit_status(matched),
+    }
+}
+
+/// Exit statuses (the README lists them): an input could not be read (all of
+/// it, or some of it), a flag or the set-up was wrong, `--fail-on` matched.
+const EXIT_INPUT: u8 = 1;
+pub(crate) const EXIT_USAGE: u8 = 2;
+const EXIT_FAIL_ON: u8 = 3;
+
+/// Success, or `--fail-on`'s status when it matched.
+pub(crate) fn exit_status(fail_on_matched: bool) -> ExitCode {
+    if fail_on_matched {
+        ExitCode::from(EXIT_FAIL_ON)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
