@@ -69,7 +69,16 @@ pub struct Diagnosis {
     pub other_logins_clients: Vec<IpAddr>,
 }
 
-pub fn diagnose(s: &Summary, syn_timeout: Duration) -> Diagnosis {
+/// How the capture was taken, as far as it bears on the diagnosis.
+#[derive(Debug, Clone, Default)]
+pub struct CaptureFacts {
+    /// ICMP errors quoting a server port that matched no SYN.
+    pub unmatched_icmp: u64,
+    /// The capture filter the user gave (`-f`), if any.
+    pub filter: Option<String>,
+}
+
+pub fn diagnose(s: &Summary, syn_timeout: Duration, capture: &CaptureFacts) -> Diagnosis {
     let mut outcomes: Vec<Outcome> = s.totals.outcomes().collect();
     outcomes
         .sort_by_key(|&o| (!o.is_failure(), std::cmp::Reverse(s.clients_with(o)), std::cmp::Reverse(s.totals.get(o))));
@@ -87,7 +96,7 @@ pub fn diagnose(s: &Summary, syn_timeout: Duration) -> Diagnosis {
                 last: detail.last,
                 client_sees: e.client_sees,
                 meaning: e.meaning,
-                evidence: evidence(s, outcome, &detail),
+                evidence: evidence(s, outcome, &detail, capture),
                 next_steps: e.next_steps,
             }
         })
@@ -99,7 +108,7 @@ pub fn diagnose(s: &Summary, syn_timeout: Duration) -> Diagnosis {
     Diagnosis { findings, recovered_clients, other_logins_clients }
 }
 
-fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail) -> Vec<Inference> {
+fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureFacts) -> Vec<Inference> {
     let mut out = Vec::new();
     let mut say = |confidence, text: String| out.push(Inference { text, confidence });
     for ((kind, from, ttl, code), n) in &d.answers {
@@ -110,6 +119,9 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail) -> Vec<Inference> 
     }
     if outcome == Outcome::Timeout {
         timeout_evidence(s, d, &mut say);
+        if let Some((confidence, text)) = icmp_blind_spot(s, capture) {
+            say(confidence, text);
+        }
         if let Some(hops) = capture_point(&d.client_ttls) {
             say(Confidence::Possible, hops);
         }
@@ -221,6 +233,32 @@ fn timeout_evidence(s: &Summary, d: &OutcomeDetail, say: &mut impl FnMut(Confide
             );
         }
     }
+}
+
+/// Whether the capture could have missed the ICMP errors that would turn a
+/// timeout into `unreachable`: a `-f` filter that lets no ICMP through, or a
+/// capture with not a single ICMP error (taken with `tcp port 5432`, say).
+fn icmp_blind_spot(s: &Summary, capture: &CaptureFacts) -> Option<(Confidence, String)> {
+    const CAPTURE: &str = "capture with `tcp port 5432 or icmp or icmp6` (the server ports and the ICMP errors)";
+    if let Some(filter) = capture.filter.as_ref().filter(|f| !f.contains("icmp")) {
+        return Some((
+            Confidence::Likely,
+            format!(
+                "the filter `{filter}` lets no ICMP through: an ICMP unreachable or admin-prohibited answer to these \
+                 SYNs would not be seen, so some timeouts may be `unreachable`; {CAPTURE}"
+            ),
+        ));
+    }
+    let icmp_answers = s.details.values().flat_map(|d| d.answers.keys()).any(|a| a.0 == AnswerKind::Icmp);
+    (!icmp_answers && capture.unmatched_icmp == 0).then(|| {
+        (
+            Confidence::Possible,
+            format!(
+                "the capture holds no ICMP error at all: if it was taken with a filter such as `tcp port 5432`, ICMP \
+                 answers were filtered out and some timeouts may be `unreachable`; {CAPTURE}"
+            ),
+        )
+    })
 }
 
 /// How far the capture point is from the clients, from their SYNs' TTL.

@@ -9,7 +9,6 @@ use super::tables::{self, Grid};
 use super::words::{self, headline, summary_line};
 use super::words::{clock, count};
 use super::Report;
-use crate::analysis::diagnosis::diagnose;
 use crate::analysis::summary::Summary;
 use crate::outcome::Column;
 use crate::time::short;
@@ -48,7 +47,7 @@ pub fn render(report: &Report<'_>) -> String {
             if report.filtered { " match the filters" } else { "" }
         );
     } else {
-        let d = diagnose(s, report.syn_timeout);
+        let d = report.diagnose();
         for line in headline(report, &d).lines().filter(|l| !l.is_empty()) {
             let _ = writeln!(out, "<p><strong>{}</strong></p>", escape(line));
         }

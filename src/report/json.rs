@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::attempt_json::AttemptJson;
 use super::Report;
 use crate::analysis::counts::OutcomeCounts;
-use crate::analysis::diagnosis::{diagnose, Diagnosis};
+use crate::analysis::diagnosis::Diagnosis;
 use crate::analysis::summary::ClientSummary;
 use crate::analysis::timeline::{BucketView, Window};
 use crate::capture::CaptureCounters;
@@ -75,7 +75,7 @@ pub fn render(report: &Report<'_>) -> String {
         other_clients: s.other_clients.clone(),
         attempts: s.attempts().into_iter().map(AttemptJson::new).collect(),
         attempts_not_listed: s.attempts_not_listed,
-        diagnosis: diagnose(s, report.syn_timeout),
+        diagnosis: report.diagnose(),
         timeline: TimelineDoc {
             bucket_ms: crate::time::millis(s.timeline.shown_width()),
             buckets: s.timeline.buckets(),

@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use super::tables::{self, Grid};
 use super::words::{self, headline, summary_line};
 use super::Report;
-use crate::analysis::diagnosis::diagnose;
 
 pub fn render(report: &Report<'_>, connections: bool) -> String {
     let s = report.summary;
@@ -15,7 +14,7 @@ pub fn render(report: &Report<'_>, connections: bool) -> String {
         out.push_str("No connection attempts to the server port(s) in this capture");
         out.push_str(if report.filtered { " match the filters.\n\n" } else { ".\n\n" });
     } else {
-        let d = diagnose(s, report.syn_timeout);
+        let d = report.diagnose();
         out.push_str(&paragraphs(&headline(report, &d)));
         out.push_str("## Diagnosis\n\nFailures first, most clients affected first.\n\n");
         for (i, f) in d.findings.iter().enumerate() {

@@ -18,6 +18,7 @@ mod words;
 
 use std::time::Duration;
 
+use crate::analysis::diagnosis::{self, CaptureFacts, Diagnosis};
 use crate::analysis::summary::Summary;
 use crate::capture::CaptureCounters;
 use crate::engine::Stats;
@@ -65,11 +66,19 @@ pub struct Report<'a> {
     pub filtered: bool,
     /// A live capture's libpcap counters.
     pub capture: Option<CaptureCounters>,
+    /// The capture filter the user gave (`-f`), if any.
+    pub capture_filter: Option<String>,
     /// Clients shown in the tables of the terminal, Markdown and HTML reports.
     pub max_rows: usize,
 }
 
 impl Report<'_> {
+    /// The diagnosis of this report's attempts.
+    pub fn diagnose(&self) -> Diagnosis {
+        let capture = CaptureFacts { unmatched_icmp: self.stats.unmatched_icmp, filter: self.capture_filter.clone() };
+        diagnosis::diagnose(self.summary, self.syn_timeout, &capture)
+    }
+
     fn ports_label(&self) -> String {
         let ports: Vec<String> = self.server_ports.iter().map(u16::to_string).collect();
         ports.join(",")

@@ -32,6 +32,9 @@ pub struct OutputOptions {
     pub bucket: Option<Duration>,
     pub ports: Vec<u16>,
     pub syn_timeout: Duration,
+    /// The capture filter the user gave (`-f`), if any: the diagnosis says
+    /// what it may have hidden.
+    pub capture_filter: Option<String>,
     /// Keep the latest failures (for a live view).
     pub recent_failures: bool,
 }
@@ -134,6 +137,7 @@ impl Output {
             filtered: !self.opts.filter.is_empty(),
             capture,
             max_rows: self.opts.max_rows,
+            capture_filter: self.opts.capture_filter.clone(),
         }
     }
 

@@ -9,7 +9,7 @@ use super::evidence::reason;
 use super::tables::{self, ColumnKind, Grid};
 use super::words::{self, headline, summary_line};
 use super::Report;
-use crate::analysis::diagnosis::{diagnose, Diagnosis};
+use crate::analysis::diagnosis::Diagnosis;
 
 pub fn render(report: &Report<'_>, connections: bool, colour: bool) -> String {
     let mut out = String::new();
@@ -18,7 +18,7 @@ pub fn render(report: &Report<'_>, connections: bool, colour: bool) -> String {
         out.push_str("No connection attempts to the server port(s) in this capture");
         out.push_str(if report.filtered { " match the filters.\n\n" } else { ".\n\n" });
     } else {
-        let diagnosis = diagnose(s, report.syn_timeout);
+        let diagnosis = report.diagnose();
         out.push_str(&headline(report, &diagnosis));
         out.push_str(&diagnosis_text(&diagnosis));
         let windows = tables::windows(s);
@@ -112,7 +112,7 @@ pub fn live_view(report: &Report<'_>, status: &[String], max_clients: usize, wid
         out.push_str("No connection attempt has ended yet.\n");
         return out;
     }
-    out.push_str(&headline(report, &diagnose(s, report.syn_timeout)));
+    out.push_str(&headline(report, &report.diagnose()));
     let clients = tables::clients(report, max_clients);
     out.push_str(&draw(&clients, colour));
     out.push('\n');

@@ -133,3 +133,33 @@ fn incident_windows() {
     let counted: u64 = buckets.iter().map(|b| b["attempts"].as_u64().unwrap()).sum();
     assert_eq!(counted, total(&doc));
 }
+
+/// The timeout finding's evidence lines.
+fn timeout_evidence(doc: &Value) -> Vec<String> {
+    doc["diagnosis"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["outcome"] == "timeout")
+        .flat_map(|f| f["evidence"].as_array().unwrap().iter().map(|e| e["text"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[test]
+fn a_capture_filter_without_icmp_is_named_as_what_may_hide_unreachable() {
+    // The recorder staged 90 ICMP admin-prohibited answers; `tcp port 5432`
+    // filters them out, and they read as timeouts.
+    let staged_unreachable = staged().iter().filter(|(_, o)| o == "unreachable").count();
+    assert!(staged_unreachable > 0);
+    let (filtered, _) = analyze_json(&["-f", "tcp port 5432", INCIDENT]);
+    assert_eq!(filtered["totals"]["unreachable"], Value::Null, "no ICMP left to see");
+    let lines = timeout_evidence(&filtered);
+    assert!(lines.iter().any(|l| l.contains("the filter `tcp port 5432` lets no ICMP through")), "{lines:?}");
+    // With the ICMP errors in the capture, nothing is said.
+    let (whole, _) = analyze_json(&[INCIDENT]);
+    assert_eq!(whole["totals"]["unreachable"].as_u64(), Some(staged_unreachable as u64));
+    assert!(timeout_evidence(&whole).iter().all(|l| !l.contains("ICMP")), "{:?}", timeout_evidence(&whole));
+    // A capture of a DROP holds no ICMP at all: said, as a possibility.
+    let (drop, _) = analyze_json(&["captures/nft_drop.pcap"]);
+    assert!(timeout_evidence(&drop).iter().any(|l| l.contains("holds no ICMP error at all")));
+}

@@ -54,7 +54,7 @@ pub fn live(args: LiveArgs) -> ExitCode {
     };
     // -o is created before the drop too, wherever root may write.
     let view = io::stdout().is_terminal() && Format::from(r.format) != Format::Ndjson;
-    let Some(output) = open_output(r, view) else { return ExitCode::from(crate::EXIT_USAGE) };
+    let Some(output) = open_output(r, args.filter.as_deref(), view) else { return ExitCode::from(crate::EXIT_USAGE) };
     match capture.drop_privileges(&args.user) {
         Ok(true) => eprintln!("pgreach: capturing on {} as user {}", args.interface, args.user),
         Ok(false) => eprintln!("pgreach: capturing on {}", args.interface),

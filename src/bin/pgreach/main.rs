@@ -36,7 +36,9 @@ fn main() -> ExitCode {
 fn analyze(args: AnalyzeArgs) -> ExitCode {
     let mut analyzer = Analyzer::new(args.report.engine_config());
     let mut problems = Problems::default();
-    let Some(mut output) = open_output(&args.report, false) else { return ExitCode::from(EXIT_USAGE) };
+    let Some(mut output) = open_output(&args.report, args.filter.as_deref(), false) else {
+        return ExitCode::from(EXIT_USAGE);
+    };
     let progress = progress_bar(&args.files);
     let started = std::time::Instant::now();
     let mut on_attempt = |record, capture_start| output.attempt(record, capture_start);
@@ -122,7 +124,7 @@ fn interfaces() -> ExitCode {
 }
 
 /// The report's destination, from -o: `None` after printing why it cannot be created.
-pub(crate) fn open_output(r: &ReportArgs, live_view: bool) -> Option<Output> {
+pub(crate) fn open_output(r: &ReportArgs, capture_filter: Option<&str>, live_view: bool) -> Option<Output> {
     let out: Box<dyn Write> = match &r.output {
         Some(path) => match File::create(path) {
             Ok(f) => Box::new(BufWriter::new(f)),
@@ -150,6 +152,7 @@ pub(crate) fn open_output(r: &ReportArgs, live_view: bool) -> Option<Output> {
         bucket: r.bucket,
         ports: r.ports.clone(),
         syn_timeout: r.syn_timeout,
+        capture_filter: capture_filter.map(str::to_owned),
         recent_failures: live_view,
     };
     Some(Output::new(opts, out))
