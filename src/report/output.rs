@@ -25,6 +25,8 @@ pub struct OutputOptions {
     pub connections: bool,
     /// Colour the terminal report.
     pub colour: bool,
+    /// The terminal's width, to fit the terminal report to (none: no wrapping).
+    pub width: Option<usize>,
     pub filter: Filter,
     pub redact: bool,
     pub max_listed: usize,
@@ -155,7 +157,7 @@ impl Output {
         let rendered = {
             let report = self.report(stats, files, problems, input_notes, capture);
             match self.opts.format {
-                Format::Table => Some(text::render(&report, self.opts.connections, self.opts.colour)),
+                Format::Table => Some(text::render(&report, self.opts.connections, self.opts.colour, self.opts.width)),
                 Format::Json => Some(json::render(&report)),
                 Format::Markdown => Some(markdown::render(&report, self.opts.connections)),
                 Format::Html => Some(html::render(&report)),

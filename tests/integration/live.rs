@@ -3,6 +3,7 @@
 //! two network namespaces; the privilege drop and the -w file; the terminal
 //! view under tmux; the Prometheus endpoint.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{pgreach, temp_file};
+use crate::util::{pgreach, project_root, temp_file};
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const PASSWORD: &str = "live-test-secret";
@@ -416,12 +417,16 @@ struct TmuxSession(String);
 
 impl TmuxSession {
     fn start(label: &str, width: u16, command: &str) -> TmuxSession {
+        TmuxSession::sized(label, width, 50, command)
+    }
+
+    fn sized(label: &str, width: u16, height: u16, command: &str) -> TmuxSession {
         let name = format!("pgreach-{label}-{}", std::process::id());
         // One tmux command line, so the pane is kept even if the command exits at once.
-        let width = width.to_string();
+        let (width, height) = (width.to_string(), height.to_string());
         let set = ["set-option", "-t", &name, "remain-on-exit", "on"];
         tmux(
-            &[&["new-session", "-d", "-s", &name, "-x", &width, "-y", "50", "bash", "-c", command, ";"][..], &set]
+            &[&["new-session", "-d", "-s", &name, "-x", &width, "-y", &height, "bash", "-c", command, ";"][..], &set]
                 .concat(),
         );
         TmuxSession(name)
@@ -474,6 +479,64 @@ fn terminal_view_updates_in_place_under_tmux() {
     let end = pane_shows(session, "refused: 1 client, 3 attempts");
     assert!(!end.contains("Ctrl-C for the final report"), "{end}");
     pane_shows(session, "exit=0");
+}
+
+/// Every line the pane holds, its scrollback included, with the lines the
+/// terminal wrapped joined again: what the program wrote, line by line.
+fn pane_lines(session: &str) -> Vec<String> {
+    tmux(&["capture-pane", "-p", "-J", "-S", "-", "-t", session]).lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn the_report_fits_80_and_120_column_terminals() {
+    let staged: BTreeSet<String> = serde_json::from_str::<Value>(
+        &std::fs::read_to_string(project_root().join("captures/incident.expected.json")).unwrap(),
+    )
+    .unwrap()["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["client"].as_str().unwrap().to_owned())
+        .collect();
+    for width in [80u16, 120] {
+        let cmd = format!(
+            "cd {}; {} analyze --connections captures/incident.pcap; echo finished",
+            project_root().display(),
+            env!("CARGO_BIN_EXE_pgreach")
+        );
+        let session = TmuxSession::sized(&format!("width{width}"), width, 50, &cmd);
+        tmux(&["set-option", "-t", &session.0, "history-limit", "20000"]);
+        pane_shows(&session.0, "finished");
+        let lines = pane_lines(&session.0);
+        let long: Vec<&String> = lines.iter().filter(|l| l.trim_end().chars().count() > usize::from(width)).collect();
+        assert!(long.is_empty(), "{width} columns: {} lines too long: {:?}", long.len(), &long[..long.len().min(3)]);
+        let text = lines.join("\n");
+        for client in &staged {
+            assert!(text.contains(&format!("{client}:")), "{width} columns: {client} is not whole");
+        }
+        assert!(text.contains("refused: 30 clients, 90 attempts"), "{width}");
+    }
+}
+
+#[test]
+fn the_live_view_keeps_its_status_line_on_a_small_screen() {
+    if !can_run("live view") {
+        return;
+    }
+    let closed = free_port();
+    let cmd = format!("{} live -i lo -p {closed}; echo exit=$?", env!("CARGO_BIN_EXE_pgreach"));
+    let session = TmuxSession::sized("small", 80, 24, &cmd);
+    pane_shows(&session.0, "No connection attempt has ended yet");
+    for _ in 0..6 {
+        assert!(TcpStream::connect(("127.0.0.1", closed)).is_err());
+    }
+    let view = pane_shows(&session.0, "6 attempts from 1 client");
+    let first = view.lines().next().unwrap_or_default();
+    assert!(first.starts_with("pgreach live on lo"), "the status line is first: {view}");
+    let lines = tmux(&["capture-pane", "-p", "-J", "-t", &session.0]);
+    assert!(lines.lines().all(|l| l.trim_end().chars().count() <= 80), "{lines}");
+    tmux(&["send-keys", "-t", &session.0, "C-c", ""]);
+    pane_shows(&session.0, "exit=0");
 }
 
 #[test]

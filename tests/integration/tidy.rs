@@ -60,8 +60,8 @@ fn code_of(text: &str) -> String {
 /// The library modules a module names (`crate::x::y`, `super::z`), resolved
 /// to the longest module path that exists.
 fn imports(name: &str, code: &str, modules: &BTreeMap<String, String>) -> BTreeSet<String> {
-    let is_dir_module = modules.keys().any(|m| m.starts_with(&format!("{name}::")));
-    let parent = if is_dir_module { name.to_owned() } else { name.rsplit_once("::").map_or("", |p| p.0).to_owned() };
+    // `super` is the parent module, for `x.rs` and `x/mod.rs` alike.
+    let parent = name.rsplit_once("::").map_or("", |p| p.0).to_owned();
     let mut found = BTreeSet::new();
     for (prefix, base) in [("crate::", String::new()), ("super::", parent)] {
         let mut rest = code;

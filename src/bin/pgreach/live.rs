@@ -189,7 +189,7 @@ impl LiveSink for LiveReport {
                 short(self.syn_timeout)
             ),        ];
         let report = self.output.report(analyzer.stats(), &[], Vec::new(), Vec::new(), Some(status.counters));
-        view.draw(&text::live_view(&report, &lines, view.rows(), view.columns(), colour_allowed()));
+        view.draw(&text::live_view(&report, &lines, view.height(), view.width(), colour_allowed()));
     }
 
     fn problem(&mut self, line: String) {

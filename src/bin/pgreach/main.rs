@@ -139,6 +139,7 @@ pub(crate) fn open_output(r: &ReportArgs, capture_filter: Option<&str>, live_vie
         format: Format::from(r.format),
         connections: r.connections,
         colour: r.output.is_none() && io::stdout().is_terminal() && colour_allowed(),
+        width: if r.output.is_none() { terminal_width() } else { None },
         filter: Filter {
             clients: r.clients.clone(),
             servers: r.servers.clone(),
@@ -173,6 +174,16 @@ pub(crate) fn finish_output(
         eprintln!("pgreach: cannot write the report to {to}: {e}");
         ExitCode::FAILURE
     })
+}
+
+/// The width of the terminal on standard output (`COLUMNS` when set, as
+/// `ls` takes it), or none off a terminal: a file or a pipe is not wrapped.
+pub(crate) fn terminal_width() -> Option<usize> {
+    if !io::stdout().is_terminal() {
+        return None;
+    }
+    let columns = std::env::var("COLUMNS").ok().and_then(|c| c.parse::<usize>().ok()).filter(|&c| c > 0);
+    columns.or_else(|| crossterm::terminal::size().ok().map(|(w, _)| usize::from(w)))
 }
 
 /// Colour on a terminal unless NO_COLOR is set to anything (no-color.org).

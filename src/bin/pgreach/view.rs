@@ -1,36 +1,47 @@
-//! The live terminal view: the alternate screen, redrawn in place.
+//! The live terminal view: the alternate screen (as top uses), redrawn in
+//! place with crossterm and left before the final report is printed.
 
 use std::io::{self, Write};
 
-/// The terminal view, redrawn in place on the alternate screen (as top does),
-/// which is left before the final report is printed.
+use crossterm::cursor::MoveTo;
+use crossterm::terminal::{self, Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen};
+use crossterm::QueueableCommand;
+
+/// The size assumed when the terminal does not say.
+const FALLBACK_SIZE: (u16, u16) = (160, 40);
+
 pub struct LiveView {
     pub interface: String,
 }
 
 impl LiveView {
     pub fn start(interface: &str) -> LiveView {
-        print!("\x1b[?1049h\x1b[H");
-        let _ = io::stdout().flush();
+        let mut out = io::stdout();
+        let _ = out.queue(EnterAlternateScreen).and_then(|o| o.queue(MoveTo(0, 0))).and_then(|o| o.flush());
         LiveView { interface: interface.to_owned() }
     }
 
-    /// Client rows that fit under the status lines, the headline and the
-    /// latest failures.
-    pub fn rows(&self) -> usize {
-        let (_, lines) = crossterm::terminal::size().unwrap_or((160, 40));
-        usize::from(lines).saturating_sub(19).max(5)
+    /// The screen's lines.
+    pub fn height(&self) -> usize {
+        usize::from(terminal::size().unwrap_or(FALLBACK_SIZE).1)
     }
 
-    pub fn columns(&self) -> usize {
-        let (columns, _) = crossterm::terminal::size().unwrap_or((160, 40));
-        usize::from(columns)
+    /// The screen's columns.
+    pub fn width(&self) -> usize {
+        usize::from(terminal::size().unwrap_or(FALLBACK_SIZE).0)
     }
 
+    /// Replaces the screen with `screen` (at most `height` lines; the last
+    /// one gets no newline, which would scroll the first off the top).
     pub fn draw(&mut self, screen: &str) {
         let mut out = io::stdout().lock();
-        let _ = write!(out, "\x1b[H\x1b[J{screen}");
-        let _ = out.flush();
+        let drawn = out
+            .queue(MoveTo(0, 0))
+            .and_then(|o| o.queue(Clear(ClearType::All)))
+            .and_then(|o| o.write_all(screen.trim_end_matches('\n').as_bytes()))
+            .and_then(|()| out.flush());
+        // A terminal that went away ends the view, not the capture.
+        let _ = drawn;
     }
 
     pub fn end(self) {
@@ -38,7 +49,7 @@ impl LiveView {
     }
 
     pub fn leave_screen() {
-        print!("\x1b[?1049l");
-        let _ = io::stdout().flush();
+        let mut out = io::stdout();
+        let _ = out.queue(LeaveAlternateScreen).and_then(|o| o.flush());
     }
 }
