@@ -4,6 +4,10 @@
 
 use pcap::{Capture, Offline, Precision};
 
+use std::io;
+use std::sync::mpsc;
+
+use super::gzip::{self, Readable};
 use super::{FilterError, Problem, Problems, UnsupportedLink};
 use crate::decode::LinkType;
 use crate::engine::Analyzer;
@@ -19,6 +23,9 @@ struct Source {
     read: u64,
     pending: Option<Timestamp>,
     frame: Vec<u8>,
+    /// Why the thread feeding libpcap's pipe (gzip, standard input) stopped
+    /// early, if it did.
+    feeder_failed: Option<mpsc::Receiver<io::Error>>,
 }
 
 impl Source {
@@ -26,26 +33,39 @@ impl Source {
     /// error the source is exhausted.
     fn advance(&mut self, problems: &mut Problems) {
         self.pending = None;
-        match self.capture.next_packet() {
+        let error = match self.capture.next_packet() {
             Ok(packet) => {
                 self.read += 1;
                 let ts = Timestamp::from_secs_nanos(packet.header.ts.tv_sec, packet.header.ts.tv_usec);
                 self.frame.clear();
                 self.frame.extend_from_slice(packet.data);
                 self.pending = Some(ts);
+                return;
             }
-            Err(pcap::Error::NoMorePackets) => {}
+            Err(e) => e,
+        };
+        // The decompression failed: libpcap met the end of what it was given.
+        if let Some(e) = self.feeder_failed.as_ref().and_then(|f| f.try_recv().ok()) {
+            return self.fail(problems, &e);
+        }
+        match error {
+            pcap::Error::NoMorePackets => {}
             // Fewer bytes than a record header after the last packet: trailing
             // junk (a newline appended in transfer), not a lost packet.
-            Err(pcap::Error::PcapError(msg)) if msg.contains("header bytes") => {
+            pcap::Error::PcapError(msg) if msg.contains("header bytes") => {
                 problems.trailing_fragment.push(self.name.clone());
             }
-            Err(e) => problems.file_errors.push(Problem {
-                file: self.name.clone(),
-                packet: Some(self.read + 1),
-                message: format!("cannot read further, the rest of this file is skipped: {e}"),
-            }),
+            e => self.fail(problems, &e),
         }
+    }
+
+    /// The rest of this file cannot be read.
+    fn fail(&self, problems: &mut Problems, e: &dyn std::fmt::Display) {
+        problems.file_errors.push(Problem {
+            file: self.name.clone(),
+            packet: Some(self.read + 1),
+            message: format!("cannot read further, the rest of this file is skipped: {e}"),
+        });
     }
 }
 
@@ -107,10 +127,26 @@ fn drain(analyzer: &mut Analyzer, on_attempt: &mut dyn FnMut(AttemptRecord, Time
 
 fn open(path: &str, filter: Option<&str>, problems: &mut Problems) -> Result<Option<Source>, FilterError> {
     let file_problem = |message: String| Problem { file: path.to_owned(), packet: None, message };
-    let mut capture = match Capture::from_file_with_precision(path, Precision::Nano) {
+    let cannot_open = |e: &dyn std::fmt::Display| file_problem(format!("cannot open as a pcap or pcapng capture: {e}"));
+    let (libpcap_path, pipe) = match gzip::readable(path) {
+        Ok(Readable::Path) => (path.to_owned(), None),
+        Ok(Readable::Pipe { path, read_end, failed }) => (path, Some((read_end, failed))),
+        Err(e) => {
+            problems.file_errors.push(cannot_open(&e));
+            return Ok(None);
+        }
+    };
+    let opened = Capture::from_file_with_precision(&libpcap_path, Precision::Nano);
+    // libpcap holds its own descriptor of the pipe now (or failed, and the
+    // feeder then stops at a broken pipe).
+    let feeder_failed = pipe.map(|(read_end, failed)| {
+        drop(read_end);
+        failed
+    });
+    let mut capture = match opened {
         Ok(c) => c,
         Err(e) => {
-            problems.file_errors.push(file_problem(format!("cannot open as a pcap or pcapng capture: {e}")));
+            problems.file_errors.push(cannot_open(&e));
             return Ok(None);
         }
     };
@@ -122,5 +158,5 @@ fn open(path: &str, filter: Option<&str>, problems: &mut Problems) -> Result<Opt
     if let Some(expr) = filter {
         capture.filter(expr, true).map_err(|e| FilterError { expr: expr.to_owned(), reason: e.to_string() })?;
     }
-    Ok(Some(Source { name: path.to_owned(), capture, link, read: 0, pending: None, frame: Vec::new() }))
+    Ok(Some(Source { name: path.to_owned(), capture, link, read: 0, pending: None, frame: Vec::new(), feeder_failed }))
 }

@@ -4,6 +4,7 @@
 //! errors, and libpcap's counters.
 
 pub mod file;
+mod gzip;
 pub mod live;
 
 use std::collections::BTreeMap;

@@ -288,3 +288,62 @@ fn fail_on_gives_its_own_exit_status() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("or failures"), "{}", stderr(&bad));
 }
+
+#[test]
+fn gzip_captures_read_like_the_uncompressed_ones() {
+    let plain = read_capture("incident.pcap");
+    let (want, _) = analyze_json(&["captures/incident.pcap"]);
+    let gz = {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&plain).expect("compress");
+        enc.finish().expect("compress")
+    };
+    let path = temp_file("incident.pcap.gz", &gz).to_string_lossy().into_owned();
+    let (from_file, out) = analyze_json(&[&path]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(from_file["totals"], want["totals"]);
+    assert_eq!(from_file["stats"], want["stats"]);
+    let piped = pgreach_with_stdin(&["analyze", "--format", "json", "-"], Some(&gz));
+    let from_stdin: serde_json::Value = serde_json::from_slice(&piped.stdout).expect("json");
+    assert_eq!(from_stdin["totals"], want["totals"]);
+    // Cut short: one line with the packet it stopped at, what came before is analyzed.
+    let cut = temp_file("incident-cut.pcap.gz", &gz[..gz.len() / 2]).to_string_lossy().into_owned();
+    let (partial, out) = analyze_json(&[&cut]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("incident-cut.pcap.gz: packet ") && err.contains("cannot read further"), "{err}");
+    let read = partial["stats"]["packets"].as_u64().unwrap();
+    assert!(read > 0 && read < want["stats"]["packets"].as_u64().unwrap(), "{read}");
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_flags() {
+    let bash = pgreach(&["completions", "bash"]);
+    assert_eq!(bash.status.code(), Some(0));
+    let script = String::from_utf8(bash.stdout).expect("utf-8");
+    for flag in ["--fail-on", "--max-flows", "--redact", "interfaces"] {
+        assert!(script.contains(flag), "bash completions lack {flag}");
+    }
+    let syntax = Command::new("bash").arg("-n").stdin(Stdio::piped()).spawn().and_then(|mut c| {
+        use std::io::Write;
+        c.stdin.take().expect("stdin").write_all(script.as_bytes())?;
+        c.wait()
+    });
+    assert!(syntax.expect("bash -n").success(), "bash cannot parse its completions");
+    let man = String::from_utf8(pgreach(&["man"]).stdout).expect("utf-8");
+    assert!(man.contains(".TH pgreach 1"), "{}", &man[..man.len().min(300)]);
+    for page in ["pgreach\\-analyze", "pgreach\\-live"] {
+        assert!(man.contains(page), "the man page lacks {page}");
+    }
+    assert!(man.contains("fail\\-on"), "options are documented");
+}
+
+#[test]
+fn colour_is_asked_for_or_refused_with_color() {
+    let run = |when: &str| pgreach(&["analyze", "--color", when, "captures/server_stopped.pcap"]).stdout;
+    assert!(run("always").contains(&0x1b), "--color always colours a pipe");
+    assert!(!run("never").contains(&0x1b));
+    assert!(!run("auto").contains(&0x1b), "a pipe is not a terminal");
+}

@@ -234,6 +234,7 @@ fn live_on_loopback_reports_what_real_clients_saw() {
         format!("pgreach_attempts_total{{server=\"127.0.0.1:{closed}\",outcome=\"refused\"}} 1"),
         "pgreach_client_attempts_total{client=\"127.0.0.1\",outcome=\"success\"} 1".to_owned(),
         "pgreach_login_seconds_count 1".to_owned(),
+        format!("pgreach_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION")),
     ] {
         assert!(scraped.contains(&want), "metrics lack {want}:\n{scraped}");
     }

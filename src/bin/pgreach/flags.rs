@@ -31,6 +31,13 @@ pub enum Command {
     Live(LiveArgs),
     /// List the interfaces that can be captured on.
     Interfaces,
+    /// Print shell completions (e.g. `pgreach completions bash > /etc/bash_completion.d/pgreach`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (e.g. `pgreach man > /usr/local/share/man/man1/pgreach.1`).
+    Man,
 }
 
 #[derive(clap::Args)]
@@ -97,6 +104,9 @@ pub struct ReportArgs {
     pub connections: bool,
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     pub format: FormatArg,
+    /// Colour the terminal report: `auto` on a terminal unless NO_COLOR is set.
+    #[arg(long = "color", value_name = "WHEN", value_enum, default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
     /// Write the report to this file instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -178,6 +188,14 @@ impl ReportArgs {
             max_flows: usize::try_from(self.max_flows).unwrap_or(usize::MAX),
         }
     }
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 /// One `--fail-on` condition.

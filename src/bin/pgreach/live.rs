@@ -18,6 +18,7 @@ use pgreach::report::{text, Format};
 use pgreach::time::{short, Timestamp};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use crate::flags::ColorWhen;
 use crate::flags::LiveArgs;
 use crate::view::LiveView;
 use crate::{colour_allowed, exit_status, finish_output, open_output};
@@ -80,6 +81,11 @@ pub fn live(args: LiveArgs) -> ExitCode {
         source: format!("live:{}", args.interface),
         syn_timeout: r.syn_timeout,
         ports: r.ports.clone(),
+        colour: match r.color {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            ColorWhen::Auto => colour_allowed(),
+        },
     };
     let mut analyzer = Analyzer::new(r.engine_config());
     let stop_when = StopWhen { duration: args.duration, count: args.count };
@@ -151,6 +157,8 @@ struct LiveReport {
     source: String,
     syn_timeout: Duration,
     ports: Vec<u16>,
+    /// Colour in the view (`--color`; auto: unless NO_COLOR, the view being on a terminal).
+    colour: bool,
 }
 
 impl LiveSink for LiveReport {
@@ -189,7 +197,7 @@ impl LiveSink for LiveReport {
                 short(self.syn_timeout)
             ),        ];
         let report = self.output.report(analyzer.stats(), &[], Vec::new(), Vec::new(), Some(status.counters));
-        view.draw(&text::live_view(&report, &lines, view.height(), view.width(), colour_allowed()));
+        view.draw(&text::live_view(&report, &lines, view.height(), view.width(), self.colour));
     }
 
     fn problem(&mut self, line: String) {

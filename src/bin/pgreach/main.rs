@@ -2,6 +2,7 @@
 //! library; this binary maps flags onto it ([`flags`]), runs the file
 //! analysis, and drives a live capture ([`live`]) with its terminal view ([`view`]).
 
+mod docs;
 mod flags;
 mod live;
 mod view;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use flags::{AnalyzeArgs, Cli, Command, ReportArgs};
+use flags::{AnalyzeArgs, Cli, ColorWhen, Command, ReportArgs};
 use pgreach::analysis::filter::Filter;
 use pgreach::capture::{analyze_files, CaptureCounters, Problems};
 use pgreach::engine::{Analyzer, Stats};
@@ -30,6 +31,8 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze(args),
         Command::Live(args) => live::live(args),
         Command::Interfaces => interfaces(),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man => docs::man(),
     }
 }
 
@@ -138,7 +141,7 @@ pub(crate) fn open_output(r: &ReportArgs, capture_filter: Option<&str>, live_vie
     let opts = OutputOptions {
         format: Format::from(r.format),
         connections: r.connections,
-        colour: r.output.is_none() && io::stdout().is_terminal() && colour_allowed(),
+        colour: colour(r),
         width: if r.output.is_none() { terminal_width() } else { None },
         filter: Filter {
             clients: r.clients.clone(),
@@ -184,6 +187,15 @@ pub(crate) fn terminal_width() -> Option<usize> {
     }
     let columns = std::env::var("COLUMNS").ok().and_then(|c| c.parse::<usize>().ok()).filter(|&c| c > 0);
     columns.or_else(|| crossterm::terminal::size().ok().map(|(w, _)| usize::from(w)))
+}
+
+/// Whether the terminal report is coloured (`--color`).
+fn colour(r: &ReportArgs) -> bool {
+    match r.color {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => r.output.is_none() && io::stdout().is_terminal() && colour_allowed(),
+    }
 }
 
 /// Colour on a terminal unless NO_COLOR is set to anything (no-color.org).

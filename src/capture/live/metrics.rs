@@ -84,6 +84,10 @@ impl Default for Metrics {
         registry.register("unanswered_syns", "SYNs waiting longer than the SYN time-out now", unanswered.clone());
         let open = Gauge::default();
         registry.register("open_connections", "Connections established and not closed now", open.clone());
+        // The version as a label on a constant 1, as Prometheus exporters do.
+        let build_info = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+        build_info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))]).set(1);
+        registry.register("build_info", "The pgreach that serves these metrics (1, with its version)", build_info);
         Metrics {
             registry,
             attempts,
