@@ -347,3 +347,28 @@ fn colour_is_asked_for_or_refused_with_color() {
     assert!(!run("never").contains(&0x1b));
     assert!(!run("auto").contains(&0x1b), "a pipe is not a terminal");
 }
+
+#[test]
+fn tcpdump_habits_read_files_with_r_and_a_trailing_filter() {
+    let (with_f, _) = analyze_json(&["-f", "tcp port 5432", "captures/incident.pcap"]);
+    let (with_r, out) = analyze_json(&["-r", "captures/incident.pcap", "tcp", "port", "5432"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(with_r["totals"], with_f["totals"]);
+    assert_eq!(with_r["stats"], with_f["stats"]);
+    assert_eq!(with_r["files"], serde_json::json!(["captures/incident.pcap"]));
+    let (two, _) = analyze_json(&["-r", "captures/normal.pcap", "-r", "captures/server_stopped.pcap"]);
+    assert_eq!(attempts(&two), 5, "3 logins and 2 refusals");
+    // Without -r, trailing filter words are not files: a hint, and no report.
+    let out = pgreach(&["analyze", "captures/incident.pcap", "port", "5432"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    let err = stderr(&out);
+    assert!(err.contains("use -f \"port 5432\"") && err.contains("-r FILE port 5432"), "{err}");
+    // A filter given twice, and nothing to read.
+    let twice = pgreach(&["analyze", "-r", "captures/normal.pcap", "-f", "icmp", "port", "5432"]);
+    assert_eq!(twice.status.code(), Some(2));
+    assert!(stderr(&twice).contains("give it once"), "{}", stderr(&twice));
+    let none = pgreach(&["analyze"]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(stderr(&none).contains("-r FILE"), "{}", stderr(&none));
+}

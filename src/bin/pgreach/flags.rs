@@ -1,7 +1,7 @@
 //! The command line: the flags as clap reads them, and how they map onto
 //! the library's types (the library itself knows no clap).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -42,9 +42,13 @@ pub enum Command {
 
 #[derive(clap::Args)]
 pub struct AnalyzeArgs {
-    /// Capture files; several are analyzed as one capture.
-    #[arg(required = true, value_name = "FILE")]
+    /// Capture files; several are analyzed as one capture. After -r, these words are a
+    /// filter expression instead, as tcpdump takes them (`-r FILE port 5432`).
+    #[arg(value_name = "FILE")]
     pub files: Vec<String>,
+    /// A capture file to read (repeatable), as tcpdump's -r.
+    #[arg(short = 'r', long = "read", value_name = "FILE")]
+    pub read: Vec<String>,
     /// Only packets matching this libpcap filter expression (as tcpdump takes).
     #[arg(short = 'f', long, value_name = "EXPR")]
     pub filter: Option<String>,
@@ -188,6 +192,46 @@ impl ReportArgs {
             max_flows: usize::try_from(self.max_flows).unwrap_or(usize::MAX),
         }
     }
+}
+
+/// What `analyze` reads: its files and the filter expression.
+pub struct Inputs {
+    pub files: Vec<String>,
+    pub filter: Option<String>,
+}
+
+impl AnalyzeArgs {
+    /// The files and the filter, from the positional words, -r and -f as
+    /// tcpdump users write them; or why they do not make sense.
+    pub fn inputs(&self) -> Result<Inputs, String> {
+        if !self.read.is_empty() {
+            let trailing = (!self.files.is_empty()).then(|| self.files.join(" "));
+            if trailing.is_some() && self.filter.is_some() {
+                return Err("a filter expression both after -r's file and with -f: give it once".to_owned());
+            }
+            return Ok(Inputs { files: self.read.clone(), filter: trailing.or_else(|| self.filter.clone()) });
+        }
+        if self.files.is_empty() {
+            return Err("no capture to read: give FILE… or -r FILE (`-` reads standard input)".to_owned());
+        }
+        // A tcpdump habit: `pgreach analyze f.pcap port 5432`. Words that are
+        // no file but read as a filter expression get the hint, not a report.
+        if let Some(at) = self.files.iter().position(|f| f != "-" && !Path::new(f).exists()) {
+            let words = self.files[at..].join(" ");
+            if compiles_as_filter(&words) {
+                return Err(format!(
+                    "{words:?} is not a file but reads as a filter expression: use -f {words:?}, or tcpdump's form \
+                     -r FILE {words}"
+                ));
+            }
+        }
+        Ok(Inputs { files: self.files.clone(), filter: self.filter.clone() })
+    }
+}
+
+/// Whether libpcap compiles the words as a filter (for Ethernet).
+fn compiles_as_filter(words: &str) -> bool {
+    pcap::Capture::dead(pcap::Linktype::ETHERNET).is_ok_and(|dead| dead.compile(words, true).is_ok())
 }
 
 /// `--color`.

@@ -37,12 +37,19 @@ fn main() -> ExitCode {
 }
 
 fn analyze(args: AnalyzeArgs) -> ExitCode {
+    let inputs = match args.inputs() {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            eprintln!("pgreach: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let mut analyzer = Analyzer::new(args.report.engine_config());
     let mut problems = Problems::default();
-    let Some(mut output) = open_output(&args.report, args.filter.as_deref(), false) else {
+    let Some(mut output) = open_output(&args.report, inputs.filter.as_deref(), false) else {
         return ExitCode::from(EXIT_USAGE);
     };
-    let progress = progress_bar(&args.files);
+    let progress = progress_bar(&inputs.files);
     let started = std::time::Instant::now();
     let mut on_attempt = |record, capture_start| output.attempt(record, capture_start);
     let mut on_progress = |bytes| {
@@ -54,8 +61,8 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
         }
     };
     let read = analyze_files(
-        &args.files,
-        args.filter.as_deref(),
+        &inputs.files,
+        inputs.filter.as_deref(),
         &mut analyzer,
         &mut problems,
         &mut on_attempt,
@@ -77,7 +84,7 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
         return ExitCode::from(EXIT_INPUT);
     }
     let matched = args.report.fail_on_matched(output.reported());
-    let written = finish_output(output, &args.report, analyzer.stats(), &args.files, lines, problems.notes(), None);
+    let written = finish_output(output, &args.report, analyzer.stats(), &inputs.files, lines, problems.notes(), None);
     match written {
         Err(code) => code,
         Ok(()) if !matched && problems.has_file_errors() => ExitCode::from(EXIT_INPUT),
