@@ -1,0 +1,184 @@
+//! The files `cargo xtask bench analyze` reads: a replayed incident, a SYN
+//! flood from millions of sources, and a real pgbench capture with login
+//! errors staged among the logins. Each is made once and reused.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use super::{Server, PG_BIN};
+use crate::lab::sh;
+
+/// Copies of the incident capture, each shifted in time past the last one
+/// (and the engine's linger), so every copy's attempts are new attempts.
+pub const REPLAY_COPIES: u32 = 400;
+/// SYNs in the flood file, each from its own source address and port.
+pub const FLOOD_SYNS: u32 = 10_000_000;
+/// One SYN in this many is retransmitted once, a second later.
+const FLOOD_RETRANSMIT_EVERY: u32 = 1000;
+/// Staged failed logins in the pgbench capture: database missing, and
+/// rejected by a pg_hba.conf line.
+pub const PGBENCH_MISSING_DB: u32 = 50;
+pub const PGBENCH_HBA_REJECTED: u32 = 50;
+/// How long pgbench runs while the capture records.
+const PGBENCH_SECONDS: u32 = 30;
+
+/// Writes REPLAY_COPIES copies of a pcap's records; returns the attempts
+/// that makes (the incident's 450 per copy).
+pub fn write_replay(pcap: &[u8], out: &Path) -> Result<u64> {
+    if pcap.len() < 24 || pcap[..4] != [0xd4, 0xc3, 0xb2, 0xa1] && pcap[..4] != [0x4d, 0x3c, 0xb2, 0xa1] {
+        bail!("captures/incident.pcap is not a little-endian pcap");
+    }
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into()?) as usize;
+        records.push(at..at + 16 + caplen);
+        at += 16 + caplen;
+    }
+    let secs =
+        |r: &std::ops::Range<usize>| u32::from_le_bytes(pcap[r.start..r.start + 4].try_into().unwrap_or_default());
+    let span = records.last().map_or(0, secs) - records.first().map_or(0, secs);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
+    file.write_all(&pcap[..24])?;
+    for copy in 0..REPLAY_COPIES {
+        let shift = copy * (span + 120);
+        for r in &records {
+            let mut rec = pcap[r.clone()].to_vec();
+            let t = secs(r) + shift;
+            rec[..4].copy_from_slice(&t.to_le_bytes());
+            file.write_all(&rec)?;
+        }
+    }
+    file.flush()?;
+    Ok(450 * u64::from(REPLAY_COPIES))
+}
+
+/// FLOOD_SYNS Ethernet/IPv4 SYNs (54-byte frames) to 192.0.2.1:5432, 1 µs
+/// apart, each from its own address and port in 198.18.0.0/15 (the
+/// benchmarking range), never answered; one in FLOOD_RETRANSMIT_EVERY is sent
+/// again a second later, as a client's first retransmission.
+pub fn write_flood(out: &Path) -> Result<()> {
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?);
+    let mut header = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
+    header.extend_from_slice(&2u16.to_le_bytes());
+    header.extend_from_slice(&4u16.to_le_bytes());
+    header.extend_from_slice(&[0; 8]);
+    header.extend_from_slice(&65535u32.to_le_bytes());
+    header.extend_from_slice(&1u32.to_le_bytes());
+    file.write_all(&header)?;
+    let mut retransmit = std::collections::VecDeque::new();
+    for i in 0..FLOOD_SYNS {
+        let micros = u64::from(i);
+        while retransmit.front().is_some_and(|&(at, _)| at <= micros) {
+            let (at, j) = retransmit.pop_front().unwrap_or_default();
+            file.write_all(&flood_record(at, j))?;
+        }
+        file.write_all(&flood_record(micros, i))?;
+        if i % FLOOD_RETRANSMIT_EVERY == 0 {
+            retransmit.push_back((micros + 1_000_000, i));
+        }
+    }
+    for (at, j) in retransmit {
+        file.write_all(&flood_record(at, j))?;
+    }
+    file.flush()?;
+    Ok(())
+}
+
+/// The pcap record of the flood's SYN number `i`, at `micros`.
+fn flood_record(micros: u64, i: u32) -> Vec<u8> {
+    let src = 0xc612_0000u32 + i % 0x2_0000;
+    let sport = 1024 + (i / 0x2_0000) as u16;
+    let mut frame = vec![0u8; 54];
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    frame[14] = 0x45;
+    frame[16..18].copy_from_slice(&40u16.to_be_bytes());
+    frame[22] = 64;
+    frame[23] = 6;
+    frame[26..30].copy_from_slice(&src.to_be_bytes());
+    frame[30..34].copy_from_slice(&[192, 0, 2, 1]);
+    frame[34..36].copy_from_slice(&sport.to_be_bytes());
+    frame[36..38].copy_from_slice(&5432u16.to_be_bytes());
+    frame[38..42].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+    frame[46] = 0x50;
+    frame[47] = 0x02;
+    frame[48..50].copy_from_slice(&64240u16.to_be_bytes());
+    let mut rec = Vec::with_capacity(70);
+    rec.extend_from_slice(&(1_700_000_000 + (micros / 1_000_000) as u32).to_le_bytes());
+    rec.extend_from_slice(&((micros % 1_000_000) as u32).to_le_bytes());
+    rec.extend_from_slice(&54u32.to_le_bytes());
+    rec.extend_from_slice(&54u32.to_le_bytes());
+    rec.extend_from_slice(&frame);
+    rec
+}
+
+/// What the pgbench capture holds, as staged: connections pgbench made (one
+/// per transaction, plus its own first one) and the failed logins.
+pub struct PgbenchCapture {
+    pub logins: u64,
+    pub database_missing: u32,
+    pub hba_rejected: u32,
+}
+
+/// Records a real capture on loopback: `pgbench -C` (one connection per
+/// transaction) against a PostgreSQL 15 for PGBENCH_SECONDS while clients
+/// with a missing database and a pg_hba.conf-rejected user fail beside it;
+/// tcpdump writes whole packets. Reused when already made (the staged counts
+/// are kept beside it).
+pub fn record_pgbench(out: &Path) -> Result<PgbenchCapture> {
+    let counts = out.with_extension("counts");
+    if let Ok(text) = std::fs::read_to_string(&counts) {
+        if let Some(logins) = text.trim().parse().ok().filter(|_| out.exists()) {
+            return Ok(PgbenchCapture {
+                logins,
+                database_missing: PGBENCH_MISSING_DB,
+                hba_rejected: PGBENCH_HBA_REJECTED,
+            });
+        }
+    }
+    let server = Server::start()?;
+    let port = server.port;
+    let hba = sh(&format!("su postgres -c '{PG_BIN}/psql -h 127.0.0.1 -p {port} -U postgres -Atc \"show hba_file\"'"))?;
+    sh(&format!("sed -i '1i host all rejectme 127.0.0.1/32 reject' {}", hba.trim()))?;
+    sh(&format!(
+        "su postgres -c '{PG_BIN}/psql -h 127.0.0.1 -p {port} -U postgres -c \"select pg_reload_conf()\"' >/dev/null"
+    ))?;
+    let pgbench = |extra: &str| format!("{PG_BIN}/pgbench -h 127.0.0.1 -p {port} -U postgres {extra} postgres");
+    sh(&format!("{} >/dev/null 2>&1", pgbench("-i -s 1")))?;
+    let mut tcpdump = std::process::Command::new("tcpdump")
+        .args(["-i", "lo", "-n", "-s", "0", "-B", "65536", "-w"])
+        .arg(out)
+        .args(["tcp", "port", &port.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("tcpdump (apt-get install tcpdump)")?;
+    std::thread::sleep(Duration::from_secs(1));
+    let failing = format!(
+        "for i in $(seq {PGBENCH_MISSING_DB}); do {PG_BIN}/psql -h 127.0.0.1 -p {port} -U postgres -d nosuchdb -c 'select 1' >/dev/null 2>&1; sleep 0.2; done & \
+         for i in $(seq {PGBENCH_HBA_REJECTED}); do {PG_BIN}/psql -h 127.0.0.1 -p {port} -U rejectme -d postgres -c 'select 1' >/dev/null 2>&1; sleep 0.2; done & wait"
+    );
+    let failing = std::thread::spawn(move || sh(&failing));
+    let out_text = sh(&pgbench(&format!("-C -n -S -c 4 -j 2 -T {PGBENCH_SECONDS}")))?;
+    failing.join().map_err(|_| anyhow::anyhow!("the failing clients' thread"))??;
+    std::thread::sleep(Duration::from_secs(2));
+    sh(&format!("kill -INT {}", tcpdump.id()))?;
+    tcpdump.wait()?;
+    drop(server);
+    let transactions: u64 = out_text
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split('/').next())
+        .context("pgbench's transaction count")?
+        .trim()
+        .parse()?;
+    if !out.exists() {
+        bail!("tcpdump wrote no capture");
+    }
+    // pgbench opens one connection of its own before the transactions.
+    let logins = transactions + 1;
+    std::fs::write(&counts, logins.to_string())?;
+    Ok(PgbenchCapture { logins, database_missing: PGBENCH_MISSING_DB, hba_rejected: PGBENCH_HBA_REJECTED })
+}

@@ -1,0 +1,102 @@
+//! `cargo xtask bench`: speed and memory as ratios against peers measured
+//! in the same run, on the same input ([`analyze`] for files, [`live`] under
+//! load); [`inputs`] makes the files.
+
+mod analyze;
+mod inputs;
+mod live;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::lab::sh;
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+const DIR: &str = "/tmp/pgreach-bench";
+
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        None => {
+            analyze(root)?;
+            live(root, 60)
+        }
+        Some("live") => {
+            let seconds = args.get(1).map(|s| s.parse::<u64>()).transpose().context("SECONDS")?.unwrap_or(60);
+            live(root, seconds)
+        }
+        Some("analyze") => analyze(root),
+        Some(other) => bail!("unknown benchmark {other:?}; there are: live, analyze"),
+    }
+}
+
+use analyze::analyze;
+use live::live;
+
+/// Builds the release binary; returns its path.
+fn build(root: &Path) -> Result<std::path::PathBuf> {
+    let status = Command::new("cargo").args(["build", "--release", "--bin", "pgreach"]).current_dir(root).status()?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    Ok(root.join("target/release/pgreach"))
+}
+
+/// Runs a shell command under GNU time: (seconds, peak resident KiB).
+fn measure(cmd: &str) -> Result<(f64, u64)> {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%e %M", "bash", "-c", cmd])
+        .stdout(Stdio::null())
+        .output()
+        .context("/usr/bin/time (apt-get install time)")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().context("time's output")?;
+    let mut it = last.split_whitespace();
+    let secs = it.next().context("seconds")?.parse()?;
+    let kib = it.next().context("KiB")?.parse()?;
+    Ok((secs, kib))
+}
+
+/// A PostgreSQL on 127.0.0.1, stopped on drop.
+pub(crate) struct Server {
+    pub port: u16,
+}
+
+impl Server {
+    pub fn start() -> Result<Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        sh(&format!("rm -rf {DIR} && mkdir -p {DIR} && chown postgres {DIR}"))?;
+        sh(&format!("su postgres -c '{PG_BIN}/initdb -D {DIR}/data -A trust -U postgres' >/dev/null"))?;
+        sh(&format!(
+            "printf \"listen_addresses='127.0.0.1'\\nport={port}\\nunix_socket_directories='{DIR}'\\nmax_connections=100\\nfsync=off\\n\" >> {DIR}/data/postgresql.conf"
+        ))?;
+        sh(&format!("su postgres -c '{PG_BIN}/pg_ctl -D {DIR}/data -l {DIR}/log -w start' >/dev/null"))?;
+        Ok(Server { port })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = sh(&format!("su postgres -c '{PG_BIN}/pg_ctl -D {DIR}/data -m fast stop' >/dev/null"));
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+pub(crate) fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("stat format")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 =
+        fields.get(11).context("utime")?.parse::<f64>()? + fields.get(12).context("stime")?.parse::<f64>()?;
+    let hz: f64 = sh("getconf CLK_TCK")?.trim().parse()?;
+    Ok(ticks / hz)
+}
+
+/// Peak resident memory in KiB, from /proc.
+pub(crate) fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("VmHWM")?;
+    Ok(line.split_whitespace().nth(1).context("VmHWM value")?.parse()?)
+}
