@@ -6,23 +6,27 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::zone::{parse_instant, parse_time_of_day, Zone};
 use crate::outcome::Outcome;
 use crate::record::AttemptRecord;
 use crate::time::Timestamp;
 
-/// A point in time given on the command line: absolute, or relative to the
-/// capture's first packet.
+/// A point in time given on the command line: absolute, relative to the
+/// capture's first packet, or a time of day on the capture's date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeBound {
     At(Timestamp),
     AfterStart(Duration),
+    /// On the date of the capture's first packet, in the report's zone.
+    TimeOfDay(Duration),
 }
 
 impl TimeBound {
-    fn resolve(self, capture_start: Timestamp) -> Timestamp {
+    fn resolve(self, capture_start: Timestamp, zone: &Zone) -> Timestamp {
         match self {
             TimeBound::At(t) => t,
             TimeBound::AfterStart(d) => capture_start + d,
+            TimeBound::TimeOfDay(d) => zone.on_date_of(capture_start, d),
         }
     }
 }
@@ -30,18 +34,18 @@ impl TimeBound {
 impl FromStr for TimeBound {
     type Err = String;
 
-    /// `2026-11-24T09:30:00Z` (RFC 3339), or `+90s` / `+5m` after the capture's start.
+    /// `+90s` / `+5m` after the capture's start, `09:26:00` on its date, or
+    /// an instant with its zone (see [`parse_instant`]).
     fn from_str(s: &str) -> Result<TimeBound, String> {
         if let Some(rel) = s.strip_prefix('+') {
             return humantime::parse_duration(rel)
                 .map(TimeBound::AfterStart)
                 .map_err(|e| format!("{s:?}: not a duration after the capture's start ({e})"));
         }
-        let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
-            format!("{s:?}: neither RFC 3339 (2026-11-24T09:30:00Z) nor +DURATION after the capture's start ({e})")
-        })?;
-        let since_epoch = t.duration_since(std::time::UNIX_EPOCH).map_err(|_| format!("{s:?}: before 1970"))?;
-        Ok(TimeBound::At(Timestamp::from_nanos(i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX))))
+        if let Some(time_of_day) = parse_time_of_day(s) {
+            return Ok(TimeBound::TimeOfDay(time_of_day));
+        }
+        parse_instant(s).map(TimeBound::At)
     }
 }
 
@@ -71,6 +75,8 @@ pub struct Filter {
     pub since: Option<TimeBound>,
     pub until: Option<TimeBound>,
     pub outcomes: Vec<Outcome>,
+    /// The zone a time of day is read in.
+    pub zone: Zone,
 }
 
 impl Filter {
@@ -82,8 +88,8 @@ impl Filter {
                     ServerMatch::Ip(ip) => a.server.ip() == ip,
                     ServerMatch::Socket(sock) => a.server == sock,
                 }))
-            && self.since.is_none_or(|t| a.start >= t.resolve(capture_start))
-            && self.until.is_none_or(|t| a.start < t.resolve(capture_start))
+            && self.since.is_none_or(|t| a.start >= t.resolve(capture_start, &self.zone))
+            && self.until.is_none_or(|t| a.start < t.resolve(capture_start, &self.zone))
             && (self.outcomes.is_empty() || self.outcomes.contains(&a.outcome))
     }
 
@@ -107,7 +113,9 @@ mod tests {
             "2023-11-14T22:13:20Z".parse::<TimeBound>(),
             Ok(TimeBound::At(Timestamp::from_secs_nanos(1_700_000_000, 0)))
         );
+        assert_eq!("09:26".parse::<TimeBound>(), Ok(TimeBound::TimeOfDay(Duration::from_secs(9 * 3600 + 26 * 60))));
         assert!("yesterday".parse::<TimeBound>().is_err());
+        assert!("2023-11-14 22:13:20".parse::<TimeBound>().is_err(), "no zone: refused, not taken as UTC");
         assert!(matches!("[2001:db8::1]:5432".parse::<ServerMatch>(), Ok(ServerMatch::Socket(_))));
     }
 }

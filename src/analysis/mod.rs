@@ -10,3 +10,4 @@ pub mod identity;
 mod median;
 pub mod summary;
 pub mod timeline;
+pub mod zone;

@@ -6,10 +6,9 @@
 use std::fmt::Write as _;
 
 use super::tables::{self, Grid};
+use super::words::count;
 use super::words::{self, headline, summary_line};
-use super::words::{clock, count};
 use super::Report;
-use crate::analysis::summary::Summary;
 use crate::outcome::Column;
 use crate::time::short;
 
@@ -52,14 +51,14 @@ pub fn render(report: &Report<'_>) -> String {
             let _ = writeln!(out, "<p><strong>{}</strong></p>", escape(line));
         }
         out.push_str("<h2>Timeline</h2>\n");
-        out.push_str(&chart(s));
+        out.push_str(&chart(report));
         out.push_str("<h2>Diagnosis</h2>\n<ol>\n");
         for f in &d.findings {
             let _ = writeln!(
                 out,
                 "<li class=\"finding\"><strong>{}</strong>: {}<br>clients saw: <code>{}</code><br>{}<ul>",
                 f.outcome,
-                words::finding_extent(f),
+                words::finding_extent(report, f),
                 escape(f.client_sees),
                 escape(&f.meaning)
             );
@@ -74,8 +73,8 @@ pub fn render(report: &Report<'_>) -> String {
             let _ = writeln!(out, "</ul>next: {}</li>", escape(f.next_steps));
         }
         out.push_str("</ol>\n");
-        section(&mut out, "Incident windows", &tables::windows(s));
-        section(&mut out, "Timeline table", &tables::timeline(s));
+        section(&mut out, "Incident windows", &tables::windows(report));
+        section(&mut out, "Timeline table", &tables::timeline(report));
         let clients = tables::clients(report, report.max_rows);
         section(&mut out, "Clients", &clients);
         for line in tables::clients_left_out(&clients, s) {
@@ -121,7 +120,8 @@ fn section(out: &mut String, title: &str, grid: &Grid) {
 }
 
 /// Stacked bars of attempts per bucket, with a legend and a time axis.
-fn chart(s: &Summary) -> String {
+fn chart(report: &Report<'_>) -> String {
+    let s = report.summary;
     const WIDTH: f64 = 960.0;
     const HEIGHT: f64 = 240.0;
     const LEFT: f64 = 48.0;
@@ -148,7 +148,7 @@ fn chart(s: &Summary) -> String {
     );
     for (i, b) in buckets.iter().enumerate() {
         let x = LEFT + i as f64 * bar_w;
-        let mut tip = format!("{}: {}", clock(b.start), count(b.counts.attempts, "attempt"));
+        let mut tip = format!("{}: {}", report.clock(b.start), count(b.counts.attempts, "attempt"));
         let mut bars = String::new();
         let mut y = base;
         for (column, name, colour) in CHART_SERIES {
@@ -172,12 +172,13 @@ fn chart(s: &Summary) -> String {
         let _ = writeln!(
             out,
             "<text x=\"{LEFT}\" y=\"{}\" font-size=\"11\">{}</text>\
-             <text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{} UTC</text>",
+             <text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{} {}</text>",
             HEIGHT - 8.0,
-            clock(first.start),
+            report.clock(first.start),
             WIDTH - 8.0,
             HEIGHT - 8.0,
-            clock(last.start)
+            report.clock(last.start),
+            report.zone.name()
         );
     }
     out.push_str("</svg>\n<p class=\"legend\">");

@@ -18,7 +18,7 @@ pub fn render(report: &Report<'_>, connections: bool) -> String {
         out.push_str(&paragraphs(&headline(report, &d)));
         out.push_str("## Diagnosis\n\nFailures first, most clients affected first.\n\n");
         for (i, f) in d.findings.iter().enumerate() {
-            let _ = writeln!(out, "{}. **{}**: {}", i + 1, f.outcome, words::finding_extent(f));
+            let _ = writeln!(out, "{}. **{}**: {}", i + 1, f.outcome, words::finding_extent(report, f));
             let _ = writeln!(out, "   - Clients saw: `{}`", f.client_sees.replace('`', "'"));
             let _ = writeln!(out, "   - {}", f.meaning);
             for e in &f.evidence {
@@ -26,8 +26,8 @@ pub fn render(report: &Report<'_>, connections: bool) -> String {
             }
             let _ = writeln!(out, "   - Next: {}\n", f.next_steps);
         }
-        section(&mut out, "Incident windows", &tables::windows(s), 1);
-        section(&mut out, "Timeline", &tables::timeline(s), 2);
+        section(&mut out, "Incident windows", &tables::windows(report), 1);
+        section(&mut out, "Timeline", &tables::timeline(report), 2);
         let clients = tables::clients(report, report.max_rows);
         section(&mut out, "Clients", &clients, 1);
         for line in tables::clients_left_out(&clients, s) {

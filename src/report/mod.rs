@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::analysis::diagnosis::{self, CaptureFacts, Diagnosis};
 use crate::analysis::summary::Summary;
+use crate::analysis::zone::Zone;
 use crate::capture::CaptureCounters;
 use crate::engine::Stats;
 
@@ -68,11 +69,37 @@ pub struct Report<'a> {
     pub capture: Option<CaptureCounters>,
     /// The capture filter the user gave (`-f`), if any.
     pub capture_filter: Option<String>,
+    /// The zone times are printed in (`--tz`).
+    pub zone: &'a Zone,
     /// Clients shown in the tables of the terminal, Markdown and HTML reports.
     pub max_rows: usize,
 }
 
 impl Report<'_> {
+    /// Whether the attempts span more than one calendar day in the report's
+    /// zone: every time then carries its date.
+    fn spans_days(&self) -> bool {
+        match (self.summary.first_seen, self.summary.last_seen) {
+            (Some(a), Some(b)) => self.zone.date(a) != self.zone.date(b),
+            _ => false,
+        }
+    }
+
+    /// A time as tables show it: the time of day with milliseconds, with the
+    /// date before it when the report spans days.
+    pub fn clock(&self, t: crate::time::Timestamp) -> String {
+        self.zone.clock(t, self.spans_days())
+    }
+
+    /// What a time column's header says of its times: the zone, and the
+    /// date when all of them share it (`UTC, 2026-11-24`).
+    pub fn zone_header(&self) -> String {
+        match self.summary.first_seen {
+            Some(first) if !self.spans_days() => format!("{}, {}", self.zone.name(), self.zone.date(first)),
+            _ => self.zone.name().to_owned(),
+        }
+    }
+
     /// The diagnosis of this report's attempts.
     pub fn diagnose(&self) -> Diagnosis {
         let capture = CaptureFacts { unmatched_icmp: self.stats.unmatched_icmp, filter: self.capture_filter.clone() };

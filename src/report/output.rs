@@ -9,6 +9,7 @@ use super::{csv, html, json, markdown, ndjson, text, Format, Report};
 use crate::analysis::counts::OutcomeCounts;
 use crate::analysis::filter::Filter;
 use crate::analysis::summary::Summary;
+use crate::analysis::zone::Zone;
 use crate::capture::CaptureCounters;
 use crate::engine::Stats;
 use crate::record::AttemptRecord;
@@ -37,6 +38,8 @@ pub struct OutputOptions {
     /// The capture filter the user gave (`-f`), if any: the diagnosis says
     /// what it may have hidden.
     pub capture_filter: Option<String>,
+    /// The zone times are printed in (`--tz`).
+    pub zone: Zone,
     /// Keep the latest failures (for a live view).
     pub recent_failures: bool,
 }
@@ -140,6 +143,7 @@ impl Output {
             capture,
             max_rows: self.opts.max_rows,
             capture_filter: self.opts.capture_filter.clone(),
+            zone: &self.opts.zone,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::evidence::evidence;
-use super::words::{clock, ms};
+use super::words::ms;
 use super::Report;
 use crate::analysis::summary::{NameSet, Summary};
 use crate::outcome::Column;
@@ -63,6 +63,7 @@ const COLUMNS: [Column; 6] =
 
 /// The clients, most failures first, at most `max_rows` of them.
 pub fn clients(report: &Report<'_>, max_rows: usize) -> Grid {
+    let seen = format!("seen ({})", report.zone_header());
     let mut columns = vec![("client", Text), ("attempts", Number)];
     columns.extend(OUTCOME_HEADERS);
     columns.extend([
@@ -70,7 +71,7 @@ pub fn clients(report: &Report<'_>, max_rows: usize) -> Grid {
         ("users", Text),
         ("databases", Text),
         ("applications", Text),
-        ("seen (UTC)", Text),
+        (seen.as_str(), Text),
         ("median handshake", Number),
     ]);
     let mut g = Grid::new(&columns);
@@ -89,16 +90,17 @@ pub fn clients(report: &Report<'_>, max_rows: usize) -> Grid {
             last
         });
         row.extend([&c.users, &c.databases, &c.applications].map(name_list));
-        row.push(format!("{}–{}", clock(c.first_seen), clock(c.last_seen)));
+        row.push(format!("{}–{}", report.clock(c.first_seen), report.clock(c.last_seen)));
         row.push(c.median_handshake_ms.map_or("-".to_owned(), ms));
         g.rows.push(row);
     }
     g
 }
 
-pub fn windows(s: &Summary) -> Grid {
+pub fn windows(report: &Report<'_>) -> Grid {
+    let head = format!("incident window ({})", report.zone_header());
     let mut g = Grid::new(&[
-        ("incident window (UTC)", Text),
+        (head.as_str(), Text),
         ("duration", Number),
         ("failed", Failures),
         ("clients", Number),
@@ -106,10 +108,10 @@ pub fn windows(s: &Summary) -> Grid {
         ("before", Text),
         ("after", Text),
     ]);
-    for w in s.windows() {
+    for w in report.summary.windows() {
         let outcomes: Vec<String> = w.outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
         g.rows.push(vec![
-            format!("{}–{}", clock(w.start), clock(w.end)),
+            format!("{}–{}", report.clock(w.start), report.clock(w.end)),
             ms(w.duration_ms),
             w.failed_attempts.to_string(),
             format!("{}{}", if w.clients_at_least { "≥" } else { "" }, w.clients_affected),
@@ -121,13 +123,14 @@ pub fn windows(s: &Summary) -> Grid {
     g
 }
 
-pub fn timeline(s: &Summary) -> Grid {
-    let head = format!("time (UTC, {} buckets)", short(s.timeline.shown_width()));
+pub fn timeline(report: &Report<'_>) -> Grid {
+    let s = report.summary;
+    let head = format!("time ({}, {} buckets)", report.zone_header(), short(s.timeline.shown_width()));
     let mut columns = vec![(head.as_str(), Text), ("attempts", Number)];
     columns.extend(OUTCOME_HEADERS);
     let mut g = Grid::new(&columns);
     for b in s.timeline.buckets() {
-        let mut row = vec![clock(b.start), b.counts.attempts.to_string()];
+        let mut row = vec![report.clock(b.start), b.counts.attempts.to_string()];
         row.extend(COLUMNS.iter().map(|&col| match b.counts.column(col) {
             0 => String::new(),
             n => n.to_string(),
@@ -138,9 +141,10 @@ pub fn timeline(s: &Summary) -> Grid {
 }
 
 pub fn attempts(report: &Report<'_>) -> Grid {
+    let start = format!("start ({})", report.zone_header());
     let mut g = Grid::new(&[
         ("#", Number),
-        ("start (UTC)", Text),
+        (start.as_str(), Text),
         ("client", Text),
         ("server", Text),
         ("outcome", Text),
@@ -149,7 +153,7 @@ pub fn attempts(report: &Report<'_>) -> Grid {
     for a in report.summary.attempts() {
         g.rows.push(vec![
             a.id.to_string(),
-            clock(a.start),
+            report.clock(a.start),
             a.client.to_string(),
             a.server.to_string(),
             a.outcome.to_string(),

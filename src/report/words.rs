@@ -7,13 +7,7 @@ use std::time::Duration;
 
 use super::Report;
 use crate::analysis::diagnosis::{Diagnosis, Finding};
-use crate::time::{short, Timestamp};
-
-/// The time of day (UTC) with milliseconds; the date is in the summary line.
-pub fn clock(t: Timestamp) -> String {
-    let full = t.to_string();
-    full.get(11..23).map_or(full.clone(), str::to_owned)
-}
+use crate::time::short;
 
 pub fn ms(v: f64) -> String {
     short(Duration::from_secs_f64(v.max(0.0) / 1e3))
@@ -30,11 +24,11 @@ pub fn count(n: u64, noun: &str) -> String {
 
 /// How widespread a finding is: `3 clients, 12 attempts, 09:00:01.000–09:00:05.000`
 /// (one time when the first and last are the same).
-pub fn finding_extent(f: &Finding) -> String {
+pub fn finding_extent(report: &Report<'_>, f: &Finding) -> String {
     let mut extent = format!("{}, {}", count(f.clients as u64, "client"), count(f.attempts, "attempt"));
     match (f.first, f.last) {
-        (Some(a), Some(b)) if a != b => extent.push_str(&format!(", {}–{}", clock(a), clock(b))),
-        (Some(a), _) => extent.push_str(&format!(", {}", clock(a))),
+        (Some(a), Some(b)) if a != b => extent.push_str(&format!(", {}–{}", report.clock(a), report.clock(b))),
+        (Some(a), _) => extent.push_str(&format!(", {}", report.clock(a))),
         _ => {}
     }
     extent
@@ -86,7 +80,7 @@ pub fn summary_line(report: &Report<'_>) -> String {
     let st = report.stats;
     let s = report.summary;
     let span = match (s.first_seen, s.last_seen) {
-        (Some(a), Some(b)) => format!(" from {a} to {b}"),
+        (Some(a), Some(b)) => format!(" from {} to {}", report.zone.instant(a), report.zone.instant(b)),
         _ => String::new(),
     };
     let mut line = format!(

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use crate::util::{analyze_json, project_root, stderr};
+use crate::util::{analyze_json, at, pcap_bytes, project_root, rst_ack, stderr, syn, tcp_frame, temp_file, SERVER};
 
 const INCIDENT: &str = "captures/incident.pcap";
 
@@ -162,4 +162,57 @@ fn a_capture_filter_without_icmp_is_named_as_what_may_hide_unreachable() {
     // A capture of a DROP holds no ICMP at all: said, as a possibility.
     let (drop, _) = analyze_json(&["captures/nft_drop.pcap"]);
     assert!(timeout_evidence(&drop).iter().any(|l| l.contains("holds no ICMP error at all")));
+}
+
+#[test]
+fn times_in_any_offset_or_zone_and_times_of_day_select_the_same_attempts() {
+    let (z, _) = analyze_json(&[INCIDENT, "--since", "2026-11-24T09:26:00Z", "--until", "2026-11-24T09:26:30Z"]);
+    assert!(total(&z) > 0);
+    for (since, until) in [
+        ("2026-11-24T10:26:00+01:00", "2026-11-24T04:26:30-05:00"),
+        ("2026-11-24T10:26:00[Europe/Berlin]", "09:26:30"),
+        ("09:26", "09:26:30.000"),
+    ] {
+        let (doc, out) = analyze_json(&[INCIDENT, "--since", since, "--until", until]);
+        assert_eq!(total(&doc), total(&z), "{since} .. {until}: {}", stderr(&out));
+    }
+    // In another zone, a time of day is that zone's.
+    let (shifted, _) = analyze_json(&[INCIDENT, "--tz", "+01:00", "--since", "10:26", "--until", "10:26:30"]);
+    assert_eq!(total(&shifted), total(&z));
+    // A date-time without a zone is refused, with forms that work.
+    let out = crate::util::pgreach(&["analyze", "--since", "2026-11-24 09:26:00", INCIDENT]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("2026-11-24T09:26:00+01:00"), "{}", stderr(&out));
+}
+
+#[test]
+fn tables_carry_the_zone_and_the_date() {
+    let text = |args: &[&str]| {
+        let mut full = vec!["analyze", "--connections"];
+        full.extend_from_slice(args);
+        String::from_utf8(crate::util::pgreach(&full).stdout).unwrap()
+    };
+    let utc = text(&[INCIDENT]);
+    assert!(utc.contains("seen (UTC, 2026-11-24)") && utc.contains("09:25:54.541"), "{utc}");
+    let plus_one = text(&["--tz", "+01:00", INCIDENT]);
+    assert!(plus_one.contains("seen (UTC+01:00, 2026-11-24)"), "{plus_one}");
+    assert!(plus_one.contains("10:25:54.541") && !plus_one.contains("09:25:54.541"), "{plus_one}");
+    assert!(plus_one.contains("to 2026-11-24T10:26:58.554376+01:00"), "{plus_one}");
+
+    // A capture across midnight: every time carries its date.
+    let refused = |port: u16, t: f64| {
+        let client = format!("192.0.2.70:{port}");
+        vec![
+            (at(t), tcp_frame(&client, SERVER, syn(100))),
+            (at(t + 0.001), tcp_frame(SERVER, &client, rst_ack(0, 101))),
+        ]
+    };
+    // at(6400) is 2023-11-15T00:00:00Z.
+    let mut frames = refused(41000, 6390.0);
+    frames.extend(refused(41001, 6410.0));
+    let records: Vec<_> = frames.into_iter().map(|(t, b)| (t, b.clone(), b.len() as u32)).collect();
+    let path = temp_file("midnight.pcap", &pcap_bytes(1, 65535, &records)).to_string_lossy().into_owned();
+    let two_days = text(&[&path]);
+    assert!(two_days.contains("2023-11-14 23:59:50.000") && two_days.contains("2023-11-15 00:00:10.000"), "{two_days}");
+    assert!(two_days.contains("start (UTC)"), "{two_days}");
 }

@@ -9,6 +9,7 @@ use ipnet::IpNet;
 
 use pgreach::analysis::counts::OutcomeCounts;
 use pgreach::analysis::filter::{ServerMatch, TimeBound};
+use pgreach::analysis::zone::Zone;
 use pgreach::engine::Config;
 use pgreach::outcome::Outcome;
 use pgreach::report::Format;
@@ -135,10 +136,15 @@ pub struct ReportArgs {
     /// Only attempts to this server address or address:port (repeatable).
     #[arg(long = "server", value_name = "ADDR")]
     pub servers: Vec<ServerMatch>,
-    /// Only attempts starting at or after this time: RFC 3339, or +DURATION after the capture's start.
+    /// The time zone of the times people read (tables, Markdown, HTML): UTC, local, or
+    /// an offset such as +01:00. JSON and CSV stay in UTC.
+    #[arg(long, value_name = "ZONE", default_value = "UTC", value_parser = parse_zone)]
+    pub tz: Zone,
+    /// Only attempts starting at or after this time: RFC 3339 with its offset, a time of
+    /// day on the capture's date (in --tz), or +DURATION after the capture's start.
     #[arg(long, value_name = "TIME")]
     pub since: Option<TimeBound>,
-    /// Only attempts starting before this time: RFC 3339, or +DURATION after the capture's start.
+    /// Only attempts starting before this time (the same forms as --since).
     #[arg(long, value_name = "TIME")]
     pub until: Option<TimeBound>,
     /// Only attempts with this outcome (repeatable).
@@ -265,6 +271,16 @@ fn parse_fail_on(s: &str) -> Result<FailOn, String> {
         return Ok(FailOn::Failures);
     }
     s.parse::<Outcome>().map(FailOn::Outcome).map_err(|e| format!("{e}, or failures"))
+}
+
+/// `--tz`: UTC, local (the host's zone, from the system), or an offset.
+fn parse_zone(s: &str) -> Result<Zone, String> {
+    if s == "local" {
+        return jiff::tz::TimeZone::try_system()
+            .map(Zone::local)
+            .map_err(|e| format!("the host's time zone cannot be read ({e}); give an offset such as +01:00"));
+    }
+    Zone::parse_fixed(s)
 }
 
 /// `--client`: an address or a CIDR block.

@@ -133,7 +133,8 @@ mod tests {
         }
         assert!(wrapped.contains("192.0.2.1's"), "{wrapped}");
         let second = wrapped.lines().nth(1).unwrap();
-        assert!(second.starts_with("             ") && !second.starts_with("              "), "{second:?}");
+        // Under the text after "   - [likely] ": 14 columns in.
+        assert!(second.starts_with(&" ".repeat(14)) && !second.starts_with(&" ".repeat(15)), "{second:?}");
         let long_word = wrap("x 2001:db8:ffff:ffff:ffff:ffff:ffff:ffff:5432 y", 20, "  ");
         assert!(long_word.contains("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff:5432"), "{long_word}");
     }

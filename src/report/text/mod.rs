@@ -23,13 +23,13 @@ pub fn render(report: &Report<'_>, connections: bool, colour: bool, width: Optio
     } else {
         let diagnosis = report.diagnose();
         out.push_str(&fit::wrap_lines(&headline(report, &diagnosis), width));
-        out.push_str(&fit::wrap_lines(&diagnosis_text(&diagnosis), width));
-        let windows = tables::windows(s);
+        out.push_str(&fit::wrap_lines(&diagnosis_text(report, &diagnosis), width));
+        let windows = tables::windows(report);
         if !windows.rows.is_empty() {
             out.push_str(&draw(&windows));
             out.push_str("\n\n");
         }
-        let timeline = tables::timeline(s);
+        let timeline = tables::timeline(report);
         if timeline.rows.len() >= 2 {
             out.push_str(&draw(&timeline));
             out.push_str("\n\n");
@@ -53,7 +53,7 @@ pub fn render(report: &Report<'_>, connections: bool, colour: bool, width: Optio
     out
 }
 
-fn diagnosis_text(d: &Diagnosis) -> String {
+fn diagnosis_text(report: &Report<'_>, d: &Diagnosis) -> String {
     let mut out = String::from("Diagnosis, failures first, most clients affected first:\n\n");
     for (i, f) in d.findings.iter().enumerate() {
         let _ = writeln!(
@@ -61,7 +61,7 @@ fn diagnosis_text(d: &Diagnosis) -> String {
             "{}. {}: {}\n   clients saw: {}\n   {}",
             i + 1,
             f.outcome,
-            words::finding_extent(f),
+            words::finding_extent(report, f),
             f.client_sees,
             f.meaning
         );
@@ -91,7 +91,7 @@ pub fn live_view(report: &Report<'_>, status: &[String], height: usize, width: u
     let recent: Vec<String> = s
         .recent_failures()
         .map(|a| {
-            let line = format!("{} {} → {} {}: {}", words::clock(a.start), a.client, a.server, a.outcome, reason(a));
+            let line = format!("{} {} → {} {}: {}", report.clock(a.start), a.client, a.server, a.outcome, reason(a));
             format!("  {}", line.chars().take(width.saturating_sub(2)).collect::<String>())
         })
         .collect();
