@@ -55,7 +55,7 @@ impl Zone {
         }
         let seconds = sign * (h * 3600 + m * 60);
         let offset = Offset::from_seconds(seconds).map_err(|_| bad())?;
-        Ok(Zone { tz: TimeZone::fixed(offset), name: format!("UTC{}", &s[..]) })
+        Ok(Zone { tz: TimeZone::fixed(offset), name: format!("UTC{s}") })
     }
 
     pub fn name(&self) -> &str {
