@@ -71,6 +71,10 @@ pub struct Report<'a> {
     pub capture_filter: Option<String>,
     /// The zone times are printed in (`--tz`).
     pub zone: &'a Zone,
+    /// The command line that made the report, for its header (none under --redact).
+    pub command: Option<String>,
+    /// When the report was made (RFC 3339), for its header.
+    pub generated: Option<String>,
     /// Clients shown in the tables of the terminal, Markdown and HTML reports.
     pub max_rows: usize,
 }

@@ -40,6 +40,9 @@ pub struct OutputOptions {
     pub capture_filter: Option<String>,
     /// The zone times are printed in (`--tz`).
     pub zone: Zone,
+    /// The command line and the time of making, for the HTML header.
+    pub command: Option<String>,
+    pub generated: Option<String>,
     /// Keep the latest failures (for a live view).
     pub recent_failures: bool,
 }
@@ -144,6 +147,8 @@ impl Output {
             max_rows: self.opts.max_rows,
             capture_filter: self.opts.capture_filter.clone(),
             zone: &self.opts.zone,
+            command: self.opts.command.clone(),
+            generated: self.opts.generated.clone(),
         }
     }
 

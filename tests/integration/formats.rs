@@ -336,6 +336,53 @@ fn html_chart_is_drawn_by_a_browser() {
     assert!(login_failed > 0 && login_failed < 500, "login failed only in the legend: {login_failed}");
 }
 
+/// The page fits a laptop and a narrow window: nothing wider than the
+/// window (tables scroll or wrap inside it), the chart scales, the header
+/// says what made it.
+#[test]
+fn html_fits_1280_and_800_pixel_windows() {
+    let Some(chromium) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| Path::new(p).exists())
+    else {
+        assert!(std::env::var_os("CI").is_none(), "CI must have chromium (setup.sh installs it)");
+        eprintln!("SKIPPED: chromium is not installed (./setup.sh test installs it)");
+        return;
+    };
+    let dir = temp_file("pgreach-html-fit", b"");
+    std::fs::remove_file(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    for capture in [INCIDENT, "captures/server_stopped.pcap"] {
+        let page = run(&["analyze", "--format", "html", "--connections", capture]);
+        assert!(
+            page.contains(&format!("<dt>command</dt><dd>pgreach analyze --format html --connections {capture}</dd>"))
+        );
+        assert!(page.contains("<dt>made</dt><dd>2026-11-24T12:00:00Z</dd>"), "SOURCE_DATE_EPOCH is the time of making");
+        assert!(page.contains("<code>ss -ltnp</code>") || !page.contains("ss -ltnp"), "inline code is code");
+        // The check runs in the page once laid out, and leaves its answer in the DOM.
+        let probe = "<script>document.body.dataset.overflow = \
+                     document.documentElement.scrollWidth - window.innerWidth;</script></body>";
+        let html = dir.join("probe.html");
+        std::fs::write(&html, page.replace("</body>", probe)).unwrap();
+        for width in [1280, 800] {
+            let out = Command::new(chromium)
+                .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+                .args(["--no-first-run", "--hide-scrollbars", &format!("--window-size={width},900"), "--dump-dom"])
+                .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+                .arg(format!("file://{}", html.display()))
+                .output()
+                .expect("run chromium");
+            let dom = String::from_utf8_lossy(&out.stdout);
+            let overflow = dom.split("data-overflow=\"").nth(1).and_then(|r| r.split('"').next());
+            assert_eq!(overflow, Some("0"), "{capture} at {width} px overflows by {overflow:?}");
+        }
+    }
+    // A capture of 6 ms still shows its shape: finer buckets than a second.
+    let short = run(&["analyze", "--format", "html", "captures/server_stopped.pcap"]);
+    assert!(short.matches("<g class=\"bucket\"").count() > 1, "one bar for the whole capture");
+    // Under --redact, the command (which may name clients) is left out.
+    let redacted = run(&["analyze", "--format", "html", "--redact", INCIDENT]);
+    assert!(!redacted.contains("<dt>command</dt>"));
+}
+
 /// `cargo xtask examples` writes the reports listed in examples/MANIFEST;
 /// they must match what this build produces.
 #[test]

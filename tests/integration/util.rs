@@ -8,6 +8,9 @@ use std::process::{Command, Output, Stdio};
 use etherparse::PacketBuilder;
 use pgreach::time::Timestamp;
 
+/// When examples/ says its reports were made (SOURCE_DATE_EPOCH; `cargo
+/// xtask examples` uses the same), 2026-11-24T12:00:00Z.
+pub const EXAMPLES_MADE_AT: &str = "1795521600";
 pub const CLIENT: &str = "192.0.2.50:40000";
 pub const SERVER: &str = "192.0.2.1:5432";
 pub const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -153,6 +156,8 @@ pub fn pgreach_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pgreach"))
         .args(args)
         .current_dir(project_root())
+        // Reports say when they were made; the examples are made at this time.
+        .env("SOURCE_DATE_EPOCH", EXAMPLES_MADE_AT)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -7,6 +7,9 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 const CAPTURE: &str = "captures/incident.pcap";
+/// When the reports say they were made (SOURCE_DATE_EPOCH), so that making
+/// them again changes nothing: 2026-11-24T12:00:00Z, as the tests expect.
+const MADE_AT: &str = "1795521600";
 
 /// (file, flags) from examples/MANIFEST.
 pub fn manifest(root: &Path) -> Result<Vec<(String, Vec<String>)>> {
@@ -34,6 +37,7 @@ pub fn run(root: &Path) -> Result<()> {
             .arg(CAPTURE)
             .current_dir(root)
             .env_remove("NO_COLOR")
+            .env("SOURCE_DATE_EPOCH", MADE_AT)
             .output()
             .with_context(|| format!("run pgreach for {file}"))?;
         if !out.status.success() {

@@ -159,6 +159,8 @@ pub(crate) fn open_output(r: &ReportArgs, capture_filter: Option<&str>, live_vie
             zone: r.tz.clone(),
         },
         zone: r.tz.clone(),
+        command: (!r.redact).then(command_line),
+        generated: Some(generated_at()),
         redact: r.redact,
         max_listed: r.max_listed,
         max_rows: r.max_rows,
@@ -186,6 +188,33 @@ pub(crate) fn finish_output(
         eprintln!("pgreach: cannot write the report to {to}: {e}");
         ExitCode::FAILURE
     })
+}
+
+/// The command line as typed, each word quoted where a shell would need it,
+/// for the HTML report's header. Left out under --redact: its arguments may
+/// name clients and servers.
+fn command_line() -> String {
+    let words = std::env::args().skip(1).map(|w| {
+        let plain = !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=+,@%".contains(c));
+        if plain {
+            w
+        } else {
+            format!("'{}'", w.replace('\'', "'\\''"))
+        }
+    });
+    std::iter::once("pgreach".to_owned()).chain(words).collect::<Vec<_>>().join(" ")
+}
+
+/// When the report is made: SOURCE_DATE_EPOCH when set (reproducible
+/// reports, as reproducible builds take it), else now.
+fn generated_at() -> String {
+    let from_env = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse::<i64>().ok());
+    let secs = from_env.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    });
+    let t = pgreach::time::Timestamp::from_secs_nanos(secs, 0).to_string();
+    // Whole seconds: the microseconds of a time of making say nothing.
+    t.split('.').next().map_or(t.clone(), |s| format!("{s}Z"))
 }
 
 /// The width of the terminal on standard output (`COLUMNS` when set, as
