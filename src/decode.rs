@@ -118,12 +118,22 @@ pub struct IcmpError {
     pub quoted_seq: SeqNumber,
 }
 
+/// One UDP datagram (DNS answers travel in them).
+#[derive(Debug, Clone)]
+pub struct UdpDatagram<'a> {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// The payload bytes the capture holds.
+    pub payload: &'a [u8],
+}
+
 /// What a packet is, for pgreach.
 #[derive(Debug)]
 pub enum Decoded<'a> {
     Tcp(TcpSegment<'a>),
     IcmpError(IcmpError),
-    /// Anything else (ARP, UDP, other ICMP, IP fragments after the first).
+    Udp(UdpDatagram<'a>),
+    /// Anything else (ARP, other ICMP, IP fragments after the first).
     Ignored,
 }
 
@@ -191,8 +201,23 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded<'_>, DecodeError> 
         IpNumber::IPV6_ICMP => {
             Ok(icmp_error(src, ttl, true, payload.payload)?.map_or(Decoded::Ignored, Decoded::IcmpError))
         }
+        IpNumber::UDP => udp_datagram(src, dst, payload.payload).map(Decoded::Udp),
         _ => Ok(Decoded::Ignored),
     }
+}
+
+/// The UDP header's ports, and the payload up to its declared length.
+fn udp_datagram(src: IpAddr, dst: IpAddr, udp: &[u8]) -> Result<UdpDatagram<'_>, DecodeError> {
+    const HEADER: usize = 8;
+    if udp.len() < HEADER {
+        return Err(DecodeError::Truncated { layer: "UDP header", len: udp.len(), needed: HEADER });
+    }
+    let declared = usize::from(be16(udp, 4)).clamp(HEADER, udp.len());
+    Ok(UdpDatagram {
+        src: SocketAddr::new(src, be16(udp, 0)),
+        dst: SocketAddr::new(dst, be16(udp, 2)),
+        payload: &udp[HEADER..declared],
+    })
 }
 
 fn slice_link(link: LinkType, frame: &[u8]) -> Result<LaxSlicedPacket<'_>, DecodeError> {

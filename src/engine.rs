@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::decode::{decode, DecodeError, Decoded, IcmpError, LinkType, TcpSegment};
+use crate::decode::{decode, DecodeError, Decoded, IcmpError, LinkType, TcpSegment, UdpDatagram};
+use crate::dns::{parse_response, Lookups};
 use crate::flow::{EndCause, Flow, State, Step};
 use crate::outcome::Side;
 use crate::record::AttemptRecord;
@@ -54,6 +55,8 @@ pub struct Stats {
     pub stray_answers: u64,
     /// ICMP errors quoting a port connection that matched no waiting SYN.
     pub unmatched_icmp: u64,
+    /// DNS answers (A/AAAA questions) seen, to tie attempts to the names behind them.
+    pub dns_answers: u64,
     /// Attempts ended early because the flow table was full.
     pub evicted: u64,
     /// Segments of new connections not tracked because the table was full
@@ -77,6 +80,9 @@ pub struct ConnectionsNow {
 
 /// A connection is keyed by its client and server addresses; repeated
 /// attempts from one client port are told apart by their SYN sequence.
+/// Where DNS answers come from.
+const DNS_PORT: u16 = 53;
+
 type FlowKey = (SocketAddr, SocketAddr);
 
 pub struct Analyzer {
@@ -92,6 +98,8 @@ pub struct Analyzer {
     /// flow's `armed`; others are stale and skipped (lazy deletion).
     timers: BinaryHeap<Reverse<(Timestamp, FlowKey)>>,
     finished: VecDeque<AttemptRecord>,
+    /// Clients' recent DNS answers.
+    lookups: Lookups,
     stats: Stats,
     /// The latest time seen: packet timestamps can step back a little.
     clock: Timestamp,
@@ -108,6 +116,7 @@ impl Analyzer {
             ending: Vec::new(),
             timers: BinaryHeap::new(),
             finished: VecDeque::new(),
+            lookups: Lookups::default(),
             stats: Stats::default(),
             clock: Timestamp::default(),
             next_id: 0,
@@ -148,6 +157,7 @@ impl Analyzer {
         match decode(link, frame) {
             Ok(Decoded::Tcp(seg)) => self.on_segment(&seg, ts),
             Ok(Decoded::IcmpError(icmp)) => self.on_icmp(&icmp, ts),
+            Ok(Decoded::Udp(datagram)) => self.on_udp(&datagram, ts),
             Ok(Decoded::Ignored) => {}
             Err(e) => {
                 self.stats.undecodable += 1;
@@ -174,10 +184,12 @@ impl Analyzer {
         self.timers.peek().map(|Reverse((t, _))| *t)
     }
 
-    /// The next finished attempt, in the order they ended.
+    /// The next finished attempt, in the order they ended, with the DNS
+    /// answer that gave the client its server's address, if one was seen.
     pub fn poll_finished(&mut self) -> Option<AttemptRecord> {
         loop {
-            if let Some(record) = self.finished.pop_front() {
+            if let Some(mut record) = self.finished.pop_front() {
+                record.dns = self.lookups.behind(record.client.ip(), record.server.ip(), record.start).cloned();
                 return Some(record);
             }
             let (key, mut flow) = self.ending.pop()?;
@@ -237,6 +249,18 @@ impl Analyzer {
                 }
                 self.open(key, Box::new(Flow::from_syn(self.next_id, seg, ts)));
             }
+        }
+    }
+
+    /// A DNS answer to a client (from port 53) is remembered for the
+    /// attempts that follow it.
+    fn on_udp(&mut self, datagram: &UdpDatagram<'_>, ts: Timestamp) {
+        if datagram.src.port() != DNS_PORT {
+            return;
+        }
+        if let Some(lookup) = parse_response(datagram.payload, datagram.src.ip(), ts) {
+            self.stats.dns_answers += 1;
+            self.lookups.add(datagram.dst.ip(), lookup);
         }
     }
 

@@ -451,6 +451,7 @@ impl Flow {
             session_end: if connected { Some(self.session_end.unwrap_or(SessionEnd::Open)) } else { self.session_end },
             traffic: self.traffic,
             pg,
+            dns: None,
             notes: self.notes.clone(),
         }
     }

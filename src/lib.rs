@@ -22,6 +22,7 @@
 pub mod analysis;
 pub mod capture;
 pub mod decode;
+pub mod dns;
 pub mod engine;
 pub mod flow;
 pub mod outcome;

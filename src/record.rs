@@ -9,6 +9,7 @@ use serde::Serialize;
 use sha1::{Digest, Sha1};
 
 use crate::decode::Unreachable;
+use crate::dns::Lookup;
 use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, TcpOutcome, UnreachableKind};
 use crate::pg::PgSummary;
 use crate::time::Timestamp;
@@ -130,6 +131,10 @@ pub struct AttemptRecord {
     /// What PostgreSQL said, for established connections.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pg: Option<PgSummary>,
+    /// The DNS answer that gave the client this server's address shortly
+    /// before, when the capture holds it: the name the client asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Lookup>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<Note>,
 }
@@ -182,6 +187,7 @@ mod tests {
             session_end: None,
             traffic: Traffic::default(),
             pg: None,
+            dns: None,
             notes: Vec::new(),
         }
     }

@@ -2,7 +2,7 @@
 //! affected, with what those clients saw, what it means, the inferences only
 //! a capture allows (each with how sure it is), and what to check next.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -126,6 +126,7 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureF
             say(Confidence::Possible, hops);
         }
     }
+    dns_evidence(s, outcome, d, &mut say);
     for (label, names) in [("users", &d.users), ("databases", &d.databases), ("applications", &d.applications)] {
         if !names.names.is_empty() {
             say(Confidence::Certain, format!("{label}: {}", list(names)));
@@ -230,6 +231,27 @@ fn timeout_evidence(s: &Summary, d: &OutcomeDetail, say: &mut impl FnMut(Confide
                 "the server answered no one while these SYNs went unanswered: the host, its port or the path to it \
                  was down for everyone"
                     .to_owned(),
+            );
+        }
+    }
+}
+
+/// The names the clients looked up before these attempts, and, for a
+/// failure, whether the same name gave other clients an address that worked.
+fn dns_evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, say: &mut impl FnMut(Confidence, String)) {
+    let addresses = |set: &BTreeSet<IpAddr>| set.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    for (name, got) in &d.dns_names {
+        say(Confidence::Certain, format!("the clients looked up {name} just before and got {}", addresses(got)));
+        let worked = s.details.get(&Outcome::Success).and_then(|ok| ok.dns_names.get(name));
+        if let Some(worked) = worked.filter(|w| outcome.is_failure() && w.is_disjoint(got)) {
+            say(
+                Confidence::Likely,
+                format!(
+                    "{name} also gave {}, where clients logged in: {} is a stale or wrong answer (an old record \
+                     still cached, split-horizon DNS, a migration half done)",
+                    addresses(worked),
+                    addresses(got)
+                ),
             );
         }
     }

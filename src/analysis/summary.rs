@@ -49,6 +49,8 @@ pub struct OutcomeDetail {
     pub users: NameSet,
     pub databases: NameSet,
     pub applications: NameSet,
+    /// The DNS names behind these attempts and the addresses they gave.
+    pub dns_names: BTreeMap<String, BTreeSet<IpAddr>>,
 }
 
 /// A few distinct names (users, databases, applications), bounded.
@@ -291,6 +293,14 @@ impl Summary {
         }
         if let Some(why) = a.gave_up {
             *d.gave_up.entry(why).or_default() += 1;
+        }
+        if let Some(lookup) = &a.dns {
+            if d.dns_names.contains_key(&lookup.name) || d.dns_names.len() < MAX_NAMES {
+                let addresses = d.dns_names.entry(lookup.name.clone()).or_default();
+                if addresses.len() < MAX_NAMES {
+                    addresses.insert(a.server.ip());
+                }
+            }
         }
         if let Some(startup) = a.pg.as_ref().map(|pg| &pg.startup) {
             if let Some(user) = &startup.user {

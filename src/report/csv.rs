@@ -6,7 +6,7 @@ use std::io::Write;
 use crate::record::AttemptRecord;
 
 /// The CSV columns, in order.
-const CSV_HEADER: [&str; 34] = [
+const CSV_HEADER: [&str; 35] = [
     "id",
     "start",
     "end",
@@ -41,6 +41,7 @@ const CSV_HEADER: [&str; 34] = [
     "client_bytes",
     "server_bytes",
     "notes",
+    "server_name",
 ];
 
 /// The CSV header line.
@@ -64,7 +65,7 @@ pub fn row(a: &AttemptRecord, out: &mut dyn Write) -> std::io::Result<()> {
     let pg = a.pg.as_ref();
     let error = pg.and_then(|p| p.error.as_ref());
     let answer = a.answer.as_ref();
-    let row: [String; 34] = [
+    let row: [String; 35] = [
         a.id.to_string(),
         a.start.to_string(),
         a.end.to_string(),
@@ -99,6 +100,7 @@ pub fn row(a: &AttemptRecord, out: &mut dyn Write) -> std::io::Result<()> {
         a.traffic.client_bytes.to_string(),
         a.traffic.server_bytes.to_string(),
         a.notes.iter().map(|n| name(n)).collect::<Vec<_>>().join(" "),
+        text(a.dns.as_ref().map(|l| l.name.clone())),
     ];
     write_csv(&row, out)
 }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::words::ms;
+use crate::dns::Lookup;
 use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, UnreachableKind};
 use crate::pg::{Encryption, PgSummary};
 use crate::record::AttemptRecord;
@@ -50,6 +51,9 @@ fn answer_text(a: &AttemptRecord) -> Option<String> {
 /// One line of evidence for an attempt: what was seen on the wire that decided its outcome.
 pub fn evidence(a: &AttemptRecord) -> String {
     let mut parts = Vec::new();
+    if let Some(lookup) = &a.dns {
+        parts.push(lookup_text(a, lookup));
+    }
     if let Some(answer) = answer_text(a) {
         parts.push(answer);
     }
@@ -164,4 +168,13 @@ fn pg_evidence(pg: &PgSummary) -> Vec<String> {
         parts.push("framing lost at a capture gap".to_owned());
     }
     parts
+}
+
+/// `looked up db.lab.test (via db-1.lab.test) → 192.0.2.77, 192.0.2.78 (ttl 60s) from 192.0.2.53, 1.2ms before`
+fn lookup_text(a: &AttemptRecord, l: &Lookup) -> String {
+    let via = if l.aliases.is_empty() { String::new() } else { format!(" (via {})", l.aliases.join(" → ")) };
+    let addresses: Vec<String> = l.addresses.iter().map(ToString::to_string).collect();
+    let ttl = l.ttl.map_or(String::new(), |t| format!(" (ttl {t}s)"));
+    let before = short(a.start.since(l.at));
+    format!("looked up {}{via} → {}{ttl} from {}, {before} before", l.name, addresses.join(", "), l.resolver)
 }

@@ -6,6 +6,7 @@ mod captures;
 mod cli;
 mod corpus;
 mod decode;
+mod dns;
 mod engine;
 mod formats;
 mod live;

@@ -13,7 +13,13 @@ const HOST: &str = "192.0.2.60";
 /// One whole TCP connection from `HOST:port` carrying a login of
 /// `application` that the server answers with `answer`, starting at `t0` seconds.
 fn login(port: u16, t0: f64, application: &str, answer: Vec<u8>) -> Vec<(Timestamp, Vec<u8>)> {
-    let client = format!("{HOST}:{port}");
+    login_from(&format!("{HOST}:{port}"), t0, application, answer)
+}
+
+/// The same from any client address and port.
+pub(crate) fn login_from(client: &str, t0: f64, application: &str, answer: Vec<u8>) -> Vec<(Timestamp, Vec<u8>)> {
+    let port = crate::util::addr(client).port();
+    let client = client.to_owned();
     let (mut c, mut s) = (1000u32 + u32::from(port), 5000u32);
     let mut t = t0;
     let mut frames = Vec::new();

@@ -84,6 +84,20 @@ pub fn tcp_frame(src: &str, dst: &str, seg: Seg) -> Vec<u8> {
     out
 }
 
+/// An Ethernet frame carrying a UDP datagram (a DNS answer, say).
+pub fn udp_frame(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+    let (src, dst) = (addr(src), addr(dst));
+    let b = PacketBuilder::ethernet2(MAC_B, MAC_A);
+    let b = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => b.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => b.ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed address families"),
+    };
+    let mut out = Vec::new();
+    b.udp(src.port(), dst.port()).write(&mut out, payload).expect("build frame");
+    out
+}
+
 /// The IP and first 8 TCP bytes of a SYN, as an ICMP error quotes them.
 pub fn quoted_syn(client: &str, server: &str, seq: u32) -> Vec<u8> {
     let frame = tcp_frame(client, server, syn(seq));

@@ -318,6 +318,7 @@ mod tests {
             session_end: None,
             traffic: Traffic::default(),
             pg: None,
+            dns: None,
             notes: Vec::new(),
         }
     }

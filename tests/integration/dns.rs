@@ -1,0 +1,84 @@
+//! DNS beside the attempts: the answer that sent a client to an address is
+//! named in its evidence, and a name that gave failing clients another
+//! address than the one others logged in at reads as a stale answer.
+
+use serde_json::Value;
+
+use crate::postgres::logged_in;
+use crate::recovery::login_from;
+use crate::util::*;
+
+const RESOLVER: &str = "192.0.2.53:53";
+
+/// A DNS response for `name` (A records, ttl 60) sent to `client`.
+fn answer(client: &str, name: &str, addresses: &[[u8; 4]]) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, addresses.len() as u8, 0, 0, 0, 0];
+    for label in name.split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    for a in addresses {
+        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        m.extend_from_slice(a);
+    }
+    udp_frame(RESOLVER, client, &m)
+}
+
+#[test]
+fn the_lookup_behind_an_attempt_is_its_evidence() {
+    // Client A looks up db.lab.test and gets a stale address nobody holds:
+    // the router answers its SYN with ICMP host unreachable. Client B gets
+    // the right address and logs in.
+    let (a, b) = ("192.0.2.100:40000", "192.0.2.101:40001");
+    let mut frames = vec![
+        (at(0.0), answer("192.0.2.100:33000", "db.lab.test", &[[192, 0, 2, 77]])),
+        (at(0.001), tcp_frame(a, "192.0.2.77:5432", syn(500))),
+        (at(0.002), icmp_frame("192.0.2.254", a, "192.0.2.77:5432", 500, 3, 1)),
+        (at(1.0), answer("192.0.2.101:33001", "db.lab.test", &[[192, 0, 2, 1]])),
+    ];
+    frames.extend(login_from(b, 1.001, "app", logged_in()));
+    let records: Vec<_> = frames.into_iter().map(|(t, f)| (t, f.clone(), f.len() as u32)).collect();
+    let path = temp_file("dns.pcap", &pcap_bytes(1, 65535, &records)).to_string_lossy().into_owned();
+    let (doc, out) = analyze_json(&[&path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(doc["stats"]["dns_answers"], 2);
+    let attempt = |outcome: &str| -> Value {
+        doc["attempts"].as_array().unwrap().iter().find(|x| x["outcome"] == outcome).cloned().expect(outcome)
+    };
+    let stale = attempt("unreachable");
+    assert_eq!(stale["dns"]["name"], "db.lab.test");
+    assert_eq!(stale["dns"]["addresses"], serde_json::json!(["192.0.2.77"]));
+    assert_eq!(stale["dns"]["resolver"], "192.0.2.53");
+    assert_eq!(attempt("success")["dns"]["addresses"], serde_json::json!(["192.0.2.1"]));
+    let evidence: Vec<String> = doc["diagnosis"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["outcome"] == "unreachable")
+        .flat_map(|f| f["evidence"].as_array().unwrap().iter().map(|e| e["text"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(
+        evidence.iter().any(|e| e.contains("looked up db.lab.test just before and got 192.0.2.77")),
+        "{evidence:?}"
+    );
+    assert!(
+        evidence.iter().any(|e| e.contains("db.lab.test also gave 192.0.2.1, where clients logged in")),
+        "{evidence:?}"
+    );
+    let text = String::from_utf8(pgreach(&["analyze", "--connections", &path]).stdout).unwrap();
+    assert!(text.contains("looked up db.lab.test → 192.0.2.77 (ttl 60s) from 192.0.2.53"), "{text}");
+    let csv = String::from_utf8(pgreach(&["analyze", "--format", "csv", &path]).stdout).unwrap();
+    assert!(csv.lines().next().unwrap().ends_with(",server_name"), "{csv}");
+    assert_eq!(csv.lines().filter(|l| l.ends_with(",db.lab.test")).count(), 2, "{csv}");
+    // An answer long before (past its TTL) explains nothing.
+    let late = vec![
+        (at(0.0), answer("192.0.2.100:33000", "db.lab.test", &[[192, 0, 2, 77]])),
+        (at(300.0), tcp_frame(a, "192.0.2.77:5432", syn(500))),
+        (at(300.001), icmp_frame("192.0.2.254", a, "192.0.2.77:5432", 500, 3, 1)),
+    ];
+    let records: Vec<_> = late.into_iter().map(|(t, f)| (t, f.clone(), f.len() as u32)).collect();
+    let path = temp_file("dns-late.pcap", &pcap_bytes(1, 65535, &records)).to_string_lossy().into_owned();
+    let (doc, _) = analyze_json(&[&path]);
+    assert_eq!(doc["attempts"][0]["dns"], Value::Null);
+}
