@@ -5,8 +5,8 @@
 //! oversized names); only what a report needs is kept, and it is bounded:
 //! a few lookups per client, a bounded number of clients.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use serde::Serialize;
 use simple_dns::rdata::RData;
@@ -25,6 +25,14 @@ const MAX_CLIENTS: usize = 10_000;
 const MIN_WINDOW_SECS: u32 = 30;
 /// Names longer than this are cut (DNS allows 255 bytes).
 const MAX_NAME_LEN: usize = 255;
+/// Failed lookups kept until the capture ends, when it is known which names
+/// are database names.
+const MAX_FAILED: usize = 10_000;
+/// Failed lookups of one name by one client within this many seconds are one
+/// failure (a resolver retried, A and AAAA asked apart, search domains).
+const FAILURE_BURST_SECS: u64 = 5;
+/// Database names remembered (names behind attempts to a server port).
+const MAX_DB_NAMES: usize = 1000;
 
 /// How a lookup ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -40,6 +48,12 @@ pub enum Rcode {
 }
 
 impl Rcode {
+    /// Whether the name could not be resolved at all (an empty NOERROR, an
+    /// IPv4-only name asked for AAAA, is not a failure).
+    pub fn is_failure(self) -> bool {
+        matches!(self, Rcode::NxDomain | Rcode::ServFail | Rcode::Refused)
+    }
+
     fn of(r: RCODE) -> Rcode {
         match r {
             RCODE::NoError => Rcode::NoError,
@@ -157,6 +171,65 @@ impl Lookups {
     }
 }
 
+/// Lookups that failed, by the client's address and port, kept until the
+/// capture ends (bounded; a burst of retries is one).
+#[derive(Debug, Default)]
+pub struct FailedLookups {
+    kept: Vec<(SocketAddr, Lookup)>,
+    /// Failed lookups beyond the bound, not kept.
+    pub dropped: u64,
+}
+
+impl FailedLookups {
+    pub fn add(&mut self, client: SocketAddr, lookup: Lookup) {
+        let repeat = self.kept.iter().rev().take(64).any(|(c, l)| {
+            c.ip() == client.ip() && l.name == lookup.name && lookup.at.since(l.at).as_secs() < FAILURE_BURST_SECS
+        });
+        if repeat {
+            return;
+        }
+        if self.kept.len() < MAX_FAILED {
+            self.kept.push((client, lookup));
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// The failures of database names: names in `used` (behind attempts to a
+    /// server port) or matching `patterns` (`db.example.com`, `*.example.com`);
+    /// when neither names any, every failure.
+    pub fn of_database_names(self, used: &DbNames, patterns: &[String]) -> Vec<(SocketAddr, Lookup)> {
+        let known = !used.names.is_empty() || !patterns.is_empty();
+        self.kept
+            .into_iter()
+            .filter(|(_, l)| !known || used.names.contains(&l.name) || patterns.iter().any(|p| matches(p, &l.name)))
+            .collect()
+    }
+}
+
+/// `db.example.com` matches itself; `*.example.com` any name under it.
+fn matches(pattern: &str, name: &str) -> bool {
+    let (pattern, name) = (pattern.trim_end_matches('.').to_ascii_lowercase(), name.to_ascii_lowercase());
+    match pattern.strip_prefix("*.") {
+        Some(domain) => name.ends_with(&format!(".{domain}")),
+        None => name == pattern,
+    }
+}
+
+/// The names clients used to reach a server port (bounded).
+#[derive(Debug, Default)]
+pub struct DbNames {
+    names: BTreeSet<String>,
+}
+
+impl DbNames {
+    pub fn add(&mut self, name: &str) {
+        if self.names.len() < MAX_DB_NAMES && !self.names.contains(name) {
+            self.names.insert(name.to_owned());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +293,25 @@ mod tests {
                 let _ = parse_response(&m, RESOLVER, at(0));
             }
         }
+    }
+
+    #[test]
+    fn failures_of_database_names_only_once_a_burst() {
+        let client: SocketAddr = "192.0.2.100:33000".parse().unwrap();
+        let failed = |name: &str, t: i64| parse_response(&response(name, 3, &[]), RESOLVER, at(t)).unwrap();
+        let mut f = FailedLookups::default();
+        f.add(client, failed("missing.lab.test", 0));
+        f.add(client, failed("missing.lab.test", 1));
+        f.add(client, failed("ads.example.org", 2));
+        f.add(client, failed("missing.lab.test", 10));
+        let mut used = DbNames::default();
+        let all = |f: &FailedLookups| FailedLookups { kept: f.kept.clone(), dropped: 0 };
+        assert_eq!(all(&f).of_database_names(&used, &[]).len(), 3, "no database name known: every failure");
+        let under = all(&f).of_database_names(&used, &["*.lab.test".to_owned()]);
+        assert_eq!(under.len(), 2, "the burst is one, ten seconds later another");
+        used.add("ads.example.org");
+        assert_eq!(f.of_database_names(&used, &[]).len(), 1);
+        assert!(matches("*.lab.test", "Missing.Lab.Test") && !matches("*.lab.test", "lab.test"));
     }
 
     #[test]

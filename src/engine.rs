@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::decode::{decode, DecodeError, Decoded, IcmpError, LinkType, TcpSegment, UdpDatagram};
-use crate::dns::{parse_response, Lookups};
+use crate::dns::{parse_response, DbNames, FailedLookups, Lookups};
 use crate::flow::{EndCause, Flow, State, Step};
-use crate::outcome::Side;
+use crate::outcome::{Outcome, Side};
 use crate::record::AttemptRecord;
 use crate::time::Timestamp;
 
@@ -30,11 +30,20 @@ pub struct Config {
     /// The most connections tracked at once; beyond it the flow nearest its
     /// deadline is ended early (a SYN flood must not exhaust memory).
     pub max_flows: usize,
+    /// Database server names (`--db-host`; `*.domain` for a domain) whose
+    /// failed lookups are `dns_failed` attempts, beside the names clients
+    /// were seen using.
+    pub db_hosts: Vec<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { server_ports: vec![5432], syn_timeout: Duration::from_secs(3), max_flows: 1_000_000 }
+        Config {
+            server_ports: vec![5432],
+            syn_timeout: Duration::from_secs(3),
+            max_flows: 1_000_000,
+            db_hosts: Vec::new(),
+        }
     }
 }
 
@@ -57,6 +66,8 @@ pub struct Stats {
     pub unmatched_icmp: u64,
     /// DNS answers (A/AAAA questions) seen, to tie attempts to the names behind them.
     pub dns_answers: u64,
+    /// Failed lookups beyond the bound kept for `dns_failed` (10,000), not reported.
+    pub dns_failures_not_kept: u64,
     /// Attempts ended early because the flow table was full.
     pub evicted: u64,
     /// Segments of new connections not tracked because the table was full
@@ -100,6 +111,12 @@ pub struct Analyzer {
     finished: VecDeque<AttemptRecord>,
     /// Clients' recent DNS answers.
     lookups: Lookups,
+    /// Lookups that failed, and the names behind attempts: at the end, the
+    /// failures of database names become `dns_failed` attempts.
+    failed_lookups: FailedLookups,
+    db_names: DbNames,
+    /// Set by `finish`: the failed lookups are still to be reported.
+    failed_lookups_due: bool,
     stats: Stats,
     /// The latest time seen: packet timestamps can step back a little.
     clock: Timestamp,
@@ -117,6 +134,9 @@ impl Analyzer {
             timers: BinaryHeap::new(),
             finished: VecDeque::new(),
             lookups: Lookups::default(),
+            failed_lookups: FailedLookups::default(),
+            db_names: DbNames::default(),
+            failed_lookups_due: false,
             stats: Stats::default(),
             clock: Timestamp::default(),
             next_id: 0,
@@ -189,10 +209,23 @@ impl Analyzer {
     pub fn poll_finished(&mut self) -> Option<AttemptRecord> {
         loop {
             if let Some(mut record) = self.finished.pop_front() {
-                record.dns = self.lookups.behind(record.client.ip(), record.server.ip(), record.start).cloned();
+                if record.dns.is_none() {
+                    record.dns = self.lookups.behind(record.client.ip(), record.server.ip(), record.start).cloned();
+                }
+                if let Some(lookup) = record.dns.as_ref().filter(|_| record.outcome != Outcome::DnsFailed) {
+                    self.db_names.add(&lookup.name);
+                }
                 return Some(record);
             }
-            let (key, mut flow) = self.ending.pop()?;
+            let Some((key, mut flow)) = self.ending.pop() else {
+                // Every connection is reported: which names were database
+                // names is known now.
+                if std::mem::take(&mut self.failed_lookups_due) {
+                    self.report_failed_lookups();
+                    continue;
+                }
+                return None;
+            };
             self.report(key, &mut flow, EndCause::CaptureEnd);
         }
     }
@@ -208,6 +241,18 @@ impl Analyzer {
         open.sort_by_key(|(_, f)| Reverse(f.id));
         self.ending = open;
         self.timers = BinaryHeap::new();
+        self.failed_lookups_due = true;
+    }
+
+    /// The failed lookups of database names, as `dns_failed` attempts.
+    fn report_failed_lookups(&mut self) {
+        let failed = std::mem::take(&mut self.failed_lookups);
+        self.stats.dns_failures_not_kept = failed.dropped;
+        for (client, lookup) in failed.of_database_names(&self.db_names, &self.config.db_hosts) {
+            self.stats.attempts += 1;
+            self.finished.push_back(AttemptRecord::dns_failed(self.next_id, client, lookup));
+            self.next_id += 1;
+        }
     }
 
     fn on_segment(&mut self, seg: &TcpSegment<'_>, ts: Timestamp) {
@@ -260,7 +305,11 @@ impl Analyzer {
         }
         if let Some(lookup) = parse_response(datagram.payload, datagram.src.ip(), ts) {
             self.stats.dns_answers += 1;
-            self.lookups.add(datagram.dst.ip(), lookup);
+            if lookup.rcode.is_failure() {
+                self.failed_lookups.add(datagram.dst, lookup);
+            } else {
+                self.lookups.add(datagram.dst.ip(), lookup);
+            }
         }
     }
 

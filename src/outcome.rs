@@ -26,6 +26,8 @@ pub enum TcpOutcome {
     Midstream,
     /// The capture ended too soon after the SYN to tell whether it was answered.
     CaptureEnded,
+    /// No SYN was sent: the client's DNS lookup of the server's name failed.
+    NotAttempted,
 }
 
 /// How one connection attempt ended, all told: the TCP outcome when the
@@ -35,6 +37,9 @@ pub enum TcpOutcome {
 pub enum Outcome {
     /// AuthenticationOk, then ReadyForQuery.
     Success,
+    /// The lookup of a database server's name failed (NXDOMAIN, SERVFAIL,
+    /// REFUSED): the client never connected.
+    DnsFailed,
     Refused,
     Unreachable,
     Timeout,
@@ -79,8 +84,9 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 24] = [
+    pub const ALL: [Outcome; 25] = [
         Outcome::Success,
+        Outcome::DnsFailed,
         Outcome::Refused,
         Outcome::Unreachable,
         Outcome::Timeout,
@@ -109,6 +115,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
+            Outcome::DnsFailed => "dns_failed",
             Outcome::Refused => "refused",
             Outcome::Unreachable => "unreachable",
             Outcome::Timeout => "timeout",
@@ -140,6 +147,8 @@ impl Outcome {
         match self {
             Outcome::Success | Outcome::Terminated => Column::LoggedIn,
             Outcome::Refused => Column::Refused,
+            // The client could not even look the server up: no route to it, as far as it knows.
+            Outcome::DnsFailed => Column::Unreachable,
             Outcome::Unreachable => Column::Unreachable,
             Outcome::Timeout => Column::Timeout,
             Outcome::AuthFailed
@@ -184,6 +193,7 @@ impl From<TcpOutcome> for Outcome {
             TcpOutcome::Timeout => Outcome::Timeout,
             TcpOutcome::HandshakeIncomplete => Outcome::HandshakeIncomplete,
             TcpOutcome::Midstream => Outcome::Midstream,
+            TcpOutcome::NotAttempted => Outcome::DnsFailed,
         }
     }
 }

@@ -140,6 +140,31 @@ pub struct AttemptRecord {
 }
 
 impl AttemptRecord {
+    /// A lookup of the server's name that failed: no SYN was ever sent.
+    pub fn dns_failed(id: u64, client: SocketAddr, lookup: Lookup) -> AttemptRecord {
+        AttemptRecord {
+            id,
+            client,
+            server: SocketAddr::new(lookup.resolver, 53),
+            outcome: Outcome::DnsFailed,
+            tcp_outcome: TcpOutcome::NotAttempted,
+            start: lookup.at,
+            end: lookup.at,
+            syn: None,
+            handshake_ms: None,
+            client_ttl: None,
+            server_ttl: None,
+            answer: None,
+            gave_up: None,
+            wait_ms: None,
+            session_end: None,
+            traffic: Traffic::default(),
+            pg: None,
+            dns: Some(lookup),
+            notes: Vec::new(),
+        }
+    }
+
     /// The Community ID v1 of the attempt's TCP flow (seed 0), the identifier
     /// Zeek and Suricata log for the same connection, so their logs join with
     /// pgreach's: SHA-1 over the seed, the two endpoints ordered so that both

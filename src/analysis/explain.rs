@@ -22,6 +22,15 @@ pub fn explain(outcome: Outcome, syn_timeout: Duration) -> Explanation {
             "AuthenticationOk, then ReadyForQuery: the login worked.",
             "Nothing to fix for these; compare their login time with the failures'.",
         ),
+        Outcome::DnsFailed => e(
+            "could not translate host name \"…\" to address: Name or service not known (NXDOMAIN), or \
+             Temporary failure in name resolution (SERVFAIL, REFUSED)",
+            "The client looked up the database server's name and the resolver said it does not exist (NXDOMAIN) or \
+             could not answer (SERVFAIL, REFUSED): no connection was even tried.",
+            "Check the name in the client's configuration (a typo, a decommissioned alias, a search domain), the \
+             record in its zone (`dig NAME @RESOLVER`), and the resolver the client uses (/etc/resolv.conf, a \
+             container's DNS).",
+        ),
         Outcome::Refused => e(
             "connection to server at \"…\", port … failed: Connection refused",
             "The SYN was answered by a RST or an ICMP port-unreachable: the attempt never reached PostgreSQL. \

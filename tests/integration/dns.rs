@@ -82,3 +82,61 @@ fn the_lookup_behind_an_attempt_is_its_evidence() {
     let (doc, _) = analyze_json(&[&path]);
     assert_eq!(doc["attempts"][0]["dns"], Value::Null);
 }
+
+/// A DNS failure (rcode) for `name` sent to `client`.
+fn failure(client: &str, name: &str, rcode: u8) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x81, 0x80 | rcode, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    udp_frame(RESOLVER, client, &m)
+}
+
+fn write(name: &str, frames: Vec<(pgreach::time::Timestamp, Vec<u8>)>) -> String {
+    let records: Vec<_> = frames.into_iter().map(|(t, f)| (t, f.clone(), f.len() as u32)).collect();
+    temp_file(name, &pcap_bytes(1, 65535, &records)).to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_database_name_that_does_not_resolve_is_a_failure() {
+    // psql host=missing.lab.test: NXDOMAIN (asked twice, A and AAAA), no SYN at all.
+    let only_failure = write(
+        "nxdomain.pcap",
+        vec![
+            (at(0.0), failure("192.0.2.100:33000", "missing.lab.test", 3)),
+            (at(0.001), failure("192.0.2.100:33000", "missing.lab.test", 3)),
+        ],
+    );
+    let (doc, out) = analyze_json(&[&only_failure]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(doc["totals"]["attempts"], 1, "one failure, asked twice");
+    assert_eq!(doc["totals"]["dns_failed"], 1);
+    let a = &doc["attempts"][0];
+    assert_eq!(a["outcome"], "dns_failed");
+    assert_eq!(a["tcp_outcome"], "not_attempted");
+    assert_eq!(a["dns"]["name"], "missing.lab.test");
+    assert_eq!(a["dns"]["rcode"], "nx_domain");
+    let text = String::from_utf8(pgreach(&["analyze", &only_failure]).stdout).unwrap();
+    assert!(text.contains("1 failed — 1 dns_failed"), "{text}");
+    assert!(text.contains("could not translate host name"), "{text}");
+    assert_eq!(pgreach(&["analyze", "--fail-on", "failures", &only_failure]).status.code(), Some(3));
+
+    // Beside a database name that clients used, another name's failure is
+    // not the database's (a browser's ad server, say) unless --db-host names it.
+    let mut frames = vec![
+        (at(0.0), answer("192.0.2.101:33001", "db.lab.test", &[[192, 0, 2, 1]])),
+        (at(0.5), failure("192.0.2.100:33000", "ads.example.org", 3)),
+        (at(0.6), failure("192.0.2.100:33002", "db2.lab.test", 2)),
+    ];
+    frames.extend(login_from("192.0.2.101:40001", 0.001, "app", logged_in()));
+    let mixed = write("mixed.pcap", frames);
+    let (doc, _) = analyze_json(&[&mixed]);
+    assert_eq!(doc["totals"]["dns_failed"], Value::Null, "neither failed name is a database name: {}", doc["totals"]);
+    let (doc, _) = analyze_json(&["--db-host", "*.lab.test", &mixed]);
+    assert_eq!(doc["totals"]["dns_failed"], 1);
+    let failed = doc["attempts"].as_array().unwrap().iter().find(|a| a["outcome"] == "dns_failed").unwrap().clone();
+    assert_eq!(failed["dns"]["name"], "db2.lab.test");
+    assert_eq!(failed["dns"]["rcode"], "serv_fail");
+}

@@ -130,6 +130,10 @@ pub struct ReportArgs {
     /// The most attempts listed by --connections and JSON (the totals count all).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub max_listed: usize,
+    /// A database server's DNS name (repeatable; `*.example.com` for a domain): its failed
+    /// lookups are reported as dns_failed, beside the names clients were seen connecting with.
+    #[arg(long = "db-host", value_name = "NAME")]
+    pub db_hosts: Vec<String>,
     /// Only clients in this address or CIDR block (repeatable).
     #[arg(long = "client", value_name = "ADDR|CIDR", value_parser = parse_client)]
     pub clients: Vec<IpNet>,
@@ -196,6 +200,7 @@ impl ReportArgs {
             server_ports: self.ports.clone(),
             syn_timeout: self.syn_timeout,
             max_flows: usize::try_from(self.max_flows).unwrap_or(usize::MAX),
+            db_hosts: self.db_hosts.clone(),
         }
     }
 }
