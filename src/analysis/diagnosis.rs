@@ -3,14 +3,14 @@
 //! a capture allows (each with how sure it is), and what to check next.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::explain::explain;
 use super::median::median;
-use super::summary::{NameSet, OutcomeDetail, Summary};
+use super::summary::{Endpoint, NameSet, OutcomeDetail, Summary};
 use crate::outcome::{AnswerKind, GaveUp, Outcome};
 use crate::time::{short, Timestamp};
 
@@ -127,6 +127,9 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureF
         }
     }
     dns_evidence(s, outcome, d, &mut say);
+    if outcome == Outcome::Refused {
+        listen_evidence(s, &mut say);
+    }
     for (label, names) in [("users", &d.users), ("databases", &d.databases), ("applications", &d.applications)] {
         if !names.names.is_empty() {
             say(Confidence::Certain, format!("{label}: {}", list(names)));
@@ -240,6 +243,16 @@ fn timeout_evidence(s: &Summary, d: &OutcomeDetail, say: &mut impl FnMut(Confide
 /// failure, whether the same name gave other clients an address that worked.
 fn dns_evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, say: &mut impl FnMut(Confidence, String)) {
     let addresses = |set: &BTreeSet<IpAddr>| set.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    if s.dns_seen && outcome.is_failure() && d.without_dns > 0 {
+        say(
+            Confidence::Possible,
+            format!(
+                "{} of these attempts went to an address no DNS answer in this capture gave: a hard-coded address, \
+                 /etc/hosts, or an answer cached before the capture began",
+                d.without_dns
+            ),
+        );
+    }
     for (name, got) in &d.dns_names {
         say(Confidence::Certain, format!("the clients looked up {name} just before and got {}", addresses(got)));
         let worked = s.details.get(&Outcome::Success).and_then(|ok| ok.dns_names.get(name));
@@ -251,6 +264,75 @@ fn dns_evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, say: &mut impl
                      still cached, split-horizon DNS, a migration half done)",
                     addresses(worked),
                     addresses(got)
+                ),
+            );
+        }
+    }
+}
+
+/// Where PostgreSQL listens, from refusals beside connections: refused on
+/// one address while another address of the same host took connections on
+/// that port (listen_addresses); refused on one port while another port of
+/// that address took them (a second cluster, a port mismatch); refused on
+/// loopback with nothing on loopback ever taking one (localhost is the
+/// client itself, in a container say).
+fn listen_evidence(s: &Summary, say: &mut impl FnMut(Confidence, String)) {
+    // Two spans of attempts within a minute of each other count as at the same time.
+    let overlap =
+        |a: &(u64, Option<Timestamp>, Option<Timestamp>), b: &(u64, Option<Timestamp>, Option<Timestamp>)| match (
+            a.1, a.2, b.1, b.2,
+        ) {
+            (Some(a0), Some(a1), Some(b0), Some(b1)) => {
+                a0 <= b1 + Duration::from_secs(60) && b0 <= a1 + Duration::from_secs(60)
+            }
+            _ => false,
+        };
+    let connected: Vec<(&SocketAddr, &Endpoint)> = s.endpoints.iter().filter(|(_, e)| e.connected.0 > 0).collect();
+    for (refused_at, e) in s.endpoints.iter().filter(|(_, e)| e.refused.0 > 0) {
+        let (ip, port) = (refused_at.ip(), refused_at.port());
+        // Another address of the same host: one of the two is loopback (a
+        // capture on the server host), or its SYN-ACKs carry the TTL the RST did.
+        let same_host = |other: IpAddr| ip.is_loopback() != other.is_loopback() || s.server_ttls.contains_key(&other);
+        let other_address: Vec<String> = connected
+            .iter()
+            .filter(|(a, c)| a.port() == port && a.ip() != ip && same_host(a.ip()) && overlap(&e.refused, &c.connected))
+            .map(|(a, _)| a.ip().to_string())
+            .collect();
+        if !other_address.is_empty() && !ip.is_loopback() {
+            say(
+                Confidence::Likely,
+                format!(
+                    "{ip} refused port {port} while {} took connections on it at the same time: PostgreSQL listens \
+                     on {} only (listen_addresses; its default is localhost) — add {ip}",
+                    other_address.join(", "),
+                    other_address.join(", ")
+                ),
+            );
+        }
+        let other_port: Vec<String> = connected
+            .iter()
+            .filter(|(a, c)| a.ip() == ip && a.port() != port && overlap(&e.refused, &c.connected))
+            .map(|(a, _)| a.port().to_string())
+            .collect();
+        if !other_port.is_empty() {
+            say(
+                Confidence::Likely,
+                format!(
+                    "{ip} refused port {port} while it took connections on port {} at the same time: the clients \
+                     use the wrong port, or a second cluster is down (check the port in the clients' settings and \
+                     the clusters running there)",
+                    other_port.join(", ")
+                ),
+            );
+        }
+        let loopback_works = connected.iter().any(|(a, _)| a.ip().is_loopback());
+        if ip.is_loopback() && !loopback_works {
+            say(
+                Confidence::Possible,
+                format!(
+                    "{ip}:{port} was refused and nothing on loopback took a connection: if the client runs in a \
+                     container or another host than PostgreSQL, localhost is the client itself — give the \
+                     server's address instead"
                 ),
             );
         }

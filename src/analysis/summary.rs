@@ -3,7 +3,7 @@
 //! collection here is bounded, so a capture of any size fits in memory.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
@@ -13,7 +13,7 @@ use super::counts::OutcomeCounts;
 use super::identity::{Identity, Logins};
 use super::median::median;
 use super::timeline::{Timeline, Window};
-use crate::outcome::{AnswerKind, GaveUp, Outcome};
+use crate::outcome::{AnswerKind, GaveUp, Outcome, TcpOutcome};
 use crate::record::AttemptRecord;
 use crate::time::Timestamp;
 
@@ -51,6 +51,17 @@ pub struct OutcomeDetail {
     pub applications: NameSet,
     /// The DNS names behind these attempts and the addresses they gave.
     pub dns_names: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// Attempts no DNS answer in the capture explains.
+    pub without_dns: u64,
+}
+
+/// Attempts to one server address and port: (attempts, first start, last start).
+#[derive(Debug, Clone, Default)]
+pub struct Endpoint {
+    /// Refused by the server address itself (its RST or ICMP port unreachable).
+    pub refused: (u64, Option<Timestamp>, Option<Timestamp>),
+    /// Completed handshakes.
+    pub connected: (u64, Option<Timestamp>, Option<Timestamp>),
 }
 
 /// A few distinct names (users, databases, applications), bounded.
@@ -133,6 +144,11 @@ pub struct Summary {
     pub server_ttls: BTreeMap<IpAddr, BTreeMap<u8, u64>>,
     /// The server addresses attempts went to (bounded).
     pub servers: BTreeSet<IpAddr>,
+    /// Whether any attempt was tied to a DNS answer: the capture holds DNS.
+    pub dns_seen: bool,
+    /// Per server address and port: who refused there and who connected
+    /// there, and when (bounded), for the bind-address inferences.
+    pub endpoints: BTreeMap<SocketAddr, Endpoint>,
     pub timeline: Timeline,
     /// When each login last worked, for recoveries.
     logins: Logins,
@@ -160,6 +176,8 @@ impl Summary {
             details: BTreeMap::new(),
             server_ttls: BTreeMap::new(),
             servers: BTreeSet::new(),
+            endpoints: BTreeMap::new(),
+            dns_seen: false,
             timeline: Timeline::new(bucket),
             logins: Logins::default(),
             recent_failures: VecDeque::new(),
@@ -265,6 +283,23 @@ impl Summary {
         if self.servers.len() < MAX_SOURCES {
             self.servers.insert(a.server.ip());
         }
+        let room = self.endpoints.len() < MAX_SOURCES;
+        if room || self.endpoints.contains_key(&a.server) {
+            let e = self.endpoints.entry(a.server).or_default();
+            let span = match a.tcp_outcome {
+                TcpOutcome::Refused if a.answer.as_ref().is_some_and(|x| x.from == a.server.ip()) => &mut e.refused,
+                TcpOutcome::Established => &mut e.connected,
+                _ => return self.add_outcome_detail(a),
+            };
+            span.0 += 1;
+            span.1 = Some(span.1.map_or(a.start, |t: Timestamp| t.min(a.start)));
+            span.2 = Some(span.2.map_or(a.start, |t: Timestamp| t.max(a.start)));
+        }
+        self.add_outcome_detail(a);
+    }
+
+    fn add_outcome_detail(&mut self, a: &AttemptRecord) {
+        self.dns_seen |= a.dns.is_some();
         if let Some(ttl) = a.server_ttl {
             let room = self.server_ttls.len() < MAX_SOURCES;
             if let Some(ttls) = self.server_ttls.get_mut(&a.server.ip()) {
@@ -293,6 +328,9 @@ impl Summary {
         }
         if let Some(why) = a.gave_up {
             *d.gave_up.entry(why).or_default() += 1;
+        }
+        if a.dns.is_none() && a.tcp_outcome != TcpOutcome::Midstream {
+            d.without_dns += 1;
         }
         if let Some(lookup) = &a.dns {
             if d.dns_names.contains_key(&lookup.name) || d.dns_names.len() < MAX_NAMES {

@@ -66,6 +66,7 @@ fn the_lookup_behind_an_attempt_is_its_evidence() {
         evidence.iter().any(|e| e.contains("db.lab.test also gave 192.0.2.1, where clients logged in")),
         "{evidence:?}"
     );
+    assert!(evidence.iter().all(|e| !e.contains("no DNS answer in this capture gave")), "{evidence:?}");
     let text = String::from_utf8(pgreach(&["analyze", "--connections", &path]).stdout).unwrap();
     assert!(text.contains("looked up db.lab.test → 192.0.2.77 (ttl 60s) from 192.0.2.53"), "{text}");
     let csv = String::from_utf8(pgreach(&["analyze", "--format", "csv", &path]).stdout).unwrap();
@@ -81,6 +82,17 @@ fn the_lookup_behind_an_attempt_is_its_evidence() {
     let path = temp_file("dns-late.pcap", &pcap_bytes(1, 65535, &records)).to_string_lossy().into_owned();
     let (doc, _) = analyze_json(&[&path]);
     assert_eq!(doc["attempts"][0]["dns"], Value::Null);
+    // A hard-coded address beside names that resolved.
+    let mut frames = vec![(at(0.0), answer("192.0.2.101:33001", "db.lab.test", &[[192, 0, 2, 1]]))];
+    frames.extend(login_from("192.0.2.101:40001", 0.001, "app", logged_in()));
+    frames.push((at(0.5), tcp_frame(a, "192.0.2.77:5432", syn(500))));
+    frames.push((at(0.501), icmp_frame("192.0.2.254", a, "192.0.2.77:5432", 500, 3, 1)));
+    frames.sort_by_key(|f| f.0);
+    let records: Vec<_> = frames.into_iter().map(|(t, f)| (t, f.clone(), f.len() as u32)).collect();
+    let path = temp_file("dns-hardcoded.pcap", &pcap_bytes(1, 65535, &records)).to_string_lossy().into_owned();
+    let (doc, _) = analyze_json(&[&path]);
+    let said = doc["diagnosis"]["findings"].to_string();
+    assert!(said.contains("1 of these attempts went to an address no DNS answer in this capture gave"), "{said}");
 }
 
 /// A DNS failure (rcode) for `name` sent to `client`.

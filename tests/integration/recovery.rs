@@ -18,6 +18,17 @@ fn login(port: u16, t0: f64, application: &str, answer: Vec<u8>) -> Vec<(Timesta
 
 /// The same from any client address and port.
 pub(crate) fn login_from(client: &str, t0: f64, application: &str, answer: Vec<u8>) -> Vec<(Timestamp, Vec<u8>)> {
+    login_between(client, SERVER, t0, application, answer)
+}
+
+/// The same between any client and server.
+pub(crate) fn login_between(
+    client: &str,
+    server: &str,
+    t0: f64,
+    application: &str,
+    answer: Vec<u8>,
+) -> Vec<(Timestamp, Vec<u8>)> {
     let port = crate::util::addr(client).port();
     let client = client.to_owned();
     let (mut c, mut s) = (1000u32 + u32::from(port), 5000u32);
@@ -25,7 +36,7 @@ pub(crate) fn login_from(client: &str, t0: f64, application: &str, answer: Vec<u
     let mut frames = Vec::new();
     let mut push = |from_client: bool, seg: Seg| {
         t += 0.001;
-        let (src, dst) = if from_client { (client.as_str(), SERVER) } else { (SERVER, client.as_str()) };
+        let (src, dst) = if from_client { (client.as_str(), server) } else { (server, client.as_str()) };
         frames.push((at(t), tcp_frame(src, dst, seg)));
     };
     push(true, syn(c));
