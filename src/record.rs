@@ -140,16 +140,21 @@ pub struct AttemptRecord {
 }
 
 impl AttemptRecord {
-    /// A lookup of the server's name that failed: no SYN was ever sent.
-    pub fn dns_failed(id: u64, client: SocketAddr, lookup: Lookup) -> AttemptRecord {
+    /// An attempt with its addresses, outcome and times, and no evidence yet.
+    pub fn bare(
+        id: u64,
+        (client, server): (SocketAddr, SocketAddr),
+        (outcome, tcp_outcome): (Outcome, TcpOutcome),
+        (start, end): (Timestamp, Timestamp),
+    ) -> AttemptRecord {
         AttemptRecord {
             id,
             client,
-            server: SocketAddr::new(lookup.resolver, 53),
-            outcome: Outcome::DnsFailed,
-            tcp_outcome: TcpOutcome::NotAttempted,
-            start: lookup.at,
-            end: lookup.at,
+            server,
+            outcome,
+            tcp_outcome,
+            start,
+            end,
             syn: None,
             handshake_ms: None,
             client_ttl: None,
@@ -160,9 +165,18 @@ impl AttemptRecord {
             session_end: None,
             traffic: Traffic::default(),
             pg: None,
-            dns: Some(lookup),
+            dns: None,
             notes: Vec::new(),
         }
+    }
+
+    /// A lookup of the server's name that failed: no SYN was ever sent.
+    pub fn dns_failed(id: u64, client: SocketAddr, lookup: Lookup) -> AttemptRecord {
+        let ends = (Outcome::DnsFailed, TcpOutcome::NotAttempted);
+        let mut record =
+            AttemptRecord::bare(id, (client, SocketAddr::new(lookup.resolver, 53)), ends, (lookup.at, lookup.at));
+        record.dns = Some(lookup);
+        record
     }
 
     /// The Community ID v1 of the attempt's TCP flow (seed 0), the identifier
@@ -194,27 +208,8 @@ mod tests {
     use crate::outcome::{Outcome, TcpOutcome};
 
     fn attempt(client: &str, server: &str) -> AttemptRecord {
-        AttemptRecord {
-            id: 0,
-            client: client.parse().unwrap(),
-            server: server.parse().unwrap(),
-            outcome: Outcome::Refused,
-            tcp_outcome: TcpOutcome::Refused,
-            start: Timestamp::default(),
-            end: Timestamp::default(),
-            syn: None,
-            handshake_ms: None,
-            client_ttl: None,
-            server_ttl: None,
-            answer: None,
-            gave_up: None,
-            wait_ms: None,
-            session_end: None,
-            traffic: Traffic::default(),
-            pg: None,
-            dns: None,
-            notes: Vec::new(),
-        }
+        let ends = (Outcome::Refused, TcpOutcome::Refused);
+        AttemptRecord::bare(0, (client.parse().unwrap(), server.parse().unwrap()), ends, Default::default())
     }
 
     #[test]

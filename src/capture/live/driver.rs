@@ -297,30 +297,10 @@ impl Losses {
 mod tests {
     use super::*;
     use crate::outcome::{Outcome, TcpOutcome};
-    use crate::record::Traffic;
     fn record(start: f64, end: f64) -> AttemptRecord {
-        let t = |s: f64| Timestamp::from_nanos((s * 1e9) as i64);
-        AttemptRecord {
-            id: 0,
-            client: "192.0.2.7:40000".parse().unwrap(),
-            server: "192.0.2.1:5432".parse().unwrap(),
-            outcome: Outcome::Success,
-            tcp_outcome: TcpOutcome::Established,
-            start: t(start),
-            end: t(end),
-            syn: None,
-            handshake_ms: None,
-            client_ttl: None,
-            server_ttl: None,
-            answer: None,
-            gave_up: None,
-            wait_ms: None,
-            session_end: None,
-            traffic: Traffic::default(),
-            pg: None,
-            dns: None,
-            notes: Vec::new(),
-        }
+        let ends = (Outcome::Success, TcpOutcome::Established);
+        let addresses = ("192.0.2.7:40000".parse().unwrap(), "192.0.2.1:5432".parse().unwrap());
+        AttemptRecord::bare(0, addresses, ends, (at(start), at(end)))
     }
 
     fn at(s: f64) -> Timestamp {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::{Server, PG_BIN};
+use super::{pgbench_transactions, Server, PG_BIN};
 use crate::lab::sh;
 
 /// Copies of the incident capture, each shifted in time past the last one
@@ -167,13 +167,7 @@ pub fn record_pgbench(out: &Path) -> Result<PgbenchCapture> {
     sh(&format!("kill -INT {}", tcpdump.id()))?;
     tcpdump.wait()?;
     drop(server);
-    let transactions: u64 = out_text
-        .lines()
-        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-        .and_then(|v| v.split('/').next())
-        .context("pgbench's transaction count")?
-        .trim()
-        .parse()?;
+    let transactions = pgbench_transactions(&out_text)?;
     if !out.exists() {
         bail!("tcpdump wrote no capture");
     }

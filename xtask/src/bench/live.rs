@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{build, cpu_seconds, peak_rss_kib, Server, DIR, PG_BIN};
+use super::{build, cpu_seconds, peak_rss_kib, pgbench_transactions, Server, DIR, PG_BIN};
 use crate::lab::sh;
 
 /// Waits for `marker` on the child's standard error; the rest of it is
@@ -85,13 +85,7 @@ pub fn live(root: &Path, seconds: u64) -> Result<()> {
         .find(|l| l.contains("dropped by kernel"))
         .unwrap_or_else(|| "no drop count".into());
 
-    let transactions: u64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-        .and_then(|v| v.split('/').next())
-        .context("pgbench's transaction count")?
-        .trim()
-        .parse()?;
+    let transactions = pgbench_transactions(&out)?;
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
     let successes = doc["totals"]["success"].as_u64().unwrap_or(0);
     let attempts = doc["totals"]["attempts"].as_u64().unwrap_or(0);

@@ -100,3 +100,14 @@ pub(crate) fn peak_rss_kib(pid: u32) -> Result<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("VmHWM")?;
     Ok(line.split_whitespace().nth(1).context("VmHWM value")?.parse()?)
 }
+
+/// The transactions pgbench says it processed (one connection each with -C).
+fn pgbench_transactions(output: &str) -> Result<u64> {
+    Ok(output
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split('/').next())
+        .context("pgbench's transaction count")?
+        .trim()
+        .parse()?)
+}
