@@ -53,7 +53,9 @@ pub struct Finding {
     pub first: Option<Timestamp>,
     #[serde(rename = "end")]
     pub last: Option<Timestamp>,
-    pub client_sees: &'static str,
+    /// The server's most frequent message as libpq prints it, when the
+    /// capture has one; otherwise what clients usually see for this outcome.
+    pub client_sees: String,
     pub meaning: String,
     pub evidence: Vec<Inference>,
     pub next_steps: &'static str,
@@ -94,7 +96,10 @@ pub fn diagnose(s: &Summary, syn_timeout: Duration, capture: &CaptureFacts) -> D
                 attempts: s.totals.get(outcome),
                 first: detail.first,
                 last: detail.last,
-                client_sees: e.client_sees,
+                client_sees: s
+                    .messages(outcome)
+                    .first()
+                    .map_or_else(|| e.client_sees.to_owned(), |(said, _)| said.as_libpq()),
                 meaning: e.meaning,
                 evidence: evidence(s, outcome, &detail, capture),
                 next_steps: e.next_steps,
@@ -136,7 +141,30 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureF
         }
     }
     for (said, n) in s.messages(outcome) {
-        say(Confidence::Certain, format!("the server said ({n}×): {said}"));
+        say(Confidence::Certain, format!("the server said ({n}×): {}", said.coded()));
+    }
+    for (stopped_at, n) in &d.stopped_at {
+        say(Confidence::Certain, format!("{n} login{} stopped at: {stopped_at}", if *n == 1 { "" } else { "s" }));
+    }
+    let waited = median(&mut d.stopped_for_ms.clone()).map(|ms| Duration::from_secs_f64(ms / 1e3));
+    match (outcome, waited) {
+        (Outcome::ServerSilent, Some(w)) => say(
+            Confidence::Likely,
+            format!(
+                "the clients gave up {} (median) after their startup packet with no answer: a connect_timeout of \
+                 about that length",
+                short(w)
+            ),
+        ),
+        (Outcome::AuthTimeout, Some(w)) => say(
+            Confidence::Likely,
+            format!(
+                "the server closed {} (median) after asking for credentials: its authentication_timeout is about \
+                 that long",
+                short(w)
+            ),
+        ),
+        _ => {}
     }
     out
 }

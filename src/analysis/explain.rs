@@ -122,6 +122,25 @@ pub fn explain(outcome: Outcome, syn_timeout: Duration) -> Explanation {
              sslmode=require (or stricter) makes it do.",
             "Enable ssl on the server (ssl = on, with a certificate), or stop requiring it on the client.",
         ),
+        Outcome::ServerSilent => e(
+            "timeout expired (libpq's connect_timeout), or a hang with no message",
+            "TCP connected and the client sent its startup packet, but the server never answered it: the kernel \
+             accepted the connection for a postmaster that did not act on it. The client gave up (or was still \
+             waiting when the capture ended).",
+            "Look at the server host: a stopped or hung postmaster (`ps -o stat,pid,cmd -C postgres`: T or D \
+             states), fork failures or memory pressure in the server log and `dmesg`, a proxy holding clients \
+             in a full max_connections queue. A capture on the server side shows whether the startup packet \
+             arrived.",
+        ),
+        Outcome::AuthTimeout => e(
+            "server closed the connection unexpectedly",
+            "The server asked for credentials, the client sent none, and the server closed the connection: \
+             PostgreSQL gives up at authentication_timeout (60 s by default) without sending the client its \
+             error.",
+            "Find why the client could not answer in time: a slow password callback or secret store, an \
+             interactive prompt nobody answered, a network delaying the client's packets. The server log has \
+             \"canceling authentication due to timeout\" for each.",
+        ),
         Outcome::Terminated => e(
             "FATAL:  terminating connection due to administrator command (or an idle/transaction timeout)",
             "The login worked, then the server ended the session with a FATAL: pg_terminate_backend or a shutdown \

@@ -3,6 +3,8 @@
 //! of the session, and the outcome it adds up to.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -19,6 +21,10 @@ const MAX_ERROR_CODES: usize = 32;
 const MAX_AUTH_STEPS: usize = 4;
 /// NoticeResponses kept with their fields; further ones are only counted.
 const MAX_NOTICES_KEPT: usize = 4;
+/// A server that has not answered a startup packet this long when the
+/// capture ends is silent, not slow: PostgreSQL answers within milliseconds
+/// unless it cannot fork or is stopped.
+const SILENT_AT_CAPTURE_END: Duration = Duration::from_secs(10);
 
 /// Where the connection is in the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +33,12 @@ enum Phase {
     AwaitStartup,
     /// SSLRequest or GSSENCRequest sent; the server's one-byte answer is expected.
     EncryptionRequested,
-    /// StartupMessage sent; authentication in progress.
-    Authenticating,
+    /// StartupMessage sent; the server has not answered it yet.
+    StartupSent,
+    /// The server asked for credentials (a password, a SASL or GSS step).
+    CredentialsAsked,
+    /// The client answered; the server's verdict is expected.
+    CredentialsSent,
     /// AuthenticationOk received; ReadyForQuery not yet.
     AuthOk,
     /// ReadyForQuery received: logged in.
@@ -41,6 +51,25 @@ enum Phase {
     Cancel,
     /// Not PostgreSQL.
     Foreign,
+}
+
+/// How far a login got, in words: the evidence of an unfinished one.
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::AwaitStartup => "no startup message",
+            Phase::EncryptionRequested => "encryption requested, no answer",
+            Phase::StartupSent => "startup message sent, no answer",
+            Phase::CredentialsAsked => "credentials asked for, none sent",
+            Phase::CredentialsSent => "credentials sent, no verdict",
+            Phase::AuthOk => "authenticated, not yet ready for queries",
+            Phase::Ready => "logged in",
+            Phase::LoginFailed => "login refused",
+            Phase::Encrypted => "encrypted",
+            Phase::Cancel => "cancel request",
+            Phase::Foreign => "not PostgreSQL",
+        })
+    }
 }
 
 /// How encryption was negotiated, if it was.
@@ -105,6 +134,12 @@ pub struct PgSummary {
     pub terminate_sent: bool,
     pub client_messages: u64,
     pub server_messages: u64,
+    /// How far an unfinished login got (`startup message sent, no answer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+    /// Milliseconds it stayed there until the connection (or the capture) ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_for_ms: Option<f64>,
     /// Why this is not PostgreSQL, for `not_postgres`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_postgres: Option<String>,
@@ -124,9 +159,11 @@ pub struct PgSession {
     server: Framer,
     summary: PgSummary,
     login_error_stage: LoginStage,
-    /// The server asked for credentials and the client has not answered yet.
-    awaiting_credentials: bool,
+    /// When the current phase began (by the packet that began it).
+    phase_since: Option<Timestamp>,
     ready_at: Option<Timestamp>,
+    /// A ReadyForQuery after the login's: a query (or Sync) completed.
+    query_completed: bool,
     client_spoke: bool,
     fatal_after_ready: bool,
     /// The capture began mid-session: per side (client, server), whether
@@ -142,8 +179,9 @@ impl Default for PgSession {
             server: Framer::new(Mode::Typed),
             summary: PgSummary::default(),
             login_error_stage: LoginStage::BeforeAuthentication,
-            awaiting_credentials: false,
+            phase_since: None,
             ready_at: None,
+            query_completed: false,
             client_spoke: false,
             fatal_after_ready: false,
             synced: [true, true],
@@ -188,7 +226,7 @@ impl PgSession {
                     return;
                 }
                 match side {
-                    Side::Client => self.client_data(data),
+                    Side::Client => self.client_data(data, ts),
                     Side::Server => self.server_data(data, ts),
                 }
             }
@@ -205,15 +243,27 @@ impl PgSession {
         }
     }
 
-    fn client_data(&mut self, mut data: &[u8]) {
+    /// Every phase change goes through here, so that `phase_since` holds.
+    fn enter(&mut self, phase: Phase, ts: Timestamp) {
+        if self.phase != phase {
+            self.phase = phase;
+            self.phase_since = Some(ts);
+        }
+    }
+
+    fn foreign(&mut self, reason: String, ts: Timestamp) {
+        self.enter(Phase::Foreign, ts);
+        self.summary.not_postgres = Some(reason);
+    }
+
+    fn client_data(&mut self, mut data: &[u8], ts: Timestamp) {
         if !self.client_spoke && self.phase == Phase::AwaitStartup && !self.client.mid_message() {
             if let Some(reason) = foreign_client_bytes(data) {
-                self.phase = Phase::Foreign;
                 if reason == DIRECT_TLS {
-                    self.phase = Phase::Encrypted;
+                    self.enter(Phase::Encrypted, ts);
                     self.summary.encryption = Some(Encryption::DirectTls);
                 } else {
-                    self.summary.not_postgres = Some(reason.to_owned());
+                    self.foreign(reason.to_owned(), ts);
                 }
                 return;
             }
@@ -226,25 +276,24 @@ impl PgSession {
             match tag {
                 0 => match message::startup_packet(body) {
                     // The answer decides; until then, assume the refusal.
-                    StartupPacket::SslRequest => self.request_encryption(Encryption::SslRefused),
-                    StartupPacket::GssEncRequest => self.request_encryption(Encryption::GssRefused),
-                    StartupPacket::CancelRequest => self.phase = Phase::Cancel,
+                    StartupPacket::SslRequest => self.request_encryption(Encryption::SslRefused, ts),
+                    StartupPacket::GssEncRequest => self.request_encryption(Encryption::GssRefused, ts),
+                    StartupPacket::CancelRequest => self.enter(Phase::Cancel, ts),
                     StartupPacket::Startup { major, minor, params } => {
                         self.summary.protocol = Some(format!("{major}.{minor}"));
                         self.summary.startup = params;
-                        self.phase = Phase::Authenticating;
+                        self.enter(Phase::StartupSent, ts);
                         self.client.mode = Mode::Typed;
                     }
-                    StartupPacket::Unknown { code } => {
-                        self.phase = Phase::Foreign;
-                        self.summary.not_postgres = Some(format!("unknown startup request code {code}"));
-                    }
+                    StartupPacket::Unknown { code } => self.foreign(format!("unknown startup request code {code}"), ts),
                 },
                 // PasswordMessage, SASLInitialResponse, SASLResponse, GSSResponse:
                 // recognised by their type, never read.
                 b'p' => {
                     self.summary.credentials_sent = true;
-                    self.awaiting_credentials = false;
+                    if self.phase == Phase::CredentialsAsked {
+                        self.enter(Phase::CredentialsSent, ts);
+                    }
                 }
                 b'X' => self.summary.terminate_sent = true,
                 _ => {}
@@ -253,22 +302,20 @@ impl PgSession {
                 return;
             }
         }
-        if let Some(FrameError::BadLength { tag: 0, len }) = self.client.error() {
-            self.phase = Phase::Foreign;
-            self.summary.not_postgres = Some(format!("the client's first packet has an impossible length ({len})"));
+        if let Some(&FrameError::BadLength { tag: 0, len }) = self.client.error() {
+            self.foreign(format!("the client's first packet has an impossible length ({len})"), ts);
         }
     }
 
-    fn request_encryption(&mut self, refused: Encryption) {
+    fn request_encryption(&mut self, refused: Encryption, ts: Timestamp) {
         self.summary.encryption = Some(refused);
-        self.phase = Phase::EncryptionRequested;
+        self.enter(Phase::EncryptionRequested, ts);
         self.server.mode = Mode::SslAnswer;
     }
 
     fn server_data(&mut self, mut data: &[u8], ts: Timestamp) {
         if !self.client_spoke && self.phase == Phase::AwaitStartup {
-            self.phase = Phase::Foreign;
-            self.summary.not_postgres = Some(format!("the server spoke first ({})", describe_bytes(data)));
+            self.foreign(format!("the server spoke first ({})", describe_bytes(data)), ts);
             return;
         }
         let keep = |tag: u8| match tag {
@@ -288,10 +335,10 @@ impl PgSession {
                     match answer {
                         b'S' | b'G' => {
                             self.summary.encryption = Some(if gss { Encryption::Gss } else { Encryption::Ssl });
-                            self.phase = Phase::Encrypted;
+                            self.enter(Phase::Encrypted, ts);
                             return;
                         }
-                        _ => self.phase = Phase::AwaitStartup,
+                        _ => self.enter(Phase::AwaitStartup, ts),
                     }
                 }
                 Frame::Message { tag, body, .. } => {
@@ -301,8 +348,7 @@ impl PgSession {
             }
         }
         if self.server.error().is_some() && self.summary.server_messages == 0 {
-            self.phase = Phase::Foreign;
-            self.summary.not_postgres = Some("the server's answer is not a PostgreSQL message".to_owned());
+            self.foreign("the server's answer is not a PostgreSQL message".to_owned(), ts);
         } else if self.server.error().is_some() {
             self.summary.framing_lost = true;
         }
@@ -316,11 +362,13 @@ impl PgSession {
                     self.summary.auth.push(request.method());
                 }
                 if request == AuthRequest::Ok {
-                    self.phase = Phase::AuthOk;
+                    self.enter(Phase::AuthOk, ts);
                     self.login_error_stage = LoginStage::AfterAuthenticationOk;
                 } else {
                     self.login_error_stage = LoginStage::DuringAuthentication;
-                    self.awaiting_credentials = request.wants_answer();
+                    if request.wants_answer() {
+                        self.enter(Phase::CredentialsAsked, ts);
+                    }
                 }
             }
             b'S' => match message::parameter_status(body) {
@@ -331,10 +379,12 @@ impl PgSession {
             b'K' => self.summary.backend_pid = message::backend_pid(body),
             b'v' => self.summary.negotiated_minor = message::negotiated_minor(body),
             b'Z' => {
-                if self.phase != Phase::Ready {
+                if self.phase == Phase::Ready {
+                    self.query_completed = true;
+                } else {
                     self.ready_at = Some(ts);
                 }
-                self.phase = Phase::Ready;
+                self.enter(Phase::Ready, ts);
             }
             b'E' => {
                 let fields = message::error_fields(body);
@@ -352,7 +402,7 @@ impl PgSession {
                     }
                 } else {
                     // Any error before ReadyForQuery ends the login.
-                    self.phase = Phase::LoginFailed;
+                    self.enter(Phase::LoginFailed, ts);
                     self.summary.error = Some(Box::new(fields));
                 }
             }
@@ -374,9 +424,18 @@ impl PgSession {
 
     /// The outcome and summary once the connection is over. `closed_by_client`
     /// says whether the client ended the TCP connection; `capture_ended` that
-    /// the capture stopped before the connection did.
-    pub fn finish(mut self, closed_by_client: bool, capture_ended: bool, start: Timestamp) -> (Outcome, PgSummary) {
+    /// the capture stopped before the connection did; `end` is when it ended
+    /// (or the capture did).
+    pub fn finish(
+        mut self,
+        closed_by_client: bool,
+        capture_ended: bool,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> (Outcome, PgSummary) {
         self.summary.login_ms = self.ready_at.map(|t| crate::time::millis(t.since(start)));
+        let closed_by_server = !closed_by_client && !capture_ended;
+        let waited = self.phase_since.map_or(Duration::ZERO, |since| end.since(since));
         let undecided = if capture_ended { Outcome::CaptureEnded } else { Outcome::Incomplete };
         let outcome = match self.phase {
             Phase::Foreign => Outcome::NotPostgres,
@@ -395,9 +454,22 @@ impl PgSession {
                 Outcome::SslRefused
             }
             Phase::AwaitStartup if !self.client_spoke && !capture_ended => Outcome::Probe,
-            Phase::Authenticating if self.awaiting_credentials && closed_by_client => Outcome::AuthAbandoned,
+            Phase::CredentialsAsked if closed_by_client => Outcome::AuthAbandoned,
+            // PostgreSQL closes at authentication_timeout without a word:
+            // its FATAL is not sent to a client that has not authenticated.
+            Phase::CredentialsAsked if closed_by_server => Outcome::AuthTimeout,
+            Phase::StartupSent | Phase::EncryptionRequested
+                if closed_by_client || (capture_ended && waited >= SILENT_AT_CAPTURE_END) =>
+            {
+                Outcome::ServerSilent
+            }
             _ => undecided,
         };
+        if !matches!(self.phase, Phase::Ready | Phase::LoginFailed | Phase::Foreign | Phase::Cancel | Phase::Encrypted)
+        {
+            self.summary.stopped_at = Some(self.phase.to_string());
+            self.summary.stopped_for_ms = Some(crate::time::millis(waited));
+        }
         (outcome, self.summary)
     }
 }

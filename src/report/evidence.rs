@@ -161,6 +161,9 @@ fn pg_evidence(pg: &PgSummary) -> Vec<String> {
     if pg.terminate_sent {
         parts.push("Terminate".to_owned());
     }
+    if let (Some(at), Some(for_ms)) = (&pg.stopped_at, pg.stopped_for_ms) {
+        parts.push(format!("stopped at: {at} ({})", ms(for_ms)));
+    }
     if let Some(why) = &pg.not_postgres {
         parts.push(why.clone());
     }

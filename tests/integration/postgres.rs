@@ -71,6 +71,19 @@ impl Conv {
         self.send(false, bytes, usize::MAX)
     }
 
+    /// Lets time pass with no packet.
+    fn wait(&mut self, secs: f64) -> &mut Conv {
+        self.t += secs;
+        self
+    }
+
+    /// A bare ACK from the client: time passes for the capture, not for the login.
+    fn client_ack(&mut self) -> &mut Conv {
+        let (c, s) = (self.client_seq, self.server_seq);
+        self.seg(true, ack(c, s));
+        self
+    }
+
     fn close_by_client(&mut self) -> &mut Conv {
         let (c, s) = (self.client_seq, self.server_seq);
         self.seg(true, fin(c, s));
@@ -367,6 +380,50 @@ fn password_prompt_is_abandoned_not_failed() {
     let a = Conv::new().client(&startup(196_608, "app", "shop")).server(&auth(5, &[1; 4])).close_by_client().finish();
     assert_eq!(a.outcome, Outcome::AuthAbandoned);
     assert!(!a.outcome.is_failure());
+}
+
+#[test]
+fn a_server_that_never_answers_the_startup_is_silent() {
+    // The client gives up at its connect_timeout.
+    let a = Conv::new().client(&startup(196_608, "app", "shop")).wait(2.0).close_by_client().finish();
+    assert_eq!(a.outcome, Outcome::ServerSilent);
+    assert!(a.outcome.is_failure());
+    let pg = a.pg.unwrap();
+    assert_eq!(pg.stopped_at.as_deref(), Some("startup message sent, no answer"));
+    assert!(pg.stopped_for_ms.unwrap() >= 2000.0, "{:?}", pg.stopped_for_ms);
+    // An unanswered SSLRequest is silence too.
+    let a = Conv::new().client(&ssl_request()).wait(2.0).close_by_client().finish();
+    assert_eq!(a.outcome, Outcome::ServerSilent);
+    // Still waiting long before the capture's end; and only just before it.
+    let a = Conv::new().client(&startup(196_608, "app", "shop")).wait(30.0).client_ack().finish();
+    assert_eq!(a.outcome, Outcome::ServerSilent);
+    let a = Conv::new().client(&startup(196_608, "app", "shop")).finish();
+    assert_eq!(a.outcome, Outcome::CaptureEnded);
+    // The server closing without a word is not silence: it died or was killed.
+    let a = Conv::new().client(&startup(196_608, "app", "shop")).close_by_server().finish();
+    assert_eq!(a.outcome, Outcome::Incomplete);
+}
+
+#[test]
+fn a_server_that_gives_up_on_an_unanswered_password_request_is_auth_timeout() {
+    let a = Conv::new()
+        .client(&startup(196_608, "app", "shop"))
+        .server(&auth(10, b"SCRAM-SHA-256\0\0"))
+        .wait(60.0)
+        .close_by_server()
+        .finish();
+    assert_eq!(a.outcome, Outcome::AuthTimeout);
+    assert!(a.outcome.is_failure());
+    assert_eq!(a.pg.unwrap().stopped_at.as_deref(), Some("credentials asked for, none sent"));
+    // Credentials sent and no verdict before the server closed: not a time-out of the client's.
+    let a = Conv::new()
+        .client(&startup(196_608, "app", "shop"))
+        .server(&auth(5, &[1; 4]))
+        .client(&password())
+        .close_by_server()
+        .finish();
+    assert_eq!(a.outcome, Outcome::Incomplete);
+    assert_eq!(a.pg.unwrap().stopped_at.as_deref(), Some("credentials sent, no verdict"));
 }
 
 #[test]
