@@ -140,6 +140,15 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureF
             say(Confidence::Certain, format!("{label}: {}", list(names)));
         }
     }
+    for (answer, n) in &d.poolers {
+        say(
+            Confidence::Certain,
+            format!(
+                "{} answered {n} of these itself, not PostgreSQL: look at its {} first",
+                answer.name, answer.setting
+            ),
+        );
+    }
     for (said, n) in s.messages(outcome) {
         say(Confidence::Certain, format!("the server said ({n}×): {}", said.coded()));
     }

@@ -14,6 +14,7 @@ use super::identity::{Identity, Logins};
 use super::median::median;
 use super::timeline::{Timeline, Window};
 use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, TcpOutcome};
+use crate::pg::pooler::PoolerAnswer;
 use crate::record::AttemptRecord;
 use crate::time::Timestamp;
 
@@ -57,6 +58,8 @@ pub struct OutcomeDetail {
     pub stopped_at: BTreeMap<String, u64>,
     /// How long each stayed there, in milliseconds (bounded sample).
     pub stopped_for_ms: Vec<f64>,
+    /// Attempts a pooler answered itself, by pooler and setting (a handful).
+    pub poolers: BTreeMap<PoolerAnswer, u64>,
 }
 
 /// Attempts to one server address and port: (attempts, first start, last start).
@@ -368,6 +371,9 @@ impl Summary {
                     addresses.insert(a.server.ip());
                 }
             }
+        }
+        if let Some(answer) = a.pg.as_ref().and_then(|pg| pg.pooler) {
+            *d.poolers.entry(answer).or_default() += 1;
         }
         if let Some(stopped_at) = a.pg.as_ref().and_then(|pg| pg.stopped_at.as_ref()) {
             *d.stopped_at.entry(stopped_at.clone()).or_default() += 1;

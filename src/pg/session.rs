@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::classify::{classify_login_error, LoginStage};
 use super::framer::{Frame, FrameError, Framer, Mode, MAX_STARTUP_LEN};
 use super::message::{self, AuthRequest, ErrorFields, StartupPacket, StartupParams};
+use super::pooler::{self, PoolerAnswer};
 use crate::outcome::{Outcome, Side};
 use crate::stream::Chunk;
 use crate::time::Timestamp;
@@ -120,6 +121,9 @@ pub struct PgSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     /// Boxed: most sessions have none, and every tracked connection carries a summary.
     pub error: Option<Box<ErrorFields>>,
+    /// The pooler whose own error ended the connection, and its setting to look at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooler: Option<PoolerAnswer>,
     /// What the protocol cannot tell apart for this outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ambiguity: Option<&'static str>,
@@ -393,8 +397,11 @@ impl PgSession {
                 }
                 if self.phase == Phase::Ready {
                     // After login only FATAL ends the session; a localized
-                    // severity without V counts as an ordinary error.
-                    if fields.is_fatal() == Some(true) {
+                    // severity without V counts as an ordinary error. A
+                    // pooler's own error after login always ends it (older
+                    // PgBouncer releases call it ERROR).
+                    let pooler_ends_it = pooler::classify(&fields, Outcome::Terminated).is_some();
+                    if fields.is_fatal() == Some(true) || pooler_ends_it {
                         self.fatal_after_ready = true;
                         self.summary.error = Some(Box::new(fields));
                     } else {
@@ -443,11 +450,39 @@ impl PgSession {
             Phase::Encrypted => Outcome::Tls,
             Phase::LoginFailed => {
                 let error = self.summary.error.as_deref().cloned().unwrap_or_default();
-                let (outcome, ambiguity) = classify_login_error(&error, self.login_error_stage);
+                let (by_sqlstate, ambiguity) = classify_login_error(&error, self.login_error_stage);
                 self.summary.ambiguity = ambiguity;
-                outcome
+                match pooler::classify(&error, by_sqlstate) {
+                    Some((answer, outcome)) => {
+                        // What PostgreSQL's SQLSTATE leaves open is not a pooler's question.
+                        self.summary.ambiguity = None;
+                        self.summary.pooler = Some(answer);
+                        outcome
+                    }
+                    None => {
+                        if by_sqlstate == Outcome::ProtocolError && pooler::not_from_postgres(&error) {
+                            self.summary.ambiguity = Some(NOT_FROM_POSTGRES);
+                        }
+                        by_sqlstate
+                    }
+                }
             }
-            Phase::Ready if self.fatal_after_ready => Outcome::Terminated,
+            Phase::Ready if self.fatal_after_ready => {
+                let error = self.summary.error.as_deref().cloned().unwrap_or_default();
+                match pooler::classify(&error, Outcome::Terminated) {
+                    Some((answer, outcome)) => {
+                        self.summary.pooler = Some(answer);
+                        // A pooler lets a client log in before it has a server
+                        // connection for it: no query done means no working session.
+                        if outcome.is_failure() && !self.query_completed {
+                            outcome
+                        } else {
+                            Outcome::Terminated
+                        }
+                    }
+                    None => Outcome::Terminated,
+                }
+            }
             Phase::Ready => Outcome::Success,
             _ if self.summary.framing_lost => Outcome::Gap,
             Phase::AwaitStartup if self.summary.encryption == Some(Encryption::SslRefused) && !capture_ended => {
@@ -475,6 +510,10 @@ impl PgSession {
 }
 
 const DIRECT_TLS: &str = "TLS ClientHello";
+
+const NOT_FROM_POSTGRES: &str =
+    "the error lacks the source file, line and routine PostgreSQL sends with every error: a \
+     pooler or proxy wrote it, in words pgreach does not know; its message says what happened";
 
 fn is_zero(n: &u32) -> bool {
     *n == 0

@@ -426,6 +426,53 @@ fn a_server_that_gives_up_on_an_unanswered_password_request_is_auth_timeout() {
     assert_eq!(a.pg.unwrap().stopped_at.as_deref(), Some("credentials sent, no verdict"));
 }
 
+/// PgBouncer's own errors carry 08P01 and no source fields: its text decides.
+#[test]
+fn pgbouncer_answers_by_its_text() {
+    let refused = |message: &str| {
+        Conv::new()
+            .client(&startup(196_608, "app", "appdb2"))
+            .server(&error("FATAL", "08P01", message))
+            .close_by_server()
+            .finish()
+    };
+    let a = refused("no such database: appdb2");
+    assert_eq!(a.outcome, Outcome::DatabaseMissing);
+    let pooler = a.pg.unwrap().pooler.unwrap();
+    assert_eq!((pooler.name.to_string(), pooler.setting), ("PgBouncer".to_owned(), "[databases]"));
+    assert_eq!(refused("no more connections allowed (max_client_conn)").outcome, Outcome::TooManyClients);
+    let a = refused("an 08P01 text nobody knows");
+    assert_eq!(a.outcome, Outcome::ProtocolError);
+    let pg = a.pg.unwrap();
+    assert_eq!(pg.pooler, None);
+    assert!(pg.ambiguity.unwrap().contains("pooler or proxy"));
+}
+
+/// A client that logged in to PgBouncer and never got a server connection
+/// did not get a working session; one that ran queries first was terminated.
+#[test]
+fn query_wait_timeout_before_any_query_is_a_failure() {
+    let a = Conv::new()
+        .client(&startup(196_608, "app", "shop"))
+        .server(&logged_in())
+        .client(&typed(b'Q', b"select 1\0"))
+        .server(&error("ERROR", "08P01", "query_wait_timeout"))
+        .close_by_server()
+        .finish();
+    assert_eq!(a.outcome, Outcome::TooManyClients);
+    assert!(a.pg.unwrap().pooler.unwrap().setting.contains("query_wait_timeout"));
+    let a = Conv::new()
+        .client(&startup(196_608, "app", "shop"))
+        .server(&logged_in())
+        .client(&typed(b'Q', b"select 1\0"))
+        .server(&[typed(b'C', b"SELECT 1\0"), typed(b'Z', b"I")].concat())
+        .client(&typed(b'Q', b"select 1\0"))
+        .server(&error("FATAL", "08P01", "query_wait_timeout"))
+        .close_by_server()
+        .finish();
+    assert_eq!(a.outcome, Outcome::Terminated);
+}
+
 #[test]
 fn ssl_answers() {
     let a = Conv::new()
