@@ -456,6 +456,8 @@ impl Flow {
             pg,
             dns: None,
             notes: self.notes.clone(),
+            pooler_leg: false,
+            server_leg: None,
         }
     }
 
@@ -562,12 +564,18 @@ impl PgTrack {
             self.streams[theirs].on_ack(seg.ack);
         }
         if seg.flags.syn || seg.flags.rst {
+            if seg.flags.rst && side == Side::Client {
+                self.session.on_client_close(ts);
+            }
             return;
         }
         let session = &mut self.session;
         self.streams[mine].on_segment(seg.seq, seg.payload, seg.wire_payload_len, seg.flags.fin, &mut |chunk| {
             session.on_chunk(side, chunk, ts)
         });
+        if seg.flags.fin && side == Side::Client {
+            self.session.on_client_close(ts);
+        }
     }
 
     fn finish(

@@ -64,9 +64,10 @@ pub enum Outcome {
     SslRefused,
     /// A FATAL after a successful login (57P01, 57P05, 25P03, 57P02…).
     Terminated,
-    /// The handshake completed and the client sent its startup packet, but
-    /// the server never answered before the client gave up (or the capture
-    /// ended long after): a hung or overloaded postmaster.
+    /// The handshake completed and the client sent its startup packet (or
+    /// its credentials), but the server never answered it before the client
+    /// gave up (or the capture ended long after): a hung or overloaded
+    /// postmaster, a pooler waiting for a server connection.
     ServerSilent,
     /// The server asked for credentials, the client never answered, and the
     /// server closed the connection (authentication_timeout).

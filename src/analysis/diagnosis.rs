@@ -140,6 +140,18 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureF
             say(Confidence::Certain, format!("{label}: {}", list(names)));
         }
     }
+    for (&(server, leg_outcome), n) in &d.server_legs {
+        let tried = s.pooler_legs.get(&(server, leg_outcome)).copied().unwrap_or(0);
+        say(
+            Confidence::Certain,
+            format!(
+                "{n} of these waited on a pooler that could not get a server connection: its {tried} attempt{} to \
+                 PostgreSQL at {server} in the capture {}",
+                if tried == 1 { "" } else { "s" },
+                leg_verb(leg_outcome)
+            ),
+        );
+    }
     for (answer, n) in &d.poolers {
         say(
             Confidence::Certain,
@@ -160,8 +172,8 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureF
         (Outcome::ServerSilent, Some(w)) => say(
             Confidence::Likely,
             format!(
-                "the clients gave up {} (median) after their startup packet with no answer: a connect_timeout of \
-                 about that length",
+                "the clients gave up after waiting {} (median) for the server's answer: a timeout of theirs \
+                 (libpq's connect_timeout counts from the connection's start, so it is at least that)",
                 short(w)
             ),
         ),
@@ -176,6 +188,20 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureF
         _ => {}
     }
     out
+}
+
+/// What PostgreSQL did to the pooler's attempts, in words.
+fn leg_verb(outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Refused => "were refused (nothing listens there: the server is down)".to_owned(),
+        Outcome::Timeout => "went unanswered".to_owned(),
+        Outcome::Unreachable => "could not reach it".to_owned(),
+        Outcome::AuthFailed | Outcome::HbaRejected | Outcome::RoleMissing => {
+            format!("could not log in ({outcome}): the pooler's own credentials or PostgreSQL's pg_hba.conf")
+        }
+        Outcome::TooManyClients => "were turned away (PostgreSQL's max_connections were taken)".to_owned(),
+        other => format!("ended with {other}"),
+    }
 }
 
 fn answered(kind: AnswerKind, from: IpAddr, ttl: u8, code: Option<u8>, n: u64) -> String {

@@ -99,10 +99,12 @@ pub fn explain(outcome: Outcome, syn_timeout: Duration) -> Explanation {
              (PgBouncer) in front of many short-lived clients, and size max_connections for the real peak.",
         ),
         Outcome::ServerUnavailable => e(
-            "FATAL:  the database system is starting up / shutting down / in recovery mode",
-            "The server was not accepting connections (57P03), or shut down during the login (57P01/57P02).",
+            "FATAL:  the database system is starting up / shutting down / in recovery mode (through a pooler: its \
+             message, or a time-out)",
+            "The server was not accepting connections (57P03), or shut down during the login (57P01/57P02), or a \
+             pooler in front of it could not reach it or log in to it.",
             "Check the server's state and log around these times: a restart, a crash recovery, a failover, a \
-             standby without hot_standby.",
+             standby without hot_standby. Behind a pooler, also its log and its [databases] entry.",
         ),
         Outcome::ProtocolError => e(
             "FATAL:  unsupported frontend protocol / invalid startup packet layout",
@@ -124,13 +126,14 @@ pub fn explain(outcome: Outcome, syn_timeout: Duration) -> Explanation {
         ),
         Outcome::ServerSilent => e(
             "timeout expired (libpq's connect_timeout), or a hang with no message",
-            "TCP connected and the client sent its startup packet, but the server never answered it: the kernel \
-             accepted the connection for a postmaster that did not act on it. The client gave up (or was still \
-             waiting when the capture ended).",
+            "TCP connected and the client sent its startup packet (or its credentials), but the server never \
+             answered it: the kernel accepted the connection for a postmaster that did not act on it, an \
+             authentication server hung, or a pooler waited for a server connection. The client gave up (or was \
+             still waiting when the capture ended).",
             "Look at the server host: a stopped or hung postmaster (`ps -o stat,pid,cmd -C postgres`: T or D \
              states), fork failures or memory pressure in the server log and `dmesg`, a proxy holding clients \
-             in a full max_connections queue. A capture on the server side shows whether the startup packet \
-             arrived.",
+             in a full max_connections queue, a pooler's server connections (capture its host with -i any to see \
+             both legs). A capture on the server side shows whether the startup packet arrived.",
         ),
         Outcome::AuthTimeout => e(
             "server closed the connection unexpectedly",

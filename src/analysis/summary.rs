@@ -60,6 +60,9 @@ pub struct OutcomeDetail {
     pub stopped_for_ms: Vec<f64>,
     /// Attempts a pooler answered itself, by pooler and setting (a handful).
     pub poolers: BTreeMap<PoolerAnswer, u64>,
+    /// Attempts tied to the pooler's server leg: the server and how the
+    /// pooler's attempts to it ended → client attempts.
+    pub server_legs: BTreeMap<(SocketAddr, Outcome), u64>,
 }
 
 /// Attempts to one server address and port: (attempts, first start, last start).
@@ -180,6 +183,9 @@ pub struct Summary {
     pub timeline: Timeline,
     /// When each login last worked, for recoveries.
     logins: Logins,
+    /// A pooler's own connections to PostgreSQL, counted apart from the
+    /// clients': the server and outcome → attempts (bounded).
+    pub pooler_legs: BTreeMap<(SocketAddr, Outcome), u64>,
     /// The latest failed attempts, newest last, when kept (a copy of each
     /// failure: only the live view wants them).
     recent_failures: VecDeque<AttemptRecord>,
@@ -208,12 +214,21 @@ impl Summary {
             dns_seen: false,
             timeline: Timeline::new(bucket),
             logins: Logins::default(),
+            pooler_legs: BTreeMap::new(),
             recent_failures: VecDeque::new(),
             keep_recent_failures: false,
         }
     }
 
     pub fn add(&mut self, record: AttemptRecord) {
+        if record.pooler_leg {
+            let key = (record.server, record.outcome);
+            if self.pooler_legs.contains_key(&key) || self.pooler_legs.len() < MAX_SOURCES {
+                *self.pooler_legs.entry(key).or_default() += 1;
+            }
+            self.keep(record);
+            return;
+        }
         if self.keep_recent_failures && record.outcome.is_failure() {
             if self.recent_failures.len() == MAX_RECENT_FAILURES {
                 self.recent_failures.pop_front();
@@ -266,6 +281,11 @@ impl Summary {
             }
             None => self.other_clients.add(record.outcome),
         }
+        self.keep(record);
+    }
+
+    /// Lists the attempt, while there is room.
+    fn keep(&mut self, record: AttemptRecord) {
         if self.attempts.len() < self.max_attempts {
             self.attempts.push(record);
         } else {
@@ -371,6 +391,9 @@ impl Summary {
                     addresses.insert(a.server.ip());
                 }
             }
+        }
+        if let Some(leg) = &a.server_leg {
+            *d.server_legs.entry((leg.server, leg.outcome)).or_default() += 1;
         }
         if let Some(answer) = a.pg.as_ref().and_then(|pg| pg.pooler) {
             *d.poolers.entry(answer).or_default() += 1;

@@ -165,6 +165,10 @@ pub struct PgSession {
     login_error_stage: LoginStage,
     /// When the current phase began (by the packet that began it).
     phase_since: Option<Timestamp>,
+    /// The phase when the client closed, since when, and when it closed: a
+    /// server's late answer (a resumed postmaster's, say) is not what the
+    /// client saw.
+    client_closed: Option<(Phase, Option<Timestamp>, Timestamp)>,
     ready_at: Option<Timestamp>,
     /// A ReadyForQuery after the login's: a query (or Sync) completed.
     query_completed: bool,
@@ -184,6 +188,7 @@ impl Default for PgSession {
             summary: PgSummary::default(),
             login_error_stage: LoginStage::BeforeAuthentication,
             phase_since: None,
+            client_closed: None,
             ready_at: None,
             query_completed: false,
             client_spoke: false,
@@ -245,6 +250,11 @@ impl PgSession {
                 }
             }
         }
+    }
+
+    /// The client sent FIN or RST: what it saw is what it had by now.
+    pub fn on_client_close(&mut self, ts: Timestamp) {
+        self.client_closed.get_or_insert((self.phase, self.phase_since, ts));
     }
 
     /// Every phase change goes through here, so that `phase_since` holds.
@@ -442,9 +452,13 @@ impl PgSession {
     ) -> (Outcome, PgSummary) {
         self.summary.login_ms = self.ready_at.map(|t| crate::time::millis(t.since(start)));
         let closed_by_server = !closed_by_client && !capture_ended;
-        let waited = self.phase_since.map_or(Duration::ZERO, |since| end.since(since));
+        let (phase, since, end) = match self.client_closed {
+            Some(at_close) if closed_by_client => at_close,
+            _ => (self.phase, self.phase_since, end),
+        };
+        let waited = since.map_or(Duration::ZERO, |since| end.since(since));
         let undecided = if capture_ended { Outcome::CaptureEnded } else { Outcome::Incomplete };
-        let outcome = match self.phase {
+        let outcome = match phase {
             Phase::Foreign => Outcome::NotPostgres,
             Phase::Cancel => Outcome::CancelRequest,
             Phase::Encrypted => Outcome::Tls,
@@ -493,16 +507,18 @@ impl PgSession {
             // PostgreSQL closes at authentication_timeout without a word:
             // its FATAL is not sent to a client that has not authenticated.
             Phase::CredentialsAsked if closed_by_server => Outcome::AuthTimeout,
-            Phase::StartupSent | Phase::EncryptionRequested
+            // No answer to the startup packet, or no verdict on the
+            // credentials (a pooler waiting for a server, a hung
+            // authentication server), until the client gave up.
+            Phase::StartupSent | Phase::EncryptionRequested | Phase::CredentialsSent | Phase::AuthOk
                 if closed_by_client || (capture_ended && waited >= SILENT_AT_CAPTURE_END) =>
             {
                 Outcome::ServerSilent
             }
             _ => undecided,
         };
-        if !matches!(self.phase, Phase::Ready | Phase::LoginFailed | Phase::Foreign | Phase::Cancel | Phase::Encrypted)
-        {
-            self.summary.stopped_at = Some(self.phase.to_string());
+        if !matches!(phase, Phase::Ready | Phase::LoginFailed | Phase::Foreign | Phase::Cancel | Phase::Encrypted) {
+            self.summary.stopped_at = Some(phase.to_string());
             self.summary.stopped_for_ms = Some(crate::time::millis(waited));
         }
         (outcome, self.summary)
