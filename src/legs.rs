@@ -90,3 +90,97 @@ fn waited_for_a_server(r: &AttemptRecord) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::TcpOutcome;
+    use crate::record::Traffic;
+
+    fn attempt(client: &str, server: &str, from: u64, to: u64, outcome: Outcome) -> AttemptRecord {
+        AttemptRecord {
+            id: 0,
+            client: client.parse().unwrap(),
+            server: server.parse().unwrap(),
+            outcome,
+            tcp_outcome: TcpOutcome::Established,
+            start: Timestamp::from_secs_nanos(from as i64, 0),
+            end: Timestamp::from_secs_nanos(to as i64, 0),
+            syn: None,
+            handshake_ms: None,
+            client_ttl: None,
+            server_ttl: None,
+            answer: None,
+            gave_up: None,
+            wait_ms: None,
+            session_end: None,
+            traffic: Traffic::default(),
+            pg: None,
+            notes: Vec::new(),
+            pooler_leg: false,
+            server_leg: None,
+        }
+    }
+
+    /// PgBouncer on 192.0.2.1:6432 reaches PostgreSQL on its own host's loopback.
+    fn legs() -> Legs {
+        let mut legs = Legs::default();
+        legs.on_new_attempt("192.0.2.1:6432".parse().unwrap());
+        legs.on_new_attempt("127.0.0.1:5432".parse().unwrap());
+        legs
+    }
+
+    #[test]
+    fn a_silent_pooler_whose_server_refused_is_server_unavailable() {
+        let mut legs = legs();
+        for t in [1, 2, 3] {
+            let mut leg = attempt("127.0.0.1:40000", "127.0.0.1:5432", t, t, Outcome::Refused);
+            legs.relate(&mut leg);
+            assert!(leg.pooler_leg);
+        }
+        let mut client = attempt("192.0.2.100:50000", "192.0.2.1:6432", 0, 2, Outcome::ServerSilent);
+        legs.relate(&mut client);
+        assert!(!client.pooler_leg);
+        assert_eq!(client.outcome, Outcome::ServerUnavailable);
+        let leg = client.server_leg.unwrap();
+        assert_eq!((leg.server.to_string(), leg.attempts, leg.outcome), ("127.0.0.1:5432".into(), 2, Outcome::Refused));
+    }
+
+    /// A busy pool: the pooler's server connections work, so a client's
+    /// wait is the pool's size, not a dead server.
+    #[test]
+    fn a_working_server_leg_leaves_the_outcome() {
+        let mut legs = legs();
+        legs.relate(&mut attempt("127.0.0.1:40000", "127.0.0.1:5432", 1, 1, Outcome::Refused));
+        legs.relate(&mut attempt("127.0.0.1:40001", "127.0.0.1:5432", 1, 9, Outcome::Success));
+        let mut client = attempt("192.0.2.100:50000", "192.0.2.1:6432", 0, 3, Outcome::ServerSilent);
+        legs.relate(&mut client);
+        assert_eq!(client.outcome, Outcome::ServerSilent);
+        assert_eq!(client.server_leg, None);
+    }
+
+    /// Failures of the leg outside the client's attempt, and outcomes a
+    /// pooler's server cannot explain, are not tied.
+    #[test]
+    fn only_waits_during_leg_failures_are_tied() {
+        let mut legs = legs();
+        legs.relate(&mut attempt("127.0.0.1:40000", "127.0.0.1:5432", 10, 10, Outcome::Refused));
+        let mut earlier = attempt("192.0.2.100:50000", "192.0.2.1:6432", 0, 3, Outcome::ServerSilent);
+        legs.relate(&mut earlier);
+        assert_eq!(earlier.outcome, Outcome::ServerSilent);
+        let mut wrong_password = attempt("192.0.2.100:50001", "192.0.2.1:6432", 9, 11, Outcome::AuthFailed);
+        legs.relate(&mut wrong_password);
+        assert_eq!(wrong_password.outcome, Outcome::AuthFailed);
+    }
+
+    /// Without a second server port there is no pooler: loopback clients
+    /// of PostgreSQL are clients.
+    #[test]
+    fn one_port_means_no_pooler() {
+        let mut legs = Legs::default();
+        legs.on_new_attempt("127.0.0.1:5432".parse().unwrap());
+        let mut local = attempt("127.0.0.1:40000", "127.0.0.1:5432", 1, 1, Outcome::Refused);
+        legs.relate(&mut local);
+        assert!(!local.pooler_leg);
+    }
+}

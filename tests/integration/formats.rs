@@ -229,6 +229,10 @@ fn output_file_and_no_colour_off_a_terminal() {
 fn staged_identifiers(captures: &[&str]) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     for capture in captures {
+        // A pooler's server leg (PostgreSQL's address behind it).
+        if let Some(server) = expected(capture)["pooler_legs"]["server"].as_str() {
+            ids.insert(server.parse::<std::net::SocketAddr>().unwrap().ip().to_string());
+        }
         for a in expected(capture)["attempts"].as_array().unwrap() {
             ids.insert(a["client"].as_str().unwrap().to_owned());
             let server: std::net::SocketAddr = a["server"].as_str().unwrap().parse().unwrap();
@@ -246,7 +250,8 @@ fn staged_identifiers(captures: &[&str]) -> BTreeSet<String> {
 
 #[test]
 fn redaction_leaves_no_original_identifier() {
-    let captures = ["incident", "pg_hba_rejected", "pg_auth_failures", "ipv6", "nft_reject_admin"];
+    let captures =
+        ["incident", "pg_hba_rejected", "pg_auth_failures", "ipv6", "nft_reject_admin", "pgbouncer_server_down_any"];
     let ids = staged_identifiers(&captures);
     assert!(ids.contains("192.0.2.100") && ids.contains("blocked") && ids.contains("2001:db8::1"), "{ids:?}");
     for capture in captures {
