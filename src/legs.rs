@@ -116,6 +116,7 @@ mod tests {
             session_end: None,
             traffic: Traffic::default(),
             pg: None,
+            dns: None,
             notes: Vec::new(),
             pooler_leg: false,
             server_leg: None,

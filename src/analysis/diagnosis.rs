@@ -96,10 +96,14 @@ pub fn diagnose(s: &Summary, syn_timeout: Duration, capture: &CaptureFacts) -> D
                 attempts: s.totals.get(outcome),
                 first: detail.first,
                 last: detail.last,
-                client_sees: s
-                    .messages(outcome)
-                    .first()
-                    .map_or_else(|| e.client_sees.to_owned(), |(said, _)| said.as_libpq()),
+                client_sees: match s.messages(outcome).first() {
+                    Some((said, _)) => said.as_libpq(),
+                    // Every one gave up waiting: a time-out, whatever the outcome's usual words.
+                    None if detail.gave_up_waiting == s.totals.get(outcome) && detail.gave_up_waiting > 0 => {
+                        GAVE_UP_WAITING.to_owned()
+                    }
+                    None => e.client_sees.to_owned(),
+                },
                 meaning: e.meaning,
                 evidence: evidence(s, outcome, &detail, capture),
                 next_steps: e.next_steps,
@@ -189,6 +193,8 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureF
     }
     out
 }
+
+const GAVE_UP_WAITING: &str = "no message: the client gave up waiting (libpq: timeout expired, with connect_timeout)";
 
 /// What PostgreSQL did to the pooler's attempts, in words.
 fn leg_verb(outcome: Outcome) -> String {

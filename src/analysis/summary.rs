@@ -63,6 +63,8 @@ pub struct OutcomeDetail {
     /// Attempts tied to the pooler's server leg: the server and how the
     /// pooler's attempts to it ended → client attempts.
     pub server_legs: BTreeMap<(SocketAddr, Outcome), u64>,
+    /// Attempts the client closed while waiting, with no message from the server.
+    pub gave_up_waiting: u64,
 }
 
 /// Attempts to one server address and port: (attempts, first start, last start).
@@ -391,6 +393,10 @@ impl Summary {
                     addresses.insert(a.server.ip());
                 }
             }
+        }
+        let said_nothing = a.pg.as_ref().is_some_and(|pg| pg.error.is_none() && pg.stopped_at.is_some());
+        if said_nothing && matches!(a.session_end, Some(SessionEnd::FinClient | SessionEnd::RstClient)) {
+            d.gave_up_waiting += 1;
         }
         if let Some(leg) = &a.server_leg {
             *d.server_legs.entry((leg.server, leg.outcome)).or_default() += 1;

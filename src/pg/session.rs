@@ -517,7 +517,12 @@ impl PgSession {
             }
             _ => undecided,
         };
-        if !matches!(phase, Phase::Ready | Phase::LoginFailed | Phase::Foreign | Phase::Cancel | Phase::Encrypted) {
+        // How far a login got explains only the outcomes of one that stopped short.
+        let unfinished = matches!(
+            outcome,
+            Outcome::Incomplete | Outcome::CaptureEnded | Outcome::ServerSilent | Outcome::AuthTimeout
+        );
+        if unfinished {
             self.summary.stopped_at = Some(phase.to_string());
             self.summary.stopped_for_ms = Some(crate::time::millis(waited));
         }

@@ -88,8 +88,14 @@ pub fn evidence(a: &AttemptRecord) -> String {
             .to_owned(),
         );
     }
+    if a.pooler_leg {
+        parts.push("the pooler's own connection to PostgreSQL".to_owned());
+    }
     if let Some(pg) = &a.pg {
         parts.extend(pg_evidence(pg));
+    }
+    if let Some(leg) = &a.server_leg {
+        parts.push(format!("meanwhile the pooler's {} attempts to {}: {}", leg.attempts, leg.server, leg.outcome));
     }
     let t = &a.traffic;
     parts.push(format!(
@@ -134,6 +140,9 @@ fn pg_evidence(pg: &PgSummary) -> Vec<String> {
     }
     if let Some(login) = pg.login_ms {
         parts.push(format!("login {}", ms(login)));
+    }
+    if let Some(p) = &pg.pooler {
+        parts.push(format!("{} answered (look at {})", p.name, p.setting));
     }
     if let Some(e) = &pg.error {
         let mut said = format!("{} {}: {}", e.severity().unwrap_or("?"), e.code(), e.message.as_deref().unwrap_or(""));

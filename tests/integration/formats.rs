@@ -401,9 +401,10 @@ fn examples_are_up_to_date() {
         let mut words = line.split_whitespace();
         let file = words.next().unwrap();
         let mut args = vec!["analyze"];
-        args.extend(words);
+        let (captures, flags): (Vec<&str>, Vec<&str>) = words.partition(|w| w.starts_with("captures/"));
+        args.extend(flags);
         formats.insert(args.iter().position(|a| *a == "--format").map_or("table", |i| args[i + 1]));
-        args.push(INCIDENT);
+        args.push(captures.first().copied().unwrap_or(INCIDENT));
         let saved = std::fs::read_to_string(examples.join(file))
             .unwrap_or_else(|e| panic!("examples/{file}: {e}; run `cargo xtask examples`"));
         assert!(run(&args) == saved, "examples/{file} is out of date: run `cargo xtask examples`");
