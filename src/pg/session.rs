@@ -418,9 +418,13 @@ impl PgSession {
                         self.count_session_error(fields.code());
                     }
                 } else {
-                    // Any error before ReadyForQuery ends the login.
+                    // Any error before ReadyForQuery ends the login; the
+                    // first says why (Pgpool-II follows a backend's error
+                    // with its own "unable to forward message").
+                    if self.phase != Phase::LoginFailed {
+                        self.summary.error = Some(Box::new(fields));
+                    }
                     self.enter(Phase::LoginFailed, ts);
-                    self.summary.error = Some(Box::new(fields));
                 }
             }
             b'N' => {
