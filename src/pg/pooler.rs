@@ -168,14 +168,14 @@ const KNOWN: &[Known] = &[
 ];
 
 /// Who wrote an error, from its fields: PostgreSQL sends the routine (R)
-/// with every error; Pgpool-II sends its own source file (F) but no
-/// routine; PgBouncer writes only severity, SQLSTATE and message.
+/// and, since 9.6, the non-localized severity (V) with every error;
+/// Pgpool-II sends its own source file (F) but neither; PgBouncer writes
+/// only severity, SQLSTATE and message.
 fn written_by(error: &ErrorFields) -> Option<Pooler> {
-    match (&error.routine, &error.file) {
-        (Some(_), _) => None,
-        (None, Some(_)) => Some(Pooler::Pgpool),
-        (None, None) => Some(Pooler::Pgbouncer),
+    if !not_from_postgres(error) {
+        return None;
     }
+    Some(if error.file.is_some() { Pooler::Pgpool } else { Pooler::Pgbouncer })
 }
 
 fn known(error: &ErrorFields) -> Option<&'static Known> {
@@ -203,10 +203,10 @@ pub fn classify(error: &ErrorFields, by_sqlstate: Outcome) -> Option<(PoolerAnsw
     Some((PoolerAnswer { name: k.pooler, setting: k.setting }, outcome))
 }
 
-/// PostgreSQL sends the routine with every error; poolers and proxies that
-/// write their own do not.
+/// PostgreSQL sends the routine and V with every error; poolers and
+/// proxies that write their own do not.
 pub fn not_from_postgres(error: &ErrorFields) -> bool {
-    error.routine.is_none()
+    error.routine.is_none() && error.severity_nonlocalized.is_none()
 }
 
 #[cfg(test)]
@@ -382,9 +382,15 @@ mod tests {
     }
 
     #[test]
-    fn postgres_errors_carry_the_routine() {
+    fn postgres_errors_carry_the_routine_and_v() {
         assert!(not_from_postgres(&error("08P01", "invalid startup packet layout")));
         assert!(not_from_postgres(&pgpool_error("XX000", "unable to read message kind")));
         assert!(!not_from_postgres(&postgres_error("08P01", "invalid startup packet layout")));
+        let with_v = ErrorFields {
+            severity_nonlocalized: Some("FATAL".into()),
+            ..error("28P01", "password authentication failed for user \"app\"")
+        };
+        assert!(!not_from_postgres(&with_v));
+        assert_eq!(classify(&with_v, Outcome::AuthFailed), None);
     }
 }

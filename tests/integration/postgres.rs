@@ -147,6 +147,11 @@ pub(crate) fn error(severity: &str, code: &str, message: &str) -> Vec<u8> {
     typed(b'E', format!("S{severity}\0V{severity}\0C{code}\0M{message}\0\0").as_bytes())
 }
 
+/// An ErrorResponse as PgBouncer writes it: severity, SQLSTATE, message only.
+fn pgbouncer_error(severity: &str, message: &str) -> Vec<u8> {
+    typed(b'E', format!("S{severity}\0C08P01\0M{message}\0\0").as_bytes())
+}
+
 pub(crate) fn logged_in() -> Vec<u8> {
     let mut m = auth(0, &[]);
     m.extend(typed(b'S', b"server_version\x0015.4\0"));
@@ -432,7 +437,7 @@ fn pgbouncer_answers_by_its_text() {
     let refused = |message: &str| {
         Conv::new()
             .client(&startup(196_608, "app", "appdb2"))
-            .server(&error("FATAL", "08P01", message))
+            .server(&pgbouncer_error("FATAL", message))
             .close_by_server()
             .finish()
     };
@@ -446,6 +451,13 @@ fn pgbouncer_answers_by_its_text() {
     let pg = a.pg.unwrap();
     assert_eq!(pg.pooler, None);
     assert!(pg.ambiguity.unwrap().contains("pooler or proxy"));
+    // The same words with PostgreSQL's own fields (V) are not PgBouncer's.
+    let a = Conv::new()
+        .client(&startup(196_608, "app", "appdb2"))
+        .server(&error("FATAL", "08P01", "no such database: appdb2"))
+        .close_by_server()
+        .finish();
+    assert_eq!((a.outcome, a.pg.unwrap().pooler), (Outcome::ProtocolError, None));
 }
 
 /// A client that logged in to PgBouncer and never got a server connection
@@ -456,7 +468,7 @@ fn query_wait_timeout_before_any_query_is_a_failure() {
         .client(&startup(196_608, "app", "shop"))
         .server(&logged_in())
         .client(&typed(b'Q', b"select 1\0"))
-        .server(&error("ERROR", "08P01", "query_wait_timeout"))
+        .server(&pgbouncer_error("ERROR", "query_wait_timeout"))
         .close_by_server()
         .finish();
     assert_eq!(a.outcome, Outcome::TooManyClients);
@@ -467,7 +479,7 @@ fn query_wait_timeout_before_any_query_is_a_failure() {
         .client(&typed(b'Q', b"select 1\0"))
         .server(&[typed(b'C', b"SELECT 1\0"), typed(b'Z', b"I")].concat())
         .client(&typed(b'Q', b"select 1\0"))
-        .server(&error("FATAL", "08P01", "query_wait_timeout"))
+        .server(&pgbouncer_error("FATAL", "query_wait_timeout"))
         .close_by_server()
         .finish();
     assert_eq!(a.outcome, Outcome::Terminated);
