@@ -259,7 +259,9 @@ impl PgSession {
 
     /// Every phase change goes through here, so that `phase_since` holds.
     fn enter(&mut self, phase: Phase, ts: Timestamp) {
-        if self.phase != phase {
+        // A refused login stays refused: a startup packet the client sent
+        // before it read the refusal changes nothing.
+        if self.phase != phase && self.phase != Phase::LoginFailed {
             self.phase = phase;
             self.phase_since = Some(ts);
         }
@@ -328,7 +330,10 @@ impl PgSession {
     }
 
     fn server_data(&mut self, mut data: &[u8], ts: Timestamp) {
-        if !self.client_spoke && self.phase == Phase::AwaitStartup {
+        // Pgpool-II turns a client away (too many clients) as it accepts
+        // the connection, before reading a word: an ErrorResponse first is a
+        // refusal, anything else is another protocol's greeting.
+        if !self.client_spoke && self.phase == Phase::AwaitStartup && data.first() != Some(&b'E') {
             self.foreign(format!("the server spoke first ({})", describe_bytes(data)), ts);
             return;
         }
