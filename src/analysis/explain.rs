@@ -87,14 +87,16 @@ pub fn explain(outcome: Outcome, syn_timeout: Duration) -> Explanation {
         ),
         Outcome::DatabaseMissing => e(
             "FATAL:  database \"…\" does not exist",
-            "The login worked but the database named in the startup message does not exist (3D000).",
+            "The login worked but the database named in the startup message does not exist (3D000), or a pooler \
+             has no entry for it.",
             "Check the database name the application sends (see the databases column; libpq defaults it to the \
              user name), and whether it was dropped or renamed.",
         ),
         Outcome::TooManyClients => e(
             "FATAL:  sorry, too many clients already",
             "All max_connections slots were taken (53300): the server turned clients away at the door, or only \
-             reserved superuser slots were left.",
+             reserved superuser slots were left. Through a pooler: its client limit, or a pool with no free \
+             server connection (the evidence names the pooler's setting).",
             "Look at `pg_stat_activity` for who holds the connections (idle ones above all), put a pooler \
              (PgBouncer) in front of many short-lived clients, and size max_connections for the real peak.",
         ),
