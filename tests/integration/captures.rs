@@ -43,6 +43,7 @@ const SCENARIOS: &[&str] = &[
     "pgbouncer_query_wait_timeout",
     "pgbouncer_server_down",
     "pgbouncer_server_down_any",
+    "pgpool",
 ];
 
 fn client_ip(socket: &str) -> String {
@@ -179,7 +180,8 @@ scenario_tests!(
     pgbouncer_max_client_conn,
     pgbouncer_query_wait_timeout,
     pgbouncer_server_down,
-    pgbouncer_server_down_any
+    pgbouncer_server_down_any,
+    pgpool
 );
 
 /// No capture in captures/ goes unchecked: each has an expected file and a test above.

@@ -54,6 +54,14 @@ pub fn scenarios() -> Vec<(&'static str, &'static str, Vec<&'static str>, Scenar
             pgbouncer_server_down_both_legs,
         ),
         (
+            "pgpool",
+            "Pgpool-II 4.3 (raw mode, num_init_children = 2, reserved_connections = 1) on 9999: a login; a second \
+             client while one session is held is turned away; PostgreSQL stopped: the backend connection fails, \
+             then all backends are down",
+            vec!["--port", "9999"],
+            pgpool,
+        ),
+        (
             "pg_sigstop",
             "the postmaster stopped with SIGSTOP: TCP connects, the startup packet is never answered, psql gives \
              up at connect_timeout = 2; then SIGCONT",
@@ -113,14 +121,6 @@ fn through_bouncer<'a>(password: &'a str, dbname: &'a str, commands: &'a [&'a st
     Psql { port: PGBOUNCER_PORT, user: "app_md5", password: Some(password), dbname, commands, ..Psql::default() }
 }
 
-/// Marks the last `n` expected attempts as answered by PgBouncer itself.
-fn answered_by_pgbouncer(rec: &mut Recorder<'_>, n: usize) {
-    let len = rec.expected.len();
-    for e in &mut rec.expected[len.saturating_sub(n)..] {
-        e.pooler = Some("pgbouncer");
-    }
-}
-
 /// PgBouncer 1.18 sends its own errors with SQLSTATE 08P01.
 const POOLER_SQLSTATE: &str = "08P01";
 
@@ -131,10 +131,10 @@ fn pgbouncer_logins(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
         rec.login(&c, &through_bouncer("md5-pass", DATABASE, &["select 1"]), &[Want::success("md5")])?;
         let wrong = Want::failed("auth_failed", POOLER_SQLSTATE, "password authentication failed");
         rec.login(&c, &through_bouncer("not-the-password", DATABASE, &["select 1"]), &[wrong])?;
-        answered_by_pgbouncer(rec, 1);
+        mark_pooler(rec, "pgbouncer");
         let missing = Want::failed("database_missing", POOLER_SQLSTATE, "no such database: appdb2");
         rec.login(&c, &through_bouncer("md5-pass", "appdb2", &["select 1"]), &[missing])?;
-        answered_by_pgbouncer(rec, 1);
+        mark_pooler(rec, "pgbouncer");
         Ok(())
     })
 }
@@ -147,7 +147,7 @@ fn pgbouncer_max_client_conn(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> 
         let refused =
             Want::failed("too_many_clients", POOLER_SQLSTATE, "no more connections allowed (max_client_conn)");
         rec.login(&c, &through_bouncer("md5-pass", DATABASE, &["select 1"]), &[refused])?;
-        answered_by_pgbouncer(rec, 1);
+        mark_pooler(rec, "pgbouncer");
         finish_held(rec, held)
     })
 }
@@ -162,7 +162,7 @@ fn pgbouncer_query_wait_timeout(rec: &mut Recorder<'_>, pcap: &Path) -> Result<(
         let waited =
             Want { auth: Some("md5"), ..Want::failed("too_many_clients", POOLER_SQLSTATE, "query_wait_timeout") };
         rec.login(&c, &through_bouncer("md5-pass", DATABASE, &["select 1"]), &[waited])?;
-        answered_by_pgbouncer(rec, 1);
+        mark_pooler(rec, "pgbouncer");
         finish_held(rec, held)
     })
 }
@@ -230,6 +230,103 @@ fn pgbouncer_server_down_client_leg(rec: &mut Recorder<'_>, pcap: &Path) -> Resu
 
 fn pgbouncer_server_down_both_legs(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
     pgbouncer_server_down(rec, pcap, "any")
+}
+
+const PGPOOL_PORT: u16 = 9999;
+/// Pgpool-II's own directory: its configuration, sockets, pid file and log.
+const PGPOOL_DIR: &str = "/tmp/pgreach-lab/pgpool";
+
+/// A Pgpool-II running in the server namespace until dropped.
+struct Pgpool(std::process::Child);
+
+impl Pgpool {
+    fn start() -> Result<Pgpool> {
+        let d = PGPOOL_DIR;
+        sh(&format!("rm -rf {d} && mkdir -p {d}/oiddir && chown -R postgres {d}"))?;
+        // Raw mode, one backend: PostgreSQL on the same host, reached over
+        // the lab's trusted network, so no pool_passwd is needed.
+        let conf = format!(
+            "backend_clustering_mode = 'raw'\nlisten_addresses = '{SERVER_V4}'\nport = {PGPOOL_PORT}\n\
+             unix_socket_directories = '{d}'\npcp_listen_addresses = ''\npcp_socket_dir = '{d}'\n\
+             wd_ipc_socket_dir = '{d}'\npid_file_name = '{d}/pgpool.pid'\nlogdir = '{d}'\n\
+             memqcache_oiddir = '{d}/oiddir'\nbackend_hostname0 = '{SERVER_V4}'\nbackend_port0 = 5432\n\
+             backend_weight0 = 1\nbackend_flag0 = 'ALLOW_TO_FAILOVER'\nnum_init_children = 2\n\
+             reserved_connections = 1\nmax_pool = 1\nhealth_check_period = 0\nsr_check_period = 0\n\
+             use_watchdog = off\nenable_pool_hba = off\nlog_destination = 'stderr'\n"
+        );
+        std::fs::write(format!("{d}/pgpool.conf"), conf)?;
+        std::fs::write(format!("{d}/pcp.conf"), "")?;
+        std::fs::write(format!("{d}/pool_hba.conf"), "host all all 0.0.0.0/0 trust\n")?;
+        sh(&format!("chown postgres {d}/*"))?;
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", SERVER_NS, "su", "postgres", "-c"])
+            .arg(format!("pgpool -n -f {d}/pgpool.conf -F {d}/pcp.conf -a {d}/pool_hba.conf >{d}/pgpool.log 2>&1"))
+            .spawn()
+            .context("starting pgpool")?;
+        for _ in 0..50 {
+            let listening = sh(&format!("ip netns exec {SERVER_NS} ss -Hltn 'sport = :{PGPOOL_PORT}'"))?;
+            if !listening.trim().is_empty() {
+                // Its children start just after the listening socket.
+                sleep(Duration::from_millis(500));
+                return Ok(Pgpool(child));
+            }
+            sleep(Duration::from_millis(100));
+        }
+        bail!("Pgpool-II did not start: {}", std::fs::read_to_string(format!("{d}/pgpool.log")).unwrap_or_default())
+    }
+}
+
+impl Drop for Pgpool {
+    fn drop(&mut self) {
+        let d = PGPOOL_DIR;
+        let _ = sh(&format!(
+            "ip netns exec {SERVER_NS} su postgres -c 'pgpool -f {d}/pgpool.conf -m fast stop' >/dev/null 2>&1"
+        ));
+        let _ = self.0.wait();
+    }
+}
+
+/// psql to Pgpool-II as postgres, without SSL: Pgpool-II turns a client away
+/// before reading its SSLRequest, and libpq then reports only "error
+/// response during SSL exchange".
+fn through_pgpool(commands: &'static [&'static str]) -> Psql<'static> {
+    Psql { port: PGPOOL_PORT, sslmode: "disable", commands, ..Psql::default() }
+}
+
+fn pgpool(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
+    let lab = rec.lab;
+    let (c, other) = (client(rec, 0), client(rec, 1));
+    let pool = Pgpool::start()?;
+    let result = captured(pcap, crate::record::BRIDGE, &[], NO_TAIL, || {
+        rec.login(&c, &through_pgpool(&["select 1"]), &[Want::success("ok")])?;
+        let held = other.spawn(&through_pgpool(&["select pg_sleep(3)"]))?;
+        sleep(Duration::from_millis(1500));
+        let full = Want::failed("too_many_clients", "53300", "Sorry, too many clients already");
+        rec.login(&c, &through_pgpool(&["select 1"]), &[full])?;
+        mark_pooler(rec, "pgpool");
+        let r = crate::lab::finished(held)?;
+        rec.logged_in(&other, &through_pgpool(&[]), &[Want::success("ok")], &r)?;
+        lab.stop_server()?;
+        // The first client finds the backend gone ("failed to create a
+        // backend connection", and Pgpool-II fails the node over); the next
+        // finds every node down. Both are Pgpool-II's own XX000 errors.
+        let down = Want::failed("server_unavailable", "XX000", "backend");
+        for _ in 0..2 {
+            rec.login(&c, &through_pgpool(&["select 1"]), &[down])?;
+            mark_pooler(rec, "pgpool");
+        }
+        Ok(())
+    });
+    drop(pool);
+    lab.start_server()?;
+    result
+}
+
+/// Marks the last expected attempt as answered by a pooler itself.
+fn mark_pooler(rec: &mut Recorder<'_>, name: &'static str) {
+    if let Some(e) = rec.expected.last_mut() {
+        e.pooler = Some(name);
+    }
 }
 
 /// The postmaster's process id, from its pid file.
