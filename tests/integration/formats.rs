@@ -138,9 +138,20 @@ fn json_and_ndjson_follow_the_documented_schema() {
     let captures = all_captures();
     assert!(captures.len() >= 20);
     for file in &captures {
-        let doc: Value = serde_json::from_str(&run(&["analyze", "--format", "json", file])).expect("JSON");
+        // Each capture with the arguments it was recorded for (its ports).
+        let name = file.trim_start_matches("captures/").split('.').next().unwrap();
+        let args: Vec<String> = expected(name)["args"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let with = |format: &'static str| {
+            let mut all = vec!["analyze", "--format", format, file.as_str()];
+            all.extend(args.iter().map(String::as_str));
+            run(&all)
+        };
+        let doc: Value = serde_json::from_str(&with("json")).expect("JSON");
         assert_valid(&document, &doc, file);
-        let lines = run(&["analyze", "--format", "ndjson", file]);
+        let lines = with("ndjson");
         let mut n = 0;
         for line in lines.lines() {
             assert_valid(&attempt, &serde_json::from_str(line).expect("one JSON object per line"), file);
