@@ -95,32 +95,11 @@ fn waited_for_a_server(r: &AttemptRecord) -> bool {
 mod tests {
     use super::*;
     use crate::outcome::TcpOutcome;
-    use crate::record::Traffic;
 
     fn attempt(client: &str, server: &str, from: u64, to: u64, outcome: Outcome) -> AttemptRecord {
-        AttemptRecord {
-            id: 0,
-            client: client.parse().unwrap(),
-            server: server.parse().unwrap(),
-            outcome,
-            tcp_outcome: TcpOutcome::Established,
-            start: Timestamp::from_secs_nanos(from as i64, 0),
-            end: Timestamp::from_secs_nanos(to as i64, 0),
-            syn: None,
-            handshake_ms: None,
-            client_ttl: None,
-            server_ttl: None,
-            answer: None,
-            gave_up: None,
-            wait_ms: None,
-            session_end: None,
-            traffic: Traffic::default(),
-            pg: None,
-            dns: None,
-            notes: Vec::new(),
-            pooler_leg: false,
-            server_leg: None,
-        }
+        let at = |s: u64| Timestamp::from_secs_nanos(s as i64, 0);
+        let addresses = (client.parse().unwrap(), server.parse().unwrap());
+        AttemptRecord::bare(0, addresses, (outcome, TcpOutcome::Established), (at(from), at(to)))
     }
 
     /// PgBouncer on 192.0.2.1:6432 reaches PostgreSQL on its own host's loopback.
