@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::decode::{decode, DecodeError, Decoded, IcmpError, LinkType, TcpSegment, UdpDatagram};
 use crate::dns::{parse_response, DbNames, FailedLookups, Lookups};
 use crate::flow::{EndCause, Flow, State, Step};
+use crate::legs::Legs;
 use crate::outcome::{Outcome, Side};
 use crate::record::AttemptRecord;
 use crate::time::Timestamp;
@@ -117,6 +118,8 @@ pub struct Analyzer {
     db_names: DbNames,
     /// Set by `finish`: the failed lookups are still to be reported.
     failed_lookups_due: bool,
+    /// A pooler's server leg, told apart and related to its clients.
+    legs: Legs,
     stats: Stats,
     /// The latest time seen: packet timestamps can step back a little.
     clock: Timestamp,
@@ -137,6 +140,7 @@ impl Analyzer {
             failed_lookups: FailedLookups::default(),
             db_names: DbNames::default(),
             failed_lookups_due: false,
+            legs: Legs::default(),
             stats: Stats::default(),
             clock: Timestamp::default(),
             next_id: 0,
@@ -215,6 +219,7 @@ impl Analyzer {
                 if let Some(lookup) = record.dns.as_ref().filter(|_| record.outcome != Outcome::DnsFailed) {
                     self.db_names.add(&lookup.name);
                 }
+                self.legs.relate(&mut record);
                 return Some(record);
             }
             let Some((key, mut flow)) = self.ending.pop() else {
@@ -334,6 +339,7 @@ impl Analyzer {
             return;
         }
         self.next_id += 1;
+        self.legs.on_new_attempt(key.1);
         self.flows.insert(key, flow);
         self.arm(key);
     }

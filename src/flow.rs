@@ -384,7 +384,7 @@ impl Flow {
                         (EndCause::CaptureEnd, None) => {
                             let waited = clock.since(self.start);
                             if waited < syn_timeout {
-                                return Some(self.record(key, TcpOutcome::CaptureEnded, None, None));
+                                return Some(self.record(key, TcpOutcome::CaptureEnded, None, None, clock));
                             }
                             (GaveUp::StillWaitingAtCaptureEnd, waited)
                         }
@@ -402,7 +402,7 @@ impl Flow {
             (State::Established | State::Closing, Origin::Syn) => TcpOutcome::Established,
             (State::Established | State::Closing, Origin::Midstream) => TcpOutcome::Midstream,
         };
-        Some(self.record(key, tcp, gave_up, wait))
+        Some(self.record(key, tcp, gave_up, wait, clock))
     }
 
     fn record(
@@ -411,19 +411,22 @@ impl Flow {
         tcp: TcpOutcome,
         gave_up: Option<GaveUp>,
         wait: Option<Duration>,
+        clock: Timestamp,
     ) -> AttemptRecord {
+        // An open connection lasted until the capture's end, a closed one until its last packet.
+        let end = if self.session_end.is_none() { clock.max(self.last) } else { self.last };
         let connected = matches!(tcp, TcpOutcome::Established | TcpOutcome::Midstream);
         let (outcome, pg) = match (tcp, self.pg.take()) {
             (TcpOutcome::Established, Some(track)) => {
                 let closed_by_client = matches!(self.session_end, Some(SessionEnd::FinClient | SessionEnd::RstClient));
                 let (outcome, summary) =
-                    track.finish(closed_by_client, self.session_end.is_none(), self.start, self.last);
+                    track.finish(closed_by_client, self.session_end.is_none(), self.start, self.last, end);
                 (outcome, Some(summary))
             }
             // Joined mid-session: still `midstream`, unless the server's
             // FATAL showed how it ended; what was read is kept.
             (TcpOutcome::Midstream, Some(track)) => {
-                let (outcome, summary) = track.finish(false, self.session_end.is_none(), self.start, self.last);
+                let (outcome, summary) = track.finish(false, self.session_end.is_none(), self.start, self.last, end);
                 let read = summary.client_messages + summary.server_messages > 0;
                 let outcome = if outcome == Outcome::Terminated { outcome } else { Outcome::Midstream };
                 (outcome, read.then_some(summary))
@@ -453,6 +456,8 @@ impl Flow {
             pg,
             dns: None,
             notes: self.notes.clone(),
+            pooler_leg: false,
+            server_leg: None,
         }
     }
 
@@ -559,12 +564,18 @@ impl PgTrack {
             self.streams[theirs].on_ack(seg.ack);
         }
         if seg.flags.syn || seg.flags.rst {
+            if seg.flags.rst && side == Side::Client {
+                self.session.on_client_close(ts);
+            }
             return;
         }
         let session = &mut self.session;
         self.streams[mine].on_segment(seg.seq, seg.payload, seg.wire_payload_len, seg.flags.fin, &mut |chunk| {
             session.on_chunk(side, chunk, ts)
         });
+        if seg.flags.fin && side == Side::Client {
+            self.session.on_client_close(ts);
+        }
     }
 
     fn finish(
@@ -573,11 +584,12 @@ impl PgTrack {
         capture_ended: bool,
         start: Timestamp,
         last: Timestamp,
+        end: Timestamp,
     ) -> (Outcome, PgSummary) {
         for (stream, side) in self.streams.iter_mut().zip([Side::Client, Side::Server]) {
             let session = &mut self.session;
             stream.finish(&mut |chunk| session.on_chunk(side, chunk, last));
         }
-        self.session.finish(closed_by_client, capture_ended, start)
+        self.session.finish(closed_by_client, capture_ended, start, end)
     }
 }

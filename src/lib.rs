@@ -10,6 +10,7 @@
 //! - [`pg`]: the PostgreSQL protocol inside an established connection.
 //! - [`flow`]: one attempt's TCP state machine, feeding [`pg`].
 //! - [`record`]: a finished attempt with its evidence, the engine's output.
+//! - [`legs`]: a pooler's two legs: its own server connections, related to its clients'.
 //! - [`engine`]: the flow table; takes frames and time, yields records; no I/O, no clock.
 //! - [`capture`]: the input adapters around the engine, files and live interfaces.
 //! - [`redact`]: stable pseudonyms for names and addresses in records.
@@ -25,6 +26,7 @@ pub mod decode;
 pub mod dns;
 pub mod engine;
 pub mod flow;
+pub mod legs;
 pub mod outcome;
 pub mod pg;
 pub mod record;

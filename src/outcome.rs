@@ -64,6 +64,14 @@ pub enum Outcome {
     SslRefused,
     /// A FATAL after a successful login (57P01, 57P05, 25P03, 57P02…).
     Terminated,
+    /// The handshake completed and the client sent its startup packet (or
+    /// its credentials), but the server never answered it before the client
+    /// gave up (or the capture ended long after): a hung or overloaded
+    /// postmaster, a pooler waiting for a server connection.
+    ServerSilent,
+    /// The server asked for credentials, the client never answered, and the
+    /// server closed the connection (authentication_timeout).
+    AuthTimeout,
     /// The client closed when asked for a password and sent none: psql's
     /// normal prompt before it reconnects with one. Not a failure.
     AuthAbandoned,
@@ -84,7 +92,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 25] = [
+    pub const ALL: [Outcome; 27] = [
         Outcome::Success,
         Outcome::DnsFailed,
         Outcome::Refused,
@@ -100,6 +108,8 @@ impl Outcome {
         Outcome::ProtocolError,
         Outcome::OtherError,
         Outcome::SslRefused,
+        Outcome::ServerSilent,
+        Outcome::AuthTimeout,
         Outcome::Terminated,
         Outcome::AuthAbandoned,
         Outcome::CancelRequest,
@@ -129,6 +139,8 @@ impl Outcome {
             Outcome::ProtocolError => "protocol_error",
             Outcome::OtherError => "other_error",
             Outcome::SslRefused => "ssl_refused",
+            Outcome::ServerSilent => "server_silent",
+            Outcome::AuthTimeout => "auth_timeout",
             Outcome::Terminated => "terminated",
             Outcome::AuthAbandoned => "auth_abandoned",
             Outcome::CancelRequest => "cancel_request",
@@ -159,7 +171,9 @@ impl Outcome {
             | Outcome::ServerUnavailable
             | Outcome::ProtocolError
             | Outcome::OtherError
-            | Outcome::SslRefused => Column::LoginFailed,
+            | Outcome::SslRefused
+            | Outcome::ServerSilent
+            | Outcome::AuthTimeout => Column::LoginFailed,
             _ => Column::Other,
         }
     }

@@ -89,6 +89,16 @@ pub enum Note {
     CaptureDropsDuring,
 }
 
+/// What the pooler's server leg showed while a client waited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerLeg {
+    /// The PostgreSQL server the pooler connected to.
+    pub server: SocketAddr,
+    /// The pooler's attempts to it during the client's attempt, and how they ended.
+    pub attempts: u32,
+    pub outcome: Outcome,
+}
+
 /// One connection attempt and its outcome.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AttemptRecord {
@@ -137,6 +147,14 @@ pub struct AttemptRecord {
     pub dns: Option<Lookup>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<Note>,
+    /// A pooler's own connection to PostgreSQL (seen on the pooler's host),
+    /// not a client's: counted apart.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pooler_leg: bool,
+    /// For a client whose login through a pooler failed: what the pooler's
+    /// connections to PostgreSQL met meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_leg: Option<ServerLeg>,
 }
 
 impl AttemptRecord {
@@ -167,6 +185,8 @@ impl AttemptRecord {
             pg: None,
             dns: None,
             notes: Vec::new(),
+            pooler_leg: false,
+            server_leg: None,
         }
     }
 

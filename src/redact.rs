@@ -76,6 +76,11 @@ impl Redactor {
             answer.from = self.address(original);
             seen.push((original.to_string(), answer.from.to_string()));
         }
+        if let Some(leg) = &mut a.server_leg {
+            let original = leg.server.ip();
+            leg.server = SocketAddr::new(self.address(original), leg.server.port());
+            seen.push((original.to_string(), leg.server.ip().to_string()));
+        }
         let Some(pg) = &mut a.pg else { return };
         let startup = &mut pg.startup;
         for (kind, slot) in [

@@ -53,7 +53,9 @@ pub struct Finding {
     pub first: Option<Timestamp>,
     #[serde(rename = "end")]
     pub last: Option<Timestamp>,
-    pub client_sees: &'static str,
+    /// The server's most frequent message as libpq prints it, when the
+    /// capture has one; otherwise what clients usually see for this outcome.
+    pub client_sees: String,
     pub meaning: String,
     pub evidence: Vec<Inference>,
     pub next_steps: &'static str,
@@ -94,7 +96,14 @@ pub fn diagnose(s: &Summary, syn_timeout: Duration, capture: &CaptureFacts) -> D
                 attempts: s.totals.get(outcome),
                 first: detail.first,
                 last: detail.last,
-                client_sees: e.client_sees,
+                client_sees: match s.messages(outcome).first() {
+                    Some((said, _)) => said.as_libpq(),
+                    // Every one gave up waiting: a time-out, whatever the outcome's usual words.
+                    None if detail.gave_up_waiting == s.totals.get(outcome) && detail.gave_up_waiting > 0 => {
+                        GAVE_UP_WAITING.to_owned()
+                    }
+                    None => e.client_sees.to_owned(),
+                },
                 meaning: e.meaning,
                 evidence: evidence(s, outcome, &detail, capture),
                 next_steps: e.next_steps,
@@ -135,10 +144,70 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureF
             say(Confidence::Certain, format!("{label}: {}", list(names)));
         }
     }
+    for (&(server, leg_outcome), n) in &d.server_legs {
+        let tried = s.pooler_legs.get(&(server, leg_outcome)).copied().unwrap_or(0);
+        say(
+            Confidence::Certain,
+            format!(
+                "{n} of these waited on a pooler that could not get a server connection: its {tried} attempt{} to \
+                 PostgreSQL at {server} in the capture {}",
+                if tried == 1 { "" } else { "s" },
+                leg_verb(leg_outcome)
+            ),
+        );
+    }
+    for (answer, n) in &d.poolers {
+        say(
+            Confidence::Certain,
+            format!(
+                "{} answered {n} of these itself, not PostgreSQL: look at its {} first",
+                answer.name, answer.setting
+            ),
+        );
+    }
     for (said, n) in s.messages(outcome) {
-        say(Confidence::Certain, format!("the server said ({n}×): {said}"));
+        say(Confidence::Certain, format!("the server said ({n}×): {}", said.coded()));
+    }
+    for (stopped_at, n) in &d.stopped_at {
+        say(Confidence::Certain, format!("{n} login{} stopped at: {stopped_at}", if *n == 1 { "" } else { "s" }));
+    }
+    let waited = median(&mut d.stopped_for_ms.clone()).map(|ms| Duration::from_secs_f64(ms / 1e3));
+    match (outcome, waited) {
+        (Outcome::ServerSilent, Some(w)) => say(
+            Confidence::Likely,
+            format!(
+                "the clients gave up after waiting {} (median) for the server's answer: a timeout of theirs \
+                 (libpq's connect_timeout counts from the connection's start, so it is at least that)",
+                short(w)
+            ),
+        ),
+        (Outcome::AuthTimeout, Some(w)) => say(
+            Confidence::Likely,
+            format!(
+                "the server closed {} (median) after asking for credentials: its authentication_timeout is about \
+                 that long",
+                short(w)
+            ),
+        ),
+        _ => {}
     }
     out
+}
+
+const GAVE_UP_WAITING: &str = "no message: the client gave up waiting (libpq: timeout expired, with connect_timeout)";
+
+/// What PostgreSQL did to the pooler's attempts, in words.
+fn leg_verb(outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Refused => "were refused (nothing listens there: the server is down)".to_owned(),
+        Outcome::Timeout => "went unanswered".to_owned(),
+        Outcome::Unreachable => "could not reach it".to_owned(),
+        Outcome::AuthFailed | Outcome::HbaRejected | Outcome::RoleMissing => {
+            format!("could not log in ({outcome}): the pooler's own credentials or PostgreSQL's pg_hba.conf")
+        }
+        Outcome::TooManyClients => "were turned away (PostgreSQL's max_connections were taken)".to_owned(),
+        other => format!("ended with {other}"),
+    }
 }
 
 fn answered(kind: AnswerKind, from: IpAddr, ttl: u8, code: Option<u8>, n: u64) -> String {

@@ -87,22 +87,26 @@ pub fn explain(outcome: Outcome, syn_timeout: Duration) -> Explanation {
         ),
         Outcome::DatabaseMissing => e(
             "FATAL:  database \"…\" does not exist",
-            "The login worked but the database named in the startup message does not exist (3D000).",
+            "The login worked but the database named in the startup message does not exist (3D000), or a pooler \
+             has no entry for it.",
             "Check the database name the application sends (see the databases column; libpq defaults it to the \
              user name), and whether it was dropped or renamed.",
         ),
         Outcome::TooManyClients => e(
             "FATAL:  sorry, too many clients already",
             "All max_connections slots were taken (53300): the server turned clients away at the door, or only \
-             reserved superuser slots were left.",
+             reserved superuser slots were left. Through a pooler: its client limit, or a pool with no free \
+             server connection (the evidence names the pooler's setting).",
             "Look at `pg_stat_activity` for who holds the connections (idle ones above all), put a pooler \
              (PgBouncer) in front of many short-lived clients, and size max_connections for the real peak.",
         ),
         Outcome::ServerUnavailable => e(
-            "FATAL:  the database system is starting up / shutting down / in recovery mode",
-            "The server was not accepting connections (57P03), or shut down during the login (57P01/57P02).",
+            "FATAL:  the database system is starting up / shutting down / in recovery mode (through a pooler: its \
+             message, or a time-out)",
+            "The server was not accepting connections (57P03), or shut down during the login (57P01/57P02), or a \
+             pooler in front of it could not reach it or log in to it.",
             "Check the server's state and log around these times: a restart, a crash recovery, a failover, a \
-             standby without hot_standby.",
+             standby without hot_standby. Behind a pooler, also its log and its [databases] entry.",
         ),
         Outcome::ProtocolError => e(
             "FATAL:  unsupported frontend protocol / invalid startup packet layout",
@@ -121,6 +125,26 @@ pub fn explain(outcome: Outcome, syn_timeout: Duration) -> Explanation {
             "The client asked for TLS (SSLRequest) and the server answered `N`; the client then closed, as \
              sslmode=require (or stricter) makes it do.",
             "Enable ssl on the server (ssl = on, with a certificate), or stop requiring it on the client.",
+        ),
+        Outcome::ServerSilent => e(
+            "timeout expired (libpq's connect_timeout), or a hang with no message",
+            "TCP connected and the client sent its startup packet (or its credentials), but the server never \
+             answered it: the kernel accepted the connection for a postmaster that did not act on it, an \
+             authentication server hung, or a pooler waited for a server connection. The client gave up (or was \
+             still waiting when the capture ended).",
+            "Look at the server host: a stopped or hung postmaster (`ps -o stat,pid,cmd -C postgres`: T or D \
+             states), fork failures or memory pressure in the server log and `dmesg`, a proxy holding clients \
+             in a full max_connections queue, a pooler's server connections (capture its host with -i any to see \
+             both legs). A capture on the server side shows whether the startup packet arrived.",
+        ),
+        Outcome::AuthTimeout => e(
+            "server closed the connection unexpectedly",
+            "The server asked for credentials, the client sent none, and the server closed the connection: \
+             PostgreSQL gives up at authentication_timeout (60 s by default) without sending the client its \
+             error.",
+            "Find why the client could not answer in time: a slow password callback or secret store, an \
+             interactive prompt nobody answered, a network delaying the client's packets. The server log has \
+             \"canceling authentication due to timeout\" for each.",
         ),
         Outcome::Terminated => e(
             "FATAL:  terminating connection due to administrator command (or an idle/transaction timeout)",

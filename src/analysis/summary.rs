@@ -13,7 +13,8 @@ use super::counts::OutcomeCounts;
 use super::identity::{Identity, Logins};
 use super::median::median;
 use super::timeline::{Timeline, Window};
-use crate::outcome::{AnswerKind, GaveUp, Outcome, TcpOutcome};
+use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, TcpOutcome};
+use crate::pg::pooler::PoolerAnswer;
 use crate::record::AttemptRecord;
 use crate::time::Timestamp;
 
@@ -53,6 +54,17 @@ pub struct OutcomeDetail {
     pub dns_names: BTreeMap<String, BTreeSet<IpAddr>>,
     /// Attempts no DNS answer in the capture explains.
     pub without_dns: u64,
+    /// Unfinished logins: how far they got → attempts (a handful of phases).
+    pub stopped_at: BTreeMap<String, u64>,
+    /// How long each stayed there, in milliseconds (bounded sample).
+    pub stopped_for_ms: Vec<f64>,
+    /// Attempts a pooler answered itself, by pooler and setting (a handful).
+    pub poolers: BTreeMap<PoolerAnswer, u64>,
+    /// Attempts tied to the pooler's server leg: the server and how the
+    /// pooler's attempts to it ended → client attempts.
+    pub server_legs: BTreeMap<(SocketAddr, Outcome), u64>,
+    /// Attempts the client closed while waiting, with no message from the server.
+    pub gave_up_waiting: u64,
 }
 
 /// Attempts to one server address and port: (attempts, first start, last start).
@@ -62,6 +74,27 @@ pub struct Endpoint {
     pub refused: (u64, Option<Timestamp>, Option<Timestamp>),
     /// Completed handshakes.
     pub connected: (u64, Option<Timestamp>, Option<Timestamp>),
+}
+
+/// An error message as the server sent it, kept per outcome for the diagnosis.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerMessage {
+    pub code: String,
+    pub text: String,
+    /// As sent (possibly localized): what libpq prints.
+    pub severity: String,
+}
+
+impl ServerMessage {
+    /// `SQLSTATE message`, as evidence and the JSON report list it.
+    pub fn coded(&self) -> String {
+        format!("{} {}", self.code, self.text)
+    }
+
+    /// What the client application saw, as libpq prints it: `FATAL:  text`.
+    pub fn as_libpq(&self) -> String {
+        format!("{}:  {}", self.severity, self.text)
+    }
 }
 
 /// A few distinct names (users, databases, applications), bounded.
@@ -137,8 +170,8 @@ pub struct Summary {
     pub attempts_not_listed: u64,
     pub first_seen: Option<Timestamp>,
     pub last_seen: Option<Timestamp>,
-    /// What the server said, by outcome: each distinct "SQLSTATE message" and its count.
-    messages: BTreeMap<Outcome, BTreeMap<String, u64>>,
+    /// What the server said, by outcome: each distinct message and its count.
+    messages: BTreeMap<Outcome, BTreeMap<ServerMessage, u64>>,
     pub details: BTreeMap<Outcome, OutcomeDetail>,
     /// TTLs of each server's SYN-ACKs → attempts.
     pub server_ttls: BTreeMap<IpAddr, BTreeMap<u8, u64>>,
@@ -152,6 +185,9 @@ pub struct Summary {
     pub timeline: Timeline,
     /// When each login last worked, for recoveries.
     logins: Logins,
+    /// A pooler's own connections to PostgreSQL, counted apart from the
+    /// clients': the server and outcome → attempts (bounded).
+    pub pooler_legs: BTreeMap<(SocketAddr, Outcome), u64>,
     /// The latest failed attempts, newest last, when kept (a copy of each
     /// failure: only the live view wants them).
     recent_failures: VecDeque<AttemptRecord>,
@@ -180,12 +216,21 @@ impl Summary {
             dns_seen: false,
             timeline: Timeline::new(bucket),
             logins: Logins::default(),
+            pooler_legs: BTreeMap::new(),
             recent_failures: VecDeque::new(),
             keep_recent_failures: false,
         }
     }
 
     pub fn add(&mut self, record: AttemptRecord) {
+        if record.pooler_leg {
+            let key = (record.server, record.outcome);
+            if self.pooler_legs.contains_key(&key) || self.pooler_legs.len() < MAX_SOURCES {
+                *self.pooler_legs.entry(key).or_default() += 1;
+            }
+            self.keep(record);
+            return;
+        }
         if self.keep_recent_failures && record.outcome.is_failure() {
             if self.recent_failures.len() == MAX_RECENT_FAILURES {
                 self.recent_failures.pop_front();
@@ -201,7 +246,11 @@ impl Summary {
         self.first_seen = Some(self.first_seen.map_or(record.start, |t| t.min(record.start)));
         self.last_seen = Some(self.last_seen.map_or(record.end, |t| t.max(record.end)));
         if let Some(error) = record.pg.as_ref().and_then(|pg| pg.error.as_ref()) {
-            let said = format!("{} {}", error.code(), error.message.as_deref().unwrap_or(""));
+            let said = ServerMessage {
+                code: error.code().to_owned(),
+                text: error.message.clone().unwrap_or_default(),
+                severity: error.severity.clone().unwrap_or_default(),
+            };
             let seen = self.messages.entry(record.outcome).or_default();
             if seen.contains_key(&said) || seen.len() < MAX_MESSAGES {
                 *seen.entry(said).or_default() += 1;
@@ -234,6 +283,11 @@ impl Summary {
             }
             None => self.other_clients.add(record.outcome),
         }
+        self.keep(record);
+    }
+
+    /// Lists the attempt, while there is room.
+    fn keep(&mut self, record: AttemptRecord) {
         if self.attempts.len() < self.max_attempts {
             self.attempts.push(record);
         } else {
@@ -340,6 +394,26 @@ impl Summary {
                 }
             }
         }
+        let said_nothing = a.pg.as_ref().is_some_and(|pg| pg.error.is_none() && pg.stopped_at.is_some());
+        if said_nothing && matches!(a.session_end, Some(SessionEnd::FinClient | SessionEnd::RstClient)) {
+            d.gave_up_waiting += 1;
+        }
+        if let Some(leg) = &a.server_leg {
+            *d.server_legs.entry((leg.server, leg.outcome)).or_default() += 1;
+        }
+        if let Some(answer) = a.pg.as_ref().and_then(|pg| pg.pooler) {
+            *d.poolers.entry(answer).or_default() += 1;
+        }
+        if let Some(stopped_at) = a.pg.as_ref().and_then(|pg| pg.stopped_at.as_ref()) {
+            *d.stopped_at.entry(stopped_at.clone()).or_default() += 1;
+        }
+        // Only closed connections: an open one's wait was cut by the capture's end.
+        let closed = a.session_end.is_some_and(|e| e != SessionEnd::Open);
+        if let Some(ms) = a.pg.as_ref().and_then(|pg| pg.stopped_for_ms).filter(|_| closed) {
+            if d.stopped_for_ms.len() < MAX_SAMPLES {
+                d.stopped_for_ms.push(ms);
+            }
+        }
         if let Some(startup) = a.pg.as_ref().map(|pg| &pg.startup) {
             if let Some(user) = &startup.user {
                 d.users.add(user);
@@ -352,9 +426,9 @@ impl Summary {
     }
 
     /// The server's messages for an outcome, most frequent first.
-    pub fn messages(&self, outcome: Outcome) -> Vec<(&str, u64)> {
-        let mut list: Vec<(&str, u64)> =
-            self.messages.get(&outcome).map(|m| m.iter().map(|(s, n)| (s.as_str(), *n)).collect()).unwrap_or_default();
+    pub fn messages(&self, outcome: Outcome) -> Vec<(&ServerMessage, u64)> {
+        let mut list: Vec<(&ServerMessage, u64)> =
+            self.messages.get(&outcome).map(|m| m.iter().map(|(s, n)| (s, *n)).collect()).unwrap_or_default();
         list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         list
     }

@@ -5,6 +5,7 @@
 mod classify;
 pub mod framer;
 pub mod message;
+pub mod pooler;
 pub mod session;
 
 pub use session::{Encryption, PgSession, PgSummary};

@@ -3,12 +3,15 @@
 //! of the session, and the outcome it adds up to.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::classify::{classify_login_error, LoginStage};
 use super::framer::{Frame, FrameError, Framer, Mode, MAX_STARTUP_LEN};
 use super::message::{self, AuthRequest, ErrorFields, StartupPacket, StartupParams};
+use super::pooler::{self, PoolerAnswer};
 use crate::outcome::{Outcome, Side};
 use crate::stream::Chunk;
 use crate::time::Timestamp;
@@ -19,6 +22,10 @@ const MAX_ERROR_CODES: usize = 32;
 const MAX_AUTH_STEPS: usize = 4;
 /// NoticeResponses kept with their fields; further ones are only counted.
 const MAX_NOTICES_KEPT: usize = 4;
+/// A server that has not answered a startup packet this long when the
+/// capture ends is silent, not slow: PostgreSQL answers within milliseconds
+/// unless it cannot fork or is stopped.
+const SILENT_AT_CAPTURE_END: Duration = Duration::from_secs(10);
 
 /// Where the connection is in the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +34,12 @@ enum Phase {
     AwaitStartup,
     /// SSLRequest or GSSENCRequest sent; the server's one-byte answer is expected.
     EncryptionRequested,
-    /// StartupMessage sent; authentication in progress.
-    Authenticating,
+    /// StartupMessage sent; the server has not answered it yet.
+    StartupSent,
+    /// The server asked for credentials (a password, a SASL or GSS step).
+    CredentialsAsked,
+    /// The client answered; the server's verdict is expected.
+    CredentialsSent,
     /// AuthenticationOk received; ReadyForQuery not yet.
     AuthOk,
     /// ReadyForQuery received: logged in.
@@ -41,6 +52,25 @@ enum Phase {
     Cancel,
     /// Not PostgreSQL.
     Foreign,
+}
+
+/// How far a login got, in words: the evidence of an unfinished one.
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::AwaitStartup => "no startup message",
+            Phase::EncryptionRequested => "encryption requested, no answer",
+            Phase::StartupSent => "startup message sent, no answer",
+            Phase::CredentialsAsked => "credentials asked for, none sent",
+            Phase::CredentialsSent => "credentials sent, no verdict",
+            Phase::AuthOk => "authenticated, not yet ready for queries",
+            Phase::Ready => "logged in",
+            Phase::LoginFailed => "login refused",
+            Phase::Encrypted => "encrypted",
+            Phase::Cancel => "cancel request",
+            Phase::Foreign => "not PostgreSQL",
+        })
+    }
 }
 
 /// How encryption was negotiated, if it was.
@@ -91,6 +121,9 @@ pub struct PgSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     /// Boxed: most sessions have none, and every tracked connection carries a summary.
     pub error: Option<Box<ErrorFields>>,
+    /// The pooler whose own error ended the connection, and its setting to look at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooler: Option<PoolerAnswer>,
     /// What the protocol cannot tell apart for this outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ambiguity: Option<&'static str>,
@@ -105,6 +138,12 @@ pub struct PgSummary {
     pub terminate_sent: bool,
     pub client_messages: u64,
     pub server_messages: u64,
+    /// How far an unfinished login got (`startup message sent, no answer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+    /// Milliseconds it stayed there until the connection (or the capture) ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_for_ms: Option<f64>,
     /// Why this is not PostgreSQL, for `not_postgres`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_postgres: Option<String>,
@@ -124,9 +163,15 @@ pub struct PgSession {
     server: Framer,
     summary: PgSummary,
     login_error_stage: LoginStage,
-    /// The server asked for credentials and the client has not answered yet.
-    awaiting_credentials: bool,
+    /// When the current phase began (by the packet that began it).
+    phase_since: Option<Timestamp>,
+    /// The phase when the client closed, since when, and when it closed: a
+    /// server's late answer (a resumed postmaster's, say) is not what the
+    /// client saw.
+    client_closed: Option<(Phase, Option<Timestamp>, Timestamp)>,
     ready_at: Option<Timestamp>,
+    /// A ReadyForQuery after the login's: a query (or Sync) completed.
+    query_completed: bool,
     client_spoke: bool,
     fatal_after_ready: bool,
     /// The capture began mid-session: per side (client, server), whether
@@ -142,8 +187,10 @@ impl Default for PgSession {
             server: Framer::new(Mode::Typed),
             summary: PgSummary::default(),
             login_error_stage: LoginStage::BeforeAuthentication,
-            awaiting_credentials: false,
+            phase_since: None,
+            client_closed: None,
             ready_at: None,
+            query_completed: false,
             client_spoke: false,
             fatal_after_ready: false,
             synced: [true, true],
@@ -188,7 +235,7 @@ impl PgSession {
                     return;
                 }
                 match side {
-                    Side::Client => self.client_data(data),
+                    Side::Client => self.client_data(data, ts),
                     Side::Server => self.server_data(data, ts),
                 }
             }
@@ -205,15 +252,34 @@ impl PgSession {
         }
     }
 
-    fn client_data(&mut self, mut data: &[u8]) {
+    /// The client sent FIN or RST: what it saw is what it had by now.
+    pub fn on_client_close(&mut self, ts: Timestamp) {
+        self.client_closed.get_or_insert((self.phase, self.phase_since, ts));
+    }
+
+    /// Every phase change goes through here, so that `phase_since` holds.
+    fn enter(&mut self, phase: Phase, ts: Timestamp) {
+        // A refused login stays refused: a startup packet the client sent
+        // before it read the refusal changes nothing.
+        if self.phase != phase && self.phase != Phase::LoginFailed {
+            self.phase = phase;
+            self.phase_since = Some(ts);
+        }
+    }
+
+    fn foreign(&mut self, reason: String, ts: Timestamp) {
+        self.enter(Phase::Foreign, ts);
+        self.summary.not_postgres = Some(reason);
+    }
+
+    fn client_data(&mut self, mut data: &[u8], ts: Timestamp) {
         if !self.client_spoke && self.phase == Phase::AwaitStartup && !self.client.mid_message() {
             if let Some(reason) = foreign_client_bytes(data) {
-                self.phase = Phase::Foreign;
                 if reason == DIRECT_TLS {
-                    self.phase = Phase::Encrypted;
+                    self.enter(Phase::Encrypted, ts);
                     self.summary.encryption = Some(Encryption::DirectTls);
                 } else {
-                    self.summary.not_postgres = Some(reason.to_owned());
+                    self.foreign(reason.to_owned(), ts);
                 }
                 return;
             }
@@ -226,25 +292,24 @@ impl PgSession {
             match tag {
                 0 => match message::startup_packet(body) {
                     // The answer decides; until then, assume the refusal.
-                    StartupPacket::SslRequest => self.request_encryption(Encryption::SslRefused),
-                    StartupPacket::GssEncRequest => self.request_encryption(Encryption::GssRefused),
-                    StartupPacket::CancelRequest => self.phase = Phase::Cancel,
+                    StartupPacket::SslRequest => self.request_encryption(Encryption::SslRefused, ts),
+                    StartupPacket::GssEncRequest => self.request_encryption(Encryption::GssRefused, ts),
+                    StartupPacket::CancelRequest => self.enter(Phase::Cancel, ts),
                     StartupPacket::Startup { major, minor, params } => {
                         self.summary.protocol = Some(format!("{major}.{minor}"));
                         self.summary.startup = params;
-                        self.phase = Phase::Authenticating;
+                        self.enter(Phase::StartupSent, ts);
                         self.client.mode = Mode::Typed;
                     }
-                    StartupPacket::Unknown { code } => {
-                        self.phase = Phase::Foreign;
-                        self.summary.not_postgres = Some(format!("unknown startup request code {code}"));
-                    }
+                    StartupPacket::Unknown { code } => self.foreign(format!("unknown startup request code {code}"), ts),
                 },
                 // PasswordMessage, SASLInitialResponse, SASLResponse, GSSResponse:
                 // recognised by their type, never read.
                 b'p' => {
                     self.summary.credentials_sent = true;
-                    self.awaiting_credentials = false;
+                    if self.phase == Phase::CredentialsAsked {
+                        self.enter(Phase::CredentialsSent, ts);
+                    }
                 }
                 b'X' => self.summary.terminate_sent = true,
                 _ => {}
@@ -253,22 +318,23 @@ impl PgSession {
                 return;
             }
         }
-        if let Some(FrameError::BadLength { tag: 0, len }) = self.client.error() {
-            self.phase = Phase::Foreign;
-            self.summary.not_postgres = Some(format!("the client's first packet has an impossible length ({len})"));
+        if let Some(&FrameError::BadLength { tag: 0, len }) = self.client.error() {
+            self.foreign(format!("the client's first packet has an impossible length ({len})"), ts);
         }
     }
 
-    fn request_encryption(&mut self, refused: Encryption) {
+    fn request_encryption(&mut self, refused: Encryption, ts: Timestamp) {
         self.summary.encryption = Some(refused);
-        self.phase = Phase::EncryptionRequested;
+        self.enter(Phase::EncryptionRequested, ts);
         self.server.mode = Mode::SslAnswer;
     }
 
     fn server_data(&mut self, mut data: &[u8], ts: Timestamp) {
-        if !self.client_spoke && self.phase == Phase::AwaitStartup {
-            self.phase = Phase::Foreign;
-            self.summary.not_postgres = Some(format!("the server spoke first ({})", describe_bytes(data)));
+        // Pgpool-II turns a client away (too many clients) as it accepts
+        // the connection, before reading a word: an ErrorResponse first is a
+        // refusal, anything else is another protocol's greeting.
+        if !self.client_spoke && self.phase == Phase::AwaitStartup && data.first() != Some(&b'E') {
+            self.foreign(format!("the server spoke first ({})", describe_bytes(data)), ts);
             return;
         }
         let keep = |tag: u8| match tag {
@@ -288,10 +354,10 @@ impl PgSession {
                     match answer {
                         b'S' | b'G' => {
                             self.summary.encryption = Some(if gss { Encryption::Gss } else { Encryption::Ssl });
-                            self.phase = Phase::Encrypted;
+                            self.enter(Phase::Encrypted, ts);
                             return;
                         }
-                        _ => self.phase = Phase::AwaitStartup,
+                        _ => self.enter(Phase::AwaitStartup, ts),
                     }
                 }
                 Frame::Message { tag, body, .. } => {
@@ -301,8 +367,7 @@ impl PgSession {
             }
         }
         if self.server.error().is_some() && self.summary.server_messages == 0 {
-            self.phase = Phase::Foreign;
-            self.summary.not_postgres = Some("the server's answer is not a PostgreSQL message".to_owned());
+            self.foreign("the server's answer is not a PostgreSQL message".to_owned(), ts);
         } else if self.server.error().is_some() {
             self.summary.framing_lost = true;
         }
@@ -316,11 +381,13 @@ impl PgSession {
                     self.summary.auth.push(request.method());
                 }
                 if request == AuthRequest::Ok {
-                    self.phase = Phase::AuthOk;
+                    self.enter(Phase::AuthOk, ts);
                     self.login_error_stage = LoginStage::AfterAuthenticationOk;
                 } else {
                     self.login_error_stage = LoginStage::DuringAuthentication;
-                    self.awaiting_credentials = request.wants_answer();
+                    if request.wants_answer() {
+                        self.enter(Phase::CredentialsAsked, ts);
+                    }
                 }
             }
             b'S' => match message::parameter_status(body) {
@@ -331,10 +398,12 @@ impl PgSession {
             b'K' => self.summary.backend_pid = message::backend_pid(body),
             b'v' => self.summary.negotiated_minor = message::negotiated_minor(body),
             b'Z' => {
-                if self.phase != Phase::Ready {
+                if self.phase == Phase::Ready {
+                    self.query_completed = true;
+                } else {
                     self.ready_at = Some(ts);
                 }
-                self.phase = Phase::Ready;
+                self.enter(Phase::Ready, ts);
             }
             b'E' => {
                 let fields = message::error_fields(body);
@@ -343,17 +412,24 @@ impl PgSession {
                 }
                 if self.phase == Phase::Ready {
                     // After login only FATAL ends the session; a localized
-                    // severity without V counts as an ordinary error.
-                    if fields.is_fatal() == Some(true) {
+                    // severity without V counts as an ordinary error. A
+                    // pooler's own error after login always ends it (older
+                    // PgBouncer releases call it ERROR).
+                    let pooler_ends_it = pooler::classify(&fields, Outcome::Terminated).is_some();
+                    if fields.is_fatal() == Some(true) || pooler_ends_it {
                         self.fatal_after_ready = true;
                         self.summary.error = Some(Box::new(fields));
                     } else {
                         self.count_session_error(fields.code());
                     }
                 } else {
-                    // Any error before ReadyForQuery ends the login.
-                    self.phase = Phase::LoginFailed;
-                    self.summary.error = Some(Box::new(fields));
+                    // Any error before ReadyForQuery ends the login; the
+                    // first says why (Pgpool-II follows a backend's error
+                    // with its own "unable to forward message").
+                    if self.phase != Phase::LoginFailed {
+                        self.summary.error = Some(Box::new(fields));
+                    }
+                    self.enter(Phase::LoginFailed, ts);
                 }
             }
             b'N' => {
@@ -374,35 +450,100 @@ impl PgSession {
 
     /// The outcome and summary once the connection is over. `closed_by_client`
     /// says whether the client ended the TCP connection; `capture_ended` that
-    /// the capture stopped before the connection did.
-    pub fn finish(mut self, closed_by_client: bool, capture_ended: bool, start: Timestamp) -> (Outcome, PgSummary) {
+    /// the capture stopped before the connection did; `end` is when it ended
+    /// (or the capture did).
+    pub fn finish(
+        mut self,
+        closed_by_client: bool,
+        capture_ended: bool,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> (Outcome, PgSummary) {
         self.summary.login_ms = self.ready_at.map(|t| crate::time::millis(t.since(start)));
+        let closed_by_server = !closed_by_client && !capture_ended;
+        let (phase, since, end) = match self.client_closed {
+            Some(at_close) if closed_by_client => at_close,
+            _ => (self.phase, self.phase_since, end),
+        };
+        let waited = since.map_or(Duration::ZERO, |since| end.since(since));
         let undecided = if capture_ended { Outcome::CaptureEnded } else { Outcome::Incomplete };
-        let outcome = match self.phase {
+        let outcome = match phase {
             Phase::Foreign => Outcome::NotPostgres,
             Phase::Cancel => Outcome::CancelRequest,
             Phase::Encrypted => Outcome::Tls,
             Phase::LoginFailed => {
                 let error = self.summary.error.as_deref().cloned().unwrap_or_default();
-                let (outcome, ambiguity) = classify_login_error(&error, self.login_error_stage);
+                let (by_sqlstate, ambiguity) = classify_login_error(&error, self.login_error_stage);
                 self.summary.ambiguity = ambiguity;
-                outcome
+                match pooler::classify(&error, by_sqlstate) {
+                    Some((answer, outcome)) => {
+                        // What PostgreSQL's SQLSTATE leaves open is not a pooler's question.
+                        self.summary.ambiguity = None;
+                        self.summary.pooler = Some(answer);
+                        outcome
+                    }
+                    None => {
+                        if by_sqlstate == Outcome::ProtocolError && pooler::not_from_postgres(&error) {
+                            self.summary.ambiguity = Some(NOT_FROM_POSTGRES);
+                        }
+                        by_sqlstate
+                    }
+                }
             }
-            Phase::Ready if self.fatal_after_ready => Outcome::Terminated,
+            Phase::Ready if self.fatal_after_ready => {
+                let error = self.summary.error.as_deref().cloned().unwrap_or_default();
+                match pooler::classify(&error, Outcome::Terminated) {
+                    Some((answer, outcome)) => {
+                        self.summary.pooler = Some(answer);
+                        // A pooler lets a client log in before it has a server
+                        // connection for it: no query done means no working session.
+                        if outcome.is_failure() && !self.query_completed {
+                            outcome
+                        } else {
+                            Outcome::Terminated
+                        }
+                    }
+                    None => Outcome::Terminated,
+                }
+            }
             Phase::Ready => Outcome::Success,
             _ if self.summary.framing_lost => Outcome::Gap,
             Phase::AwaitStartup if self.summary.encryption == Some(Encryption::SslRefused) && !capture_ended => {
                 Outcome::SslRefused
             }
             Phase::AwaitStartup if !self.client_spoke && !capture_ended => Outcome::Probe,
-            Phase::Authenticating if self.awaiting_credentials && closed_by_client => Outcome::AuthAbandoned,
+            Phase::CredentialsAsked if closed_by_client => Outcome::AuthAbandoned,
+            // PostgreSQL closes at authentication_timeout without a word:
+            // its FATAL is not sent to a client that has not authenticated.
+            Phase::CredentialsAsked if closed_by_server => Outcome::AuthTimeout,
+            // No answer to the startup packet, or no verdict on the
+            // credentials (a pooler waiting for a server, a hung
+            // authentication server), until the client gave up.
+            Phase::StartupSent | Phase::EncryptionRequested | Phase::CredentialsSent | Phase::AuthOk
+                if closed_by_client || (capture_ended && waited >= SILENT_AT_CAPTURE_END) =>
+            {
+                Outcome::ServerSilent
+            }
             _ => undecided,
         };
+        // How far a login got explains only the outcomes of one that stopped short.
+        let unfinished = matches!(
+            outcome,
+            Outcome::Incomplete | Outcome::CaptureEnded | Outcome::ServerSilent | Outcome::AuthTimeout
+        );
+        if unfinished {
+            self.summary.stopped_at = Some(phase.to_string());
+            self.summary.stopped_for_ms = Some(crate::time::millis(waited));
+        }
         (outcome, self.summary)
     }
 }
 
 const DIRECT_TLS: &str = "TLS ClientHello";
+
+const NOT_FROM_POSTGRES: &str =
+    "the error lacks the source file, line and routine PostgreSQL sends with every error: a \
+     pooler or proxy wrote it, in words pgreach does not know; its message says what happened";
 
 fn is_zero(n: &u32) -> bool {
     *n == 0

@@ -88,8 +88,14 @@ pub fn evidence(a: &AttemptRecord) -> String {
             .to_owned(),
         );
     }
+    if a.pooler_leg {
+        parts.push("the pooler's own connection to PostgreSQL".to_owned());
+    }
     if let Some(pg) = &a.pg {
         parts.extend(pg_evidence(pg));
+    }
+    if let Some(leg) = &a.server_leg {
+        parts.push(format!("meanwhile the pooler's {} attempts to {}: {}", leg.attempts, leg.server, leg.outcome));
     }
     let t = &a.traffic;
     parts.push(format!(
@@ -135,6 +141,9 @@ fn pg_evidence(pg: &PgSummary) -> Vec<String> {
     if let Some(login) = pg.login_ms {
         parts.push(format!("login {}", ms(login)));
     }
+    if let Some(p) = &pg.pooler {
+        parts.push(format!("{} answered (look at {})", p.name, p.setting));
+    }
     if let Some(e) = &pg.error {
         let mut said = format!("{} {}: {}", e.severity().unwrap_or("?"), e.code(), e.message.as_deref().unwrap_or(""));
         if let Some(d) = &e.detail {
@@ -160,6 +169,9 @@ fn pg_evidence(pg: &PgSummary) -> Vec<String> {
     }
     if pg.terminate_sent {
         parts.push("Terminate".to_owned());
+    }
+    if let (Some(at), Some(for_ms)) = (&pg.stopped_at, pg.stopped_for_ms) {
+        parts.push(format!("stopped at: {at} ({})", ms(for_ms)));
     }
     if let Some(why) = &pg.not_postgres {
         parts.push(why.clone());

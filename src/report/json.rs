@@ -40,7 +40,7 @@ struct Document<'a> {
     timeline: TimelineDoc,
     windows: Vec<Window>,
     /// What the server said, by outcome: "SQLSTATE message" and how often.
-    server_said: BTreeMap<Outcome, Vec<Said<'a>>>,
+    server_said: BTreeMap<Outcome, Vec<Said>>,
     problems: &'a [String],
     input_notes: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,8 +54,8 @@ struct TimelineDoc {
 }
 
 #[derive(Serialize)]
-struct Said<'a> {
-    message: &'a str,
+struct Said {
+    message: String,
     count: u64,
 }
 
@@ -84,7 +84,15 @@ pub fn render(report: &Report<'_>) -> String {
         server_said: s
             .totals
             .outcomes()
-            .map(|o| (o, s.messages(o).into_iter().map(|(message, count)| Said { message, count }).collect::<Vec<_>>()))
+            .map(|o| {
+                (
+                    o,
+                    s.messages(o)
+                        .into_iter()
+                        .map(|(said, count)| Said { message: said.coded(), count })
+                        .collect::<Vec<_>>(),
+                )
+            })
             .filter(|(_, said)| !said.is_empty())
             .collect(),
         problems: &report.problems,

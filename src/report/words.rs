@@ -91,6 +91,10 @@ pub fn summary_line(report: &Report<'_>) -> String {
         count(s.totals.attempts, "attempt"),
         count(s.client_count() as u64, "client")
     );
+    let legs: u64 = s.pooler_legs.values().sum();
+    if legs > 0 {
+        let _ = write!(line, "; {} of a pooler's own to PostgreSQL, counted apart", count(legs, "attempt"));
+    }
     for (n, what) in [
         (st.undecodable, "undecodable"),
         (st.payload_cut, "with payload cut by the snap length"),

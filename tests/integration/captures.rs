@@ -36,6 +36,14 @@ const SCENARIOS: &[&str] = &[
     "pg_query_errors",
     "pg_pgbench",
     "pg_lc_messages",
+    "pg_sigstop",
+    "pg_auth_timeout",
+    "pgbouncer",
+    "pgbouncer_max_client_conn",
+    "pgbouncer_query_wait_timeout",
+    "pgbouncer_server_down",
+    "pgbouncer_server_down_any",
+    "pgpool",
 ];
 
 fn client_ip(socket: &str) -> String {
@@ -60,7 +68,21 @@ fn check_scenario(name: &str) {
     assert!(stderr(&out).is_empty(), "{name}: error lines: {}", stderr(&out));
 
     let mut actual: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-    for a in doc["attempts"].as_array().expect("attempts") {
+    let (legs, attempts): (Vec<&Value>, Vec<&Value>) =
+        doc["attempts"].as_array().expect("attempts").iter().partition(|a| a["pooler_leg"] == true);
+    // A pooler's own connections: how many depends on its retry timing;
+    // each must end as staged, and none may pass for a client.
+    match expected.get("pooler_legs") {
+        Some(want) => {
+            assert!(!legs.is_empty(), "{name}: no pooler connections to PostgreSQL found");
+            for leg in &legs {
+                assert_eq!(leg["server"], want["server"], "{name}: pooler leg {}", leg["id"]);
+                assert_eq!(leg["outcome"], want["outcome"], "{name}: pooler leg {}", leg["id"]);
+            }
+        }
+        None => assert!(legs.is_empty(), "{name}: attempts taken for a pooler's: {legs:?}"),
+    }
+    for a in attempts {
         actual.entry(client_ip(a["client"].as_str().expect("client"))).or_default().push(a);
     }
     let mut wanted: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
@@ -98,6 +120,9 @@ fn check_scenario(name: &str) {
             if let Some(auth) = w.get("auth").and_then(Value::as_str) {
                 let first = g["pg"]["auth"][0].as_str().unwrap_or("");
                 assert!(first.starts_with(auth), "{at}: first authentication request {first:?}, staged {auth}");
+            }
+            if let Some(pooler) = w.get("pooler") {
+                assert_eq!(&g["pg"]["pooler"]["name"], pooler, "{at}: pooler");
             }
             if let Some(encryption) = w.get("encryption") {
                 assert_eq!(&g["pg"]["encryption"], encryption, "{at}: encryption");
@@ -148,7 +173,15 @@ scenario_tests!(
     pg_ssl,
     pg_password_prompt,
     pg_query_errors,
-    pg_lc_messages
+    pg_lc_messages,
+    pg_sigstop,
+    pg_auth_timeout,
+    pgbouncer,
+    pgbouncer_max_client_conn,
+    pgbouncer_query_wait_timeout,
+    pgbouncer_server_down,
+    pgbouncer_server_down_any,
+    pgpool
 );
 
 /// No capture in captures/ goes unchecked: each has an expected file and a test above.

@@ -11,6 +11,7 @@ mod engine;
 mod formats;
 mod listen;
 mod live;
+mod poolers;
 mod postgres;
 mod recovery;
 mod reports;

@@ -12,7 +12,7 @@ const CISN: u32 = 7_000;
 const SISN: u32 = 9_000;
 
 /// A TCP connection under construction: sequence numbers advance as bytes are sent.
-struct Conv {
+pub(crate) struct Conv {
     engine: Analyzer,
     t: f64,
     client_seq: u32,
@@ -20,7 +20,7 @@ struct Conv {
 }
 
 impl Conv {
-    fn new() -> Conv {
+    pub(crate) fn new() -> Conv {
         let mut c =
             Conv { engine: Analyzer::new(Config::default()), t: 0.0, client_seq: CISN + 1, server_seq: SISN + 1 };
         c.seg(true, syn(CISN));
@@ -63,15 +63,28 @@ impl Conv {
         self
     }
 
-    fn client(&mut self, bytes: &[u8]) -> &mut Conv {
+    pub(crate) fn client(&mut self, bytes: &[u8]) -> &mut Conv {
         self.send(true, bytes, usize::MAX)
     }
 
-    fn server(&mut self, bytes: &[u8]) -> &mut Conv {
+    pub(crate) fn server(&mut self, bytes: &[u8]) -> &mut Conv {
         self.send(false, bytes, usize::MAX)
     }
 
-    fn close_by_client(&mut self) -> &mut Conv {
+    /// Lets time pass with no packet.
+    pub(crate) fn wait(&mut self, secs: f64) -> &mut Conv {
+        self.t += secs;
+        self
+    }
+
+    /// A bare ACK from the client: time passes for the capture, not for the login.
+    pub(crate) fn client_ack(&mut self) -> &mut Conv {
+        let (c, s) = (self.client_seq, self.server_seq);
+        self.seg(true, ack(c, s));
+        self
+    }
+
+    pub(crate) fn close_by_client(&mut self) -> &mut Conv {
         let (c, s) = (self.client_seq, self.server_seq);
         self.seg(true, fin(c, s));
         self.seg(false, fin(s, c + 1));
@@ -79,7 +92,7 @@ impl Conv {
         self
     }
 
-    fn close_by_server(&mut self) -> &mut Conv {
+    pub(crate) fn close_by_server(&mut self) -> &mut Conv {
         let (c, s) = (self.client_seq, self.server_seq);
         self.seg(false, fin(s, c));
         self.seg(true, fin(c, s + 1));
@@ -87,7 +100,7 @@ impl Conv {
         self
     }
 
-    fn finish(&mut self) -> AttemptRecord {
+    pub(crate) fn finish(&mut self) -> AttemptRecord {
         self.engine.finish();
         let all: Vec<AttemptRecord> = std::iter::from_fn(|| self.engine.poll_finished()).collect();
         assert_eq!(all.len(), 1, "{all:#?}");
@@ -113,7 +126,7 @@ pub(crate) fn startup_of_app(version: u32, user: &str, database: &str, applicati
     untyped(version, params.as_bytes())
 }
 
-fn ssl_request() -> Vec<u8> {
+pub(crate) fn ssl_request() -> Vec<u8> {
     untyped(80_877_103, &[])
 }
 
@@ -367,6 +380,50 @@ fn password_prompt_is_abandoned_not_failed() {
     let a = Conv::new().client(&startup(196_608, "app", "shop")).server(&auth(5, &[1; 4])).close_by_client().finish();
     assert_eq!(a.outcome, Outcome::AuthAbandoned);
     assert!(!a.outcome.is_failure());
+}
+
+#[test]
+fn a_server_that_never_answers_the_startup_is_silent() {
+    // The client gives up at its connect_timeout.
+    let a = Conv::new().client(&startup(196_608, "app", "shop")).wait(2.0).close_by_client().finish();
+    assert_eq!(a.outcome, Outcome::ServerSilent);
+    assert!(a.outcome.is_failure());
+    let pg = a.pg.unwrap();
+    assert_eq!(pg.stopped_at.as_deref(), Some("startup message sent, no answer"));
+    assert!(pg.stopped_for_ms.unwrap() >= 2000.0, "{:?}", pg.stopped_for_ms);
+    // An unanswered SSLRequest is silence too.
+    let a = Conv::new().client(&ssl_request()).wait(2.0).close_by_client().finish();
+    assert_eq!(a.outcome, Outcome::ServerSilent);
+    // Still waiting long before the capture's end; and only just before it.
+    let a = Conv::new().client(&startup(196_608, "app", "shop")).wait(30.0).client_ack().finish();
+    assert_eq!(a.outcome, Outcome::ServerSilent);
+    let a = Conv::new().client(&startup(196_608, "app", "shop")).finish();
+    assert_eq!(a.outcome, Outcome::CaptureEnded);
+    // The server closing without a word is not silence: it died or was killed.
+    let a = Conv::new().client(&startup(196_608, "app", "shop")).close_by_server().finish();
+    assert_eq!(a.outcome, Outcome::Incomplete);
+}
+
+#[test]
+fn a_server_that_gives_up_on_an_unanswered_password_request_is_auth_timeout() {
+    let a = Conv::new()
+        .client(&startup(196_608, "app", "shop"))
+        .server(&auth(10, b"SCRAM-SHA-256\0\0"))
+        .wait(60.0)
+        .close_by_server()
+        .finish();
+    assert_eq!(a.outcome, Outcome::AuthTimeout);
+    assert!(a.outcome.is_failure());
+    assert_eq!(a.pg.unwrap().stopped_at.as_deref(), Some("credentials asked for, none sent"));
+    // Credentials sent and no verdict before the server closed: not a time-out of the client's.
+    let a = Conv::new()
+        .client(&startup(196_608, "app", "shop"))
+        .server(&auth(5, &[1; 4]))
+        .client(&password())
+        .close_by_server()
+        .finish();
+    assert_eq!(a.outcome, Outcome::Incomplete);
+    assert_eq!(a.pg.unwrap().stopped_at.as_deref(), Some("credentials sent, no verdict"));
 }
 
 #[test]

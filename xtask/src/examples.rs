@@ -1,5 +1,6 @@
 //! `cargo xtask examples`: writes the example reports listed in
-//! examples/MANIFEST from the incident capture, with the release binary.
+//! examples/MANIFEST from the incident capture (or the capture a line
+//! names), with the release binary.
 
 use std::path::Path;
 use std::process::Command;
@@ -30,11 +31,15 @@ pub fn run(root: &Path) -> Result<()> {
         bail!("cargo build failed");
     }
     let binary = root.join("target/release/pgreach");
-    for (file, flags) in manifest(root)? {
+    for (file, mut flags) in manifest(root)? {
+        let capture = match flags.iter().position(|f| f.starts_with("captures/")) {
+            Some(i) => flags.remove(i),
+            None => CAPTURE.to_owned(),
+        };
         let out = Command::new(&binary)
             .arg("analyze")
             .args(&flags)
-            .arg(CAPTURE)
+            .arg(capture)
             .current_dir(root)
             .env_remove("NO_COLOR")
             .env("SOURCE_DATE_EPOCH", MADE_AT)

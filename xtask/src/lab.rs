@@ -13,8 +13,8 @@ use anyhow::{bail, Context, Result};
 pub const SERVER_NS: &str = "pgr-srv";
 pub const SERVER_V4: &str = "192.0.2.1";
 pub const SERVER_V6: &str = "2001:db8::1";
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-const WORK: &str = "/tmp/pgreach-lab";
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+pub const WORK: &str = "/tmp/pgreach-lab";
 /// Who may log in how. `ghost_*` roles do not exist; `blocked` hits a
 /// `reject` line; replication connections have no line at all.
 const HBA: &str = "local all all trust

@@ -6,6 +6,7 @@
 mod bench;
 mod examples;
 mod lab;
+mod pooler;
 mod record;
 
 use std::path::Path;

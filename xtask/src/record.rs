@@ -17,53 +17,56 @@ use crate::lab::{finished, sh, Capture, Client, ClientResult, Lab, Psql, Sniffer
 
 /// One expected attempt, in the order the client made them.
 #[derive(Serialize, Clone)]
-struct Expected {
-    client: String,
-    server: String,
-    outcome: &'static str,
-    tcp_outcome: &'static str,
+pub(crate) struct Expected {
+    pub(crate) client: String,
+    pub(crate) server: String,
+    pub(crate) outcome: &'static str,
+    pub(crate) tcp_outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    answer_kind: Option<&'static str>,
+    pub(crate) answer_kind: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    answer_from: Option<String>,
+    pub(crate) answer_from: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    icmp_code: Option<u8>,
+    pub(crate) icmp_code: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    gave_up: Option<&'static str>,
+    pub(crate) gave_up: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    min_syns: Option<u32>,
+    pub(crate) min_syns: Option<u32>,
     /// PostgreSQL's side, for logins: the error's SQLSTATE, the user in the
     /// startup message, the first authentication method, the encryption
     /// negotiated and the session's errors by SQLSTATE.
     #[serde(skip_serializing_if = "Option::is_none")]
-    sqlstate: Option<&'static str>,
+    pub(crate) sqlstate: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    auth: Option<&'static str>,
+    pub(crate) auth: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    encryption: Option<&'static str>,
+    pub(crate) encryption: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    session_errors: Option<BTreeMap<&'static str, u32>>,
+    pub(crate) session_errors: Option<BTreeMap<&'static str, u32>>,
+    /// The pooler that answered in PostgreSQL's place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) pooler: Option<&'static str>,
     /// What libpq said, for the record.
-    client_saw: String,
+    pub(crate) client_saw: String,
 }
 
 /// What a staged login should produce, at the PostgreSQL level.
 #[derive(Clone, Copy)]
-struct Want {
-    outcome: &'static str,
-    sqlstate: Option<&'static str>,
+pub(crate) struct Want {
+    pub(crate) outcome: &'static str,
+    pub(crate) sqlstate: Option<&'static str>,
     /// How the first authentication request starts: `md5`, `sasl`, `ok`…
-    auth: Option<&'static str>,
-    encryption: Option<&'static str>,
-    session_errors: &'static [(&'static str, u32)],
+    pub(crate) auth: Option<&'static str>,
+    pub(crate) encryption: Option<&'static str>,
+    pub(crate) session_errors: &'static [(&'static str, u32)],
     /// What psql must print; empty for a clean success.
-    psql_says: &'static str,
+    pub(crate) psql_says: &'static str,
 }
 
 impl Want {
-    const fn success(auth: &'static str) -> Want {
+    pub(crate) const fn success(auth: &'static str) -> Want {
         Want {
             outcome: "success",
             sqlstate: None,
@@ -74,9 +77,17 @@ impl Want {
         }
     }
 
-    const fn failed(outcome: &'static str, sqlstate: &'static str, psql_says: &'static str) -> Want {
+    pub(crate) const fn failed(outcome: &'static str, sqlstate: &'static str, psql_says: &'static str) -> Want {
         Want { outcome, sqlstate: Some(sqlstate), auth: None, encryption: None, session_errors: &[], psql_says }
     }
+}
+
+/// How a pooler's own connections to PostgreSQL end, as staged (how many
+/// there are depends on the pooler's retry timing, not on the staging).
+#[derive(Serialize, Clone, Copy)]
+pub(crate) struct PoolerLegs {
+    pub(crate) server: &'static str,
+    pub(crate) outcome: &'static str,
 }
 
 #[derive(Serialize)]
@@ -86,11 +97,13 @@ struct ExpectedFile {
     /// Extra arguments for `pgreach analyze`.
     args: Vec<String>,
     attempts: Vec<Expected>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pooler_legs: Option<PoolerLegs>,
 }
 
 /// What the staging makes of one attempt.
 #[derive(Clone, Copy)]
-enum Staged {
+pub(crate) enum Staged {
     Connects,
     /// RST from the server host (nothing listening, or nft `reject with tcp reset`).
     Rst,
@@ -102,15 +115,17 @@ enum Staged {
     Dropped,
 }
 
-struct Recorder<'a> {
-    lab: &'a Lab,
-    expected: Vec<Expected>,
+pub(crate) struct Recorder<'a> {
+    pub(crate) lab: &'a Lab,
+    pub(crate) expected: Vec<Expected>,
+    /// A pooler's own connections to PostgreSQL in the capture, as staged.
+    pub(crate) pooler_legs: Option<PoolerLegs>,
 }
 
 impl Recorder<'_> {
     /// One psql attempt from `client` with the staged outcome; fails the
     /// recording if libpq did not see what the staging should produce.
-    fn attempt(&mut self, client: &Client, v6: bool, port: u16, staged: Staged) -> Result<()> {
+    pub(crate) fn attempt(&mut self, client: &Client, v6: bool, port: u16, staged: Staged) -> Result<()> {
         let result = client.run(&Psql { v6, port, ..Psql::default() })?;
         let expected = self.expect(client, v6, port, staged, &result)?;
         self.expected.push(expected);
@@ -156,6 +171,7 @@ impl Recorder<'_> {
             auth: None,
             encryption: None,
             session_errors: None,
+            pooler: None,
             client_saw: if r.ok { "connected".to_owned() } else { first_line(&r.error) },
         })
     }
@@ -164,13 +180,13 @@ impl Recorder<'_> {
 impl Recorder<'_> {
     /// One psql run (which may make several attempts, as psql's password
     /// prompt does) with the PostgreSQL outcome of each attempt as staged.
-    fn login(&mut self, client: &Client, p: &Psql<'_>, wants: &[Want]) -> Result<()> {
+    pub(crate) fn login(&mut self, client: &Client, p: &Psql<'_>, wants: &[Want]) -> Result<()> {
         let result = client.run(p)?;
         self.logged_in(client, p, wants, &result)
     }
 
     /// Checks what psql said against the last attempt's staging and records them all.
-    fn logged_in(&mut self, client: &Client, p: &Psql<'_>, wants: &[Want], r: &ClientResult) -> Result<()> {
+    pub(crate) fn logged_in(&mut self, client: &Client, p: &Psql<'_>, wants: &[Want], r: &ClientResult) -> Result<()> {
         let last = wants.last().context("a login wants an outcome")?;
         let as_staged = if last.psql_says.is_empty() { r.ok } else { r.error.contains(last.psql_says) };
         if !as_staged {
@@ -195,6 +211,7 @@ impl Recorder<'_> {
                 encryption: want.encryption,
                 session_errors: (!want.session_errors.is_empty())
                     .then(|| want.session_errors.iter().copied().collect()),
+                pooler: None,
                 client_saw: if r.ok { "connected".to_owned() } else { first_line(&r.error) },
             });
         }
@@ -202,16 +219,16 @@ impl Recorder<'_> {
     }
 }
 
-fn first_line(s: &str) -> String {
+pub(crate) fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_owned()
 }
 
-type Scenario = fn(&mut Recorder<'_>, &Path) -> Result<()>;
+pub(crate) type Scenario = fn(&mut Recorder<'_>, &Path) -> Result<()>;
 
 /// Every scenario: name, description, extra analyze args, and how to stage it.
 /// The `pcapng` scenario is captured by dumpcap; the others by tcpdump.
 fn scenarios() -> Vec<(&'static str, &'static str, Vec<&'static str>, Scenario)> {
-    vec![
+    let mut all: Vec<(&'static str, &'static str, Vec<&'static str>, Scenario)> = vec![
         ("normal", "psql connects three times over IPv4 (Ethernet capture on the server's bridge port)", vec![], normal),
         ("ipv6", "psql connects over IPv6", vec![], ipv6),
         ("server_stopped", "PostgreSQL is stopped: the server host answers the SYN with RST", vec![], server_stopped),
@@ -330,7 +347,9 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<&'static str>, Scenario)>
             vec![],
             incident,
         ),
-    ]
+    ];
+    all.extend(crate::pooler::scenarios());
+    all
 }
 
 pub fn run(names: &[String]) -> Result<()> {
@@ -350,13 +369,14 @@ pub fn run(names: &[String]) -> Result<()> {
         lab.firewall("")?;
         let ext = if name == "pcapng" { "pcapng" } else { "pcap" };
         let pcap = out_dir.join(format!("{name}.{ext}"));
-        let mut rec = Recorder { lab: &lab, expected: Vec::new() };
+        let mut rec = Recorder { lab: &lab, expected: Vec::new(), pooler_legs: None };
         stage(&mut rec, &pcap).with_context(|| format!("scenario {name}"))?;
         let file = ExpectedFile {
             scenario: name.to_owned(),
             description: description.to_owned(),
             args: args.iter().map(|s| s.to_string()).collect(),
             attempts: rec.expected,
+            pooler_legs: rec.pooler_legs,
         };
         std::fs::write(out_dir.join(format!("{name}.expected.json")), serde_json::to_string_pretty(&file)? + "\n")?;
         eprintln!("  {} attempts", file.attempts.len());
@@ -366,7 +386,13 @@ pub fn run(names: &[String]) -> Result<()> {
 
 /// Captures on the server's bridge while `body` runs, then waits `tail` so
 /// that silences after the last packet are in the capture too.
-fn captured(pcap: &Path, iface: &str, extra: &[&str], tail: Duration, body: impl FnOnce() -> Result<()>) -> Result<()> {
+pub(crate) fn captured(
+    pcap: &Path,
+    iface: &str,
+    extra: &[&str],
+    tail: Duration,
+    body: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     let sniffer = if pcap.extension().is_some_and(|e| e == "pcapng") { Sniffer::Dumpcap } else { Sniffer::Tcpdump };
     let dump = Capture::start(sniffer, iface, pcap, extra)?;
     let result = body();
@@ -379,11 +405,11 @@ fn captured(pcap: &Path, iface: &str, extra: &[&str], tail: Duration, body: impl
 /// the wire to the client. On the bridge device itself, the RST of nft's
 /// `reject with tcp reset` is never seen: the kernel sends it straight out
 /// of the port.
-const CLIENT_PORT: &str = "p0";
+pub(crate) const CLIENT_PORT: &str = "p0";
 /// The incident captures on the bridge device: every client's traffic.
-const BRIDGE: &str = "br0";
+pub(crate) const BRIDGE: &str = "br0";
 
-const NO_TAIL: Duration = Duration::from_millis(200);
+pub(crate) const NO_TAIL: Duration = Duration::from_millis(200);
 /// Long enough after a given-up SYN for its silence to show (twice the last
 /// retransmission gap plus a second, and more).
 const GIVE_UP_TAIL: Duration = Duration::from_secs(6);
@@ -531,6 +557,7 @@ fn midstream(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
             auth: None,
             encryption: None,
             session_errors: None,
+            pooler: None,
             client_saw: "connected before the capture started".to_owned(),
         });
         rec.attempt(&c, false, 5432, Staged::Connects)
@@ -594,7 +621,7 @@ fn incident(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
     })
 }
 
-fn client(rec: &Recorder<'_>, i: usize) -> Client {
+pub(crate) fn client(rec: &Recorder<'_>, i: usize) -> Client {
     rec.lab.clients[i].clone()
 }
 

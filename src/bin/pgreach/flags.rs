@@ -101,8 +101,8 @@ pub struct LiveArgs {
 /// What both commands report, and how.
 #[derive(clap::Args)]
 pub struct ReportArgs {
-    /// A PostgreSQL server port (repeatable).
-    #[arg(short, long = "port", value_name = "PORT", default_values_t = [5432])]
+    /// A server port: PostgreSQL or a pooler in front of it (repeatable).
+    #[arg(short, long = "port", value_name = "PORT", default_values_t = [5432, 6432])]
     pub ports: Vec<u16>,
     /// Also list every attempt with its evidence.
     #[arg(long)]

@@ -68,7 +68,7 @@ pub fn render(report: &Report<'_>) -> String {
                 "<li class=\"finding\"><strong>{}</strong>: {}<br>clients saw: <code>{}</code><br>{}<ul>",
                 f.outcome,
                 words::finding_extent(report, f),
-                escape(f.client_sees),
+                escape(&f.client_sees),
                 with_code(&f.meaning)
             );
             for e in &f.evidence {
