@@ -130,6 +130,15 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureF
     if outcome == Outcome::Refused {
         listen_evidence(s, &mut say);
     }
+    for (facts, n) in &d.tls_facts {
+        say(Confidence::Certain, format!("{facts} ({n}×)"));
+    }
+    for (shape, n) in &d.tls_shapes {
+        say(Confidence::Certain, format!("encrypted records after the TLS handshake ({n}×): {shape}"));
+    }
+    if let Some(reading) = tls_reading(outcome) {
+        say(Confidence::Likely, reading.to_owned());
+    }
     for (label, names) in [("users", &d.users), ("databases", &d.databases), ("applications", &d.applications)] {
         if !names.names.is_empty() {
             say(Confidence::Certain, format!("{label}: {}", list(names)));
@@ -139,6 +148,21 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureF
         say(Confidence::Certain, format!("the server said ({n}×): {said}"));
     }
     out
+}
+
+/// What the TLS records' shape means for an encrypted outcome.
+fn tls_reading(outcome: Outcome) -> Option<&'static str> {
+    match outcome {
+        Outcome::TlsRejected => Some(
+            "the server answered the startup message with one small flight and closed, with no authentication \
+             round trip: PostgreSQL refused the client before authentication",
+        ),
+        Outcome::TlsLoginFailed => Some(
+            "the client answered authentication requests and the server closed without the burst of messages \
+             a successful login sends: the login failed at or after authentication",
+        ),
+        _ => None,
+    }
 }
 
 fn answered(kind: AnswerKind, from: IpAddr, ttl: u8, code: Option<u8>, n: u64) -> String {

@@ -13,7 +13,7 @@ use super::counts::OutcomeCounts;
 use super::identity::{Identity, Logins};
 use super::median::median;
 use super::timeline::{Timeline, Window};
-use crate::outcome::{AnswerKind, GaveUp, Outcome, TcpOutcome};
+use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, TcpOutcome};
 use crate::record::AttemptRecord;
 use crate::time::Timestamp;
 
@@ -53,6 +53,10 @@ pub struct OutcomeDetail {
     pub dns_names: BTreeMap<String, BTreeSet<IpAddr>>,
     /// Attempts no DNS answer in the capture explains.
     pub without_dns: u64,
+    /// Encrypted attempts: the TLS records' shape and who closed → attempts.
+    pub tls_shapes: BTreeMap<String, u64>,
+    /// Encrypted attempts: TLS version, cipher suite and certificate → attempts.
+    pub tls_facts: BTreeMap<String, u64>,
 }
 
 /// Attempts to one server address and port: (attempts, first start, last start).
@@ -340,6 +344,24 @@ impl Summary {
                 }
             }
         }
+        if let Some(tls) = a.pg.as_ref().and_then(|pg| pg.tls.as_deref()) {
+            let closed = match a.session_end {
+                Some(SessionEnd::FinServer | SessionEnd::RstServer) => ", then the server closed",
+                Some(SessionEnd::FinClient | SessionEnd::RstClient) => ", then the client closed",
+                _ => "",
+            };
+            count_bounded(&mut d.tls_shapes, format!("{}{closed}", tls.flights.describe()));
+            let h = &tls.hello;
+            let mut facts = format!("TLS {}", h.version.as_deref().unwrap_or("version not seen"));
+            if let Some(cipher) = &h.cipher_suite {
+                facts.push_str(&format!(" {cipher}"));
+            }
+            if let Some(c) = &h.certificate {
+                let expired = if c.expired { ", EXPIRED at connection time" } else { "" };
+                facts.push_str(&format!(", certificate {} valid until {}{expired}", c.subject, c.not_after));
+            }
+            count_bounded(&mut d.tls_facts, facts);
+        }
         if let Some(startup) = a.pg.as_ref().map(|pg| &pg.startup) {
             if let Some(user) = &startup.user {
                 d.users.add(user);
@@ -364,6 +386,13 @@ impl Summary {
         let mut list: Vec<&AttemptRecord> = self.attempts.iter().collect();
         list.sort_by_key(|a| (a.start, a.id));
         list
+    }
+}
+
+/// Counts `key`, keeping at most `MAX_SOURCES` distinct keys.
+fn count_bounded(map: &mut BTreeMap<String, u64>, key: String) {
+    if map.contains_key(&key) || map.len() < MAX_SOURCES {
+        *map.entry(key).or_default() += 1;
     }
 }
 

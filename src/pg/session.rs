@@ -12,6 +12,7 @@ use super::message::{self, AuthRequest, ErrorFields, StartupPacket, StartupParam
 use crate::outcome::{Outcome, Side};
 use crate::stream::Chunk;
 use crate::time::Timestamp;
+use crate::tls::{LoginShape, TlsSummary, TlsTrack};
 
 /// Distinct SQLSTATEs counted per session; more are counted under "other".
 const MAX_ERROR_CODES: usize = 32;
@@ -115,6 +116,9 @@ pub struct PgSummary {
     /// starts with whole messages): later messages were still read.
     #[serde(skip_serializing_if = "is_zero")]
     pub framing_resyncs: u32,
+    /// The TLS layer, for encrypted connections (boxed: most have none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Box<TlsSummary>>,
 }
 
 #[derive(Debug)]
@@ -132,6 +136,8 @@ pub struct PgSession {
     /// The capture began mid-session: per side (client, server), whether
     /// framing has been found yet. Always true for a session seen from its start.
     synced: [bool; 2],
+    /// The TLS records, once TLS has begun.
+    tls: Option<Box<TlsTrack>>,
 }
 
 impl Default for PgSession {
@@ -147,6 +153,7 @@ impl Default for PgSession {
             client_spoke: false,
             fatal_after_ready: false,
             synced: [true, true],
+            tls: None,
         }
     }
 }
@@ -167,6 +174,13 @@ impl PgSession {
 
     /// Feeds the next in-order piece of one direction.
     pub fn on_chunk(&mut self, side: Side, chunk: Chunk<'_>, ts: Timestamp) {
+        if let (Phase::Encrypted, Some(tls)) = (self.phase, self.tls.as_deref_mut()) {
+            match chunk {
+                Chunk::Data(data) => tls.on_data(side, data, ts),
+                Chunk::Gap(_) => tls.on_gap(side),
+            }
+            return;
+        }
         if matches!(self.phase, Phase::Encrypted | Phase::Cancel | Phase::Foreign) {
             return;
         }
@@ -188,7 +202,7 @@ impl PgSession {
                     return;
                 }
                 match side {
-                    Side::Client => self.client_data(data),
+                    Side::Client => self.client_data(data, ts),
                     Side::Server => self.server_data(data, ts),
                 }
             }
@@ -205,13 +219,16 @@ impl PgSession {
         }
     }
 
-    fn client_data(&mut self, mut data: &[u8]) {
+    fn client_data(&mut self, mut data: &[u8], ts: Timestamp) {
         if !self.client_spoke && self.phase == Phase::AwaitStartup && !self.client.mid_message() {
             if let Some(reason) = foreign_client_bytes(data) {
                 self.phase = Phase::Foreign;
                 if reason == DIRECT_TLS {
                     self.phase = Phase::Encrypted;
                     self.summary.encryption = Some(Encryption::DirectTls);
+                    let mut tls = Box::new(TlsTrack::new(ts));
+                    tls.on_data(Side::Client, data, ts);
+                    self.tls = Some(tls);
                 } else {
                     self.summary.not_postgres = Some(reason.to_owned());
                 }
@@ -289,6 +306,9 @@ impl PgSession {
                         b'S' | b'G' => {
                             self.summary.encryption = Some(if gss { Encryption::Gss } else { Encryption::Ssl });
                             self.phase = Phase::Encrypted;
+                            if !gss {
+                                self.tls = Some(Box::new(TlsTrack::new(ts)));
+                            }
                             return;
                         }
                         _ => self.phase = Phase::AwaitStartup,
@@ -381,7 +401,20 @@ impl PgSession {
         let outcome = match self.phase {
             Phase::Foreign => Outcome::NotPostgres,
             Phase::Cancel => Outcome::CancelRequest,
-            Phase::Encrypted => Outcome::Tls,
+            Phase::Encrypted => match self.tls.take() {
+                Some(tls) => {
+                    let server_closed = !closed_by_client && !capture_ended;
+                    let tls = tls.finish(server_closed, capture_ended);
+                    let outcome = match tls.login {
+                        Some(LoginShape::RejectedAtStartup) => Outcome::TlsRejected,
+                        Some(LoginShape::FailedAfterAuthentication) => Outcome::TlsLoginFailed,
+                        _ => Outcome::Tls,
+                    };
+                    self.summary.tls = Some(Box::new(tls));
+                    outcome
+                }
+                None => Outcome::Tls,
+            },
             Phase::LoginFailed => {
                 let error = self.summary.error.as_deref().cloned().unwrap_or_default();
                 let (outcome, ambiguity) = classify_login_error(&error, self.login_error_stage);

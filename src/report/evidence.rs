@@ -10,6 +10,7 @@ use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, UnreachableKind};
 use crate::pg::{Encryption, PgSummary};
 use crate::record::AttemptRecord;
 use crate::time::short;
+use crate::tls::TlsSummary;
 
 /// The one fact that decided an attempt's outcome, briefly: what the
 /// server said, who answered the SYN, or how long the client waited.
@@ -166,6 +167,40 @@ fn pg_evidence(pg: &PgSummary) -> Vec<String> {
     }
     if pg.framing_lost {
         parts.push("framing lost at a capture gap".to_owned());
+    }
+    if let Some(tls) = &pg.tls {
+        parts.extend(tls_evidence(tls));
+    }
+    parts
+}
+
+/// What the TLS layer showed: version, cipher, certificate, the records
+/// after the handshake and what they suggest.
+fn tls_evidence(tls: &TlsSummary) -> Vec<String> {
+    let mut parts = Vec::new();
+    let h = &tls.hello;
+    if let Some(v) = &h.version {
+        parts.push(format!("TLS {v} {}", h.cipher_suite.as_deref().unwrap_or("")).trim_end().to_owned());
+    }
+    if let Some(alpn) = &h.alpn {
+        parts.push(format!("ALPN {alpn}"));
+    }
+    if let Some(c) = &h.certificate {
+        let expired = if c.expired { " (EXPIRED at connection time)" } else { "" };
+        parts.push(format!("certificate {} valid until {}{expired}", c.subject, c.not_after));
+    }
+    if let Some(alert) = &tls.alert {
+        parts.push(format!("alert {alert}"));
+    }
+    if !tls.handshake_done {
+        parts.push("TLS handshake not finished".to_owned());
+    }
+    parts.push(format!("records after the handshake: {}", tls.flights.describe()));
+    if let Some(login) = tls.login {
+        parts.push(login.reading().to_owned());
+    }
+    if let Some(lost) = &tls.records_lost {
+        parts.push(format!("TLS records lost ({lost})"));
     }
     parts
 }

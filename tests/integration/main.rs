@@ -15,4 +15,5 @@ mod postgres;
 mod recovery;
 mod reports;
 mod tidy;
+mod tls;
 mod util;

@@ -1,0 +1,148 @@
+//! TLS inside PostgreSQL connections, driven with built conversations:
+//! without keys, the records' shape after the handshake decides whether
+//! the server refused at the door, failed the login, or let it in.
+
+use pgreach::decode::LinkType;
+use pgreach::engine::{Analyzer, Config};
+use pgreach::outcome::Outcome;
+use pgreach::record::AttemptRecord;
+use pgreach::tls::LoginShape;
+
+use crate::util::*;
+
+const CISN: u32 = 17_000;
+const SISN: u32 = 29_000;
+
+/// A TCP connection whose sides send whole byte strings, 10 ms apart.
+struct Conv {
+    engine: Analyzer,
+    t: f64,
+    seq: [u32; 2],
+}
+
+impl Conv {
+    /// Connected, SSLRequest sent and answered `S`.
+    fn tls() -> Conv {
+        let mut c = Conv { engine: Analyzer::new(Config::default()), t: 0.0, seq: [CISN + 1, SISN + 1] };
+        c.seg(true, syn(CISN));
+        c.seg(false, syn_ack(SISN, CISN + 1));
+        c.seg(true, ack(CISN + 1, SISN + 1));
+        c.send(true, &[0, 0, 0, 8, 4, 210, 22, 47]);
+        c.send(false, b"S");
+        c
+    }
+
+    fn seg(&mut self, from_client: bool, seg: Seg) {
+        self.t += 0.01;
+        let (src, dst) = if from_client { (CLIENT, SERVER) } else { (SERVER, CLIENT) };
+        self.engine.handle_packet(at(self.t), LinkType::Ethernet, &tcp_frame(src, dst, seg)).expect("decodes");
+    }
+
+    fn send(&mut self, from_client: bool, bytes: &[u8]) -> &mut Conv {
+        let payload: &'static [u8] = Box::leak(bytes.to_vec().into_boxed_slice());
+        let (me, them) = if from_client { (0, 1) } else { (1, 0) };
+        let s = data(self.seq[me], self.seq[them], payload);
+        self.seq[me] += bytes.len() as u32;
+        self.seg(from_client, s);
+        self
+    }
+
+    /// TLS records of one type from one side, with bodies of these lengths.
+    fn records(&mut self, from_client: bool, content_type: u8, lens: &[usize]) -> &mut Conv {
+        let mut bytes = Vec::new();
+        for &len in lens {
+            bytes.extend_from_slice(&[content_type, 3, 3]);
+            bytes.extend_from_slice(&(len as u16).to_be_bytes());
+            bytes.extend(std::iter::repeat_n(0xa5, len));
+        }
+        self.send(from_client, &bytes)
+    }
+
+    /// A TLS 1.2-style handshake whose hellos are opaque: CCS and Finished each way.
+    fn handshake(&mut self) -> &mut Conv {
+        self.records(true, 22, &[200]).records(false, 22, &[90, 800, 4]);
+        self.records(true, 22, &[70]).records(true, 20, &[1]).records(true, 22, &[40]);
+        self.records(false, 20, &[1]).records(false, 22, &[40])
+    }
+
+    fn close(&mut self, by_client: bool) -> AttemptRecord {
+        let (me, them) = if by_client { (0, 1) } else { (1, 0) };
+        let (a, b) = (self.seq[me], self.seq[them]);
+        self.seg(by_client, fin(a, b));
+        self.seg(!by_client, fin(b, a + 1));
+        self.seg(by_client, ack(a + 1, b + 1));
+        self.engine.finish();
+        let all: Vec<AttemptRecord> = std::iter::from_fn(|| self.engine.poll_finished()).collect();
+        assert_eq!(all.len(), 1, "{all:#?}");
+        all.into_iter().next().expect("one attempt")
+    }
+}
+
+fn shape(a: &AttemptRecord) -> Option<LoginShape> {
+    a.pg.as_ref()?.tls.as_ref()?.login
+}
+
+#[test]
+fn server_closing_after_the_startup_message_is_tls_rejected() {
+    let a = Conv::tls().handshake().records(true, 23, &[110]).records(false, 23, &[150]).close(false);
+    assert_eq!(a.outcome, Outcome::TlsRejected);
+    assert_eq!(shape(&a), Some(LoginShape::RejectedAtStartup));
+    assert!(a.outcome.is_failure());
+}
+
+#[test]
+fn server_closing_after_authentication_is_tls_login_failed() {
+    let a = Conv::tls()
+        .handshake()
+        .records(true, 23, &[110])
+        .records(false, 23, &[60])
+        .records(true, 23, &[80])
+        .records(false, 23, &[120])
+        .records(true, 23, &[130])
+        .records(false, 23, &[140])
+        .records(false, 21, &[26])
+        .close(false);
+    assert_eq!(a.outcome, Outcome::TlsLoginFailed);
+    let tls = a.pg.as_ref().and_then(|pg| pg.tls.as_ref()).expect("tls summary");
+    assert_eq!((tls.flights.client_flights, tls.flights.server_flights), (3, 3));
+    assert_eq!(tls.server_alerts, 1);
+    assert!(tls.handshake_done);
+}
+
+#[test]
+fn a_session_that_carried_on_stays_tls_and_likely_logged_in() {
+    let a = Conv::tls()
+        .handshake()
+        .records(true, 23, &[110])
+        .records(false, 23, &[460])
+        .records(true, 23, &[40])
+        .records(false, 23, &[90])
+        .records(true, 23, &[29])
+        .close(true);
+    assert_eq!(a.outcome, Outcome::Tls);
+    assert_eq!(shape(&a), Some(LoginShape::LikelyLoggedIn));
+}
+
+#[test]
+fn the_client_leaving_when_asked_for_a_password_is_not_a_failure() {
+    let a = Conv::tls().handshake().records(true, 23, &[110]).records(false, 23, &[60]).close(true);
+    assert_eq!(a.outcome, Outcome::Tls);
+    assert_eq!(shape(&a), Some(LoginShape::ClosedWhenAsked));
+}
+
+#[test]
+fn a_handshake_the_server_ends_is_not_read_as_a_login() {
+    let a = Conv::tls().records(true, 22, &[200]).records(false, 21, &[2]).close(false);
+    assert_eq!(a.outcome, Outcome::Tls);
+    let tls = a.pg.as_ref().and_then(|pg| pg.tls.as_ref()).expect("tls summary");
+    assert_eq!(tls.login, Some(LoginShape::NoApplicationData));
+    assert!(!tls.handshake_done);
+}
+
+#[test]
+fn bytes_that_are_not_tls_stop_the_record_reader_without_a_verdict() {
+    let a = Conv::tls().send(true, b"GET / HTTP/1.1\r\n\r\n").close(false);
+    assert_eq!(a.outcome, Outcome::Tls);
+    let tls = a.pg.as_ref().and_then(|pg| pg.tls.as_ref()).expect("tls summary");
+    assert!(tls.records_lost.as_deref().is_some_and(|w| w.contains("client")), "{tls:?}");
+}
