@@ -80,8 +80,12 @@ pub struct CaptureFacts {
 
 pub fn diagnose(s: &Summary, syn_timeout: Duration, capture: &CaptureFacts) -> Diagnosis {
     let mut outcomes: Vec<Outcome> = s.totals.outcomes().collect();
-    outcomes
-        .sort_by_key(|&o| (!o.is_failure(), std::cmp::Reverse(s.clients_with(o)), std::cmp::Reverse(s.totals.get(o))));
+    // An outcome seen only as libpq's retry after a failed TLS attempt is a
+    // consequence: it comes after the failures that are causes.
+    let only_retries = |o: Outcome| s.prefer_retries.causes_of(o).map(|(_, n)| n).sum::<u64>() >= s.totals.get(o);
+    outcomes.sort_by_key(|&o| {
+        (!o.is_failure(), only_retries(o), std::cmp::Reverse(s.clients_with(o)), std::cmp::Reverse(s.totals.get(o)))
+    });
     let findings = outcomes
         .into_iter()
         .map(|outcome| {
@@ -138,6 +142,32 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureF
     }
     if let Some(reading) = tls_reading(outcome) {
         say(Confidence::Likely, reading.to_owned());
+    }
+    for (retry, n) in s.prefer_retries.retries_of(outcome) {
+        say(
+            Confidence::Certain,
+            format!(
+                "{n}× the same client reconnected at once without TLS (libpq's sslmode=prefer retry) and got \
+                 {retry}: a consequence of this failure, not a second cause"
+            ),
+        );
+        if retry == Outcome::HbaRejected {
+            say(
+                Confidence::Likely,
+                "pg_hba.conf has no entry for unencrypted connections from these clients (hostssl only), so the \
+                 retry was refused; fix the TLS login's failure"
+                    .to_owned(),
+            );
+        }
+    }
+    for (cause, n) in s.prefer_retries.causes_of(outcome) {
+        say(
+            Confidence::Certain,
+            format!(
+                "{n}× this was libpq's retry without TLS (sslmode=prefer) right after a TLS attempt that ended \
+                 {cause}: that failure is the cause, this answer its consequence"
+            ),
+        );
     }
     for (label, names) in [("users", &d.users), ("databases", &d.databases), ("applications", &d.applications)] {
         if !names.names.is_empty() {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::counts::OutcomeCounts;
 use super::identity::{Identity, Logins};
 use super::median::median;
+use super::retry::PreferRetries;
 use super::timeline::{Timeline, Window};
 use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, TcpOutcome};
 use crate::record::AttemptRecord;
@@ -160,6 +161,8 @@ pub struct Summary {
     /// failure: only the live view wants them).
     recent_failures: VecDeque<AttemptRecord>,
     keep_recent_failures: bool,
+    /// libpq's clear-text retries of failed TLS attempts.
+    pub prefer_retries: PreferRetries,
 }
 
 impl Summary {
@@ -186,6 +189,7 @@ impl Summary {
             logins: Logins::default(),
             recent_failures: VecDeque::new(),
             keep_recent_failures: false,
+            prefer_retries: PreferRetries::default(),
         }
     }
 
@@ -196,6 +200,7 @@ impl Summary {
             }
             self.recent_failures.push_back(record.clone());
         }
+        self.prefer_retries.add(&record);
         self.totals.add(record.outcome);
         self.timeline.add(&record);
         if record.outcome == Outcome::Success {

@@ -2,6 +2,10 @@
 //! without keys, the records' shape after the handshake decides whether
 //! the server refused at the door, failed the login, or let it in.
 
+use std::time::Duration;
+
+use pgreach::analysis::diagnosis::diagnose;
+use pgreach::analysis::summary::Summary;
 use pgreach::decode::LinkType;
 use pgreach::engine::{Analyzer, Config};
 use pgreach::outcome::Outcome;
@@ -16,17 +20,24 @@ const SISN: u32 = 29_000;
 /// A TCP connection whose sides send whole byte strings, 10 ms apart.
 struct Conv {
     engine: Analyzer,
+    client: &'static str,
     t: f64,
     seq: [u32; 2],
 }
 
 impl Conv {
-    /// Connected, SSLRequest sent and answered `S`.
-    fn tls() -> Conv {
-        let mut c = Conv { engine: Analyzer::new(Config::default()), t: 0.0, seq: [CISN + 1, SISN + 1] };
+    /// Connected from `client`, starting `t` seconds into the capture.
+    fn connected(client: &'static str, t: f64) -> Conv {
+        let mut c = Conv { engine: Analyzer::new(Config::default()), client, t, seq: [CISN + 1, SISN + 1] };
         c.seg(true, syn(CISN));
         c.seg(false, syn_ack(SISN, CISN + 1));
         c.seg(true, ack(CISN + 1, SISN + 1));
+        c
+    }
+
+    /// Connected, SSLRequest sent and answered `S`.
+    fn tls() -> Conv {
+        let mut c = Conv::connected(CLIENT, 0.0);
         c.send(true, &[0, 0, 0, 8, 4, 210, 22, 47]);
         c.send(false, b"S");
         c
@@ -34,7 +45,7 @@ impl Conv {
 
     fn seg(&mut self, from_client: bool, seg: Seg) {
         self.t += 0.01;
-        let (src, dst) = if from_client { (CLIENT, SERVER) } else { (SERVER, CLIENT) };
+        let (src, dst) = if from_client { (self.client, SERVER) } else { (SERVER, self.client) };
         self.engine.handle_packet(at(self.t), LinkType::Ethernet, &tcp_frame(src, dst, seg)).expect("decodes");
     }
 
@@ -145,4 +156,60 @@ fn bytes_that_are_not_tls_stop_the_record_reader_without_a_verdict() {
     assert_eq!(a.outcome, Outcome::Tls);
     let tls = a.pg.as_ref().and_then(|pg| pg.tls.as_ref()).expect("tls summary");
     assert!(tls.records_lost.as_deref().is_some_and(|w| w.contains("client")), "{tls:?}");
+}
+
+/// psql with sslmode=prefer and a wrong password against a hostssl-only
+/// pg_hba.conf: the TLS login fails, libpq retries in the clear at once and
+/// is refused for having no encryption. The diagnosis names the first as
+/// the cause.
+#[test]
+fn a_prefer_retry_is_named_as_the_consequence_of_the_tls_failure() {
+    let failed = Conv::tls()
+        .handshake()
+        .records(true, 23, &[110])
+        .records(false, 23, &[60])
+        .records(true, 23, &[80])
+        .records(false, 23, &[120])
+        .records(true, 23, &[130])
+        .records(false, 23, &[140])
+        .close(false);
+    let retry_port = "192.0.2.50:40123";
+    assert_ne!(addr(retry_port), failed.client, "the retry comes from a new port");
+    let mut clear = Conv::connected(retry_port, failed.end.since(at(0.0)).as_secs_f64() + 0.001);
+    let mut startup = vec![0, 0, 0, 0, 0, 3, 0, 0];
+    startup.extend_from_slice(b"user\0app\0database\0app\0\0");
+    startup[3] = startup.len() as u8;
+    clear.send(true, &startup);
+    let message = b"SFATAL\0VFATAL\0C28000\0Mno pg_hba.conf entry for host, no encryption\0\0";
+    let mut error = vec![b'E', 0, 0, 0, (message.len() + 4) as u8];
+    error.extend_from_slice(message);
+    clear.send(false, &error);
+    let retry = clear.close(false);
+    assert_eq!((failed.outcome, retry.outcome), (Outcome::TlsLoginFailed, Outcome::HbaRejected));
+
+    let mut summary = Summary::new(100, 100, None);
+    summary.add(failed);
+    summary.add(retry);
+    let d = diagnose(&summary, Duration::from_secs(3));
+    let order: Vec<Outcome> = d.findings.iter().map(|f| f.outcome).collect();
+    assert_eq!(order, [Outcome::TlsLoginFailed, Outcome::HbaRejected], "the cause ranks first");
+    let says = |f: usize, what: &str| d.findings[f].evidence.iter().any(|e| e.text.contains(what));
+    assert!(says(0, "sslmode=prefer retry) and got hba_rejected"), "{:#?}", d.findings[0].evidence);
+    assert!(says(1, "right after a TLS attempt that ended tls_login_failed"), "{:#?}", d.findings[1].evidence);
+}
+
+/// A clear-text attempt long after a failed TLS one is not its retry.
+#[test]
+fn a_later_clear_text_attempt_is_not_a_retry() {
+    let failed = Conv::tls().handshake().records(true, 23, &[110]).records(false, 23, &[150]).close(false);
+    let mut clear = Conv::connected("192.0.2.50:40124", 30.0);
+    let mut startup = vec![0, 0, 0, 0, 0, 3, 0, 0];
+    startup.extend_from_slice(b"user\0app\0\0");
+    startup[3] = startup.len() as u8;
+    clear.send(true, &startup);
+    let later = clear.close(true);
+    let mut summary = Summary::new(100, 100, None);
+    summary.add(failed);
+    summary.add(later);
+    assert!(summary.prefer_retries.pairs.is_empty());
 }
