@@ -142,6 +142,11 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureF
     }
     if let Some(reading) = tls_reading(outcome) {
         say(Confidence::Likely, reading.to_owned());
+    } else {
+        for (login, n) in &d.tls_logins {
+            let confidence = if login.is_inference() { Confidence::Likely } else { Confidence::Certain };
+            say(confidence, format!("{} ({n}×)", login.reading()));
+        }
     }
     for (retry, n) in s.prefer_retries.retries_of(outcome) {
         say(
@@ -184,12 +189,13 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureF
 fn tls_reading(outcome: Outcome) -> Option<&'static str> {
     match outcome {
         Outcome::TlsRejected => Some(
-            "the server answered the startup message with one small flight and closed, with no authentication \
-             round trip: PostgreSQL refused the client before authentication",
+            "the connection ended on the server's answer to the startup message, too long for an authentication \
+             request and too short for a login, with no authentication round trip: PostgreSQL refused the client \
+             before authentication",
         ),
         Outcome::TlsLoginFailed => Some(
-            "the client answered authentication requests and the server closed without the burst of messages \
-             a successful login sends: the login failed at or after authentication",
+            "the client answered authentication requests and the connection ended on the server's answer, \
+             without the burst of messages a successful login sends: the login failed at or after authentication",
         ),
         _ => None,
     }

@@ -153,9 +153,9 @@ pub fn explain(outcome: Outcome, syn_timeout: Duration) -> Explanation {
         Outcome::TlsRejected => e(
             "FATAL before any password prompt: no pg_hba.conf entry / pg_hba.conf rejects connection / too many \
              clients already / the database system is starting up or shutting down",
-            "Encrypted, so inferred from the TLS records: the server answered the client's first application \
-             record (its startup message) with one small flight and closed the connection, with no \
-             authentication round trip. PostgreSQL does that when it refuses before authentication: a \
+            "Encrypted, so inferred from the TLS records: the connection ended on the server's answer to the \
+             client's first application record (its startup message), an answer too long for an authentication \
+             request and too short for a login: no authentication round trip. PostgreSQL does that when it refuses before authentication: a \
              pg_hba.conf `reject` line or no matching `hostssl` line, all connection slots taken, a server \
              starting up or shutting down; or, under trust authentication, a missing role or database.",
             "Read the server log at these times for the FATAL; check pg_hba.conf's hostssl lines for these \
@@ -165,8 +165,8 @@ pub fn explain(outcome: Outcome, syn_timeout: Duration) -> Explanation {
         Outcome::TlsLoginFailed => e(
             "FATAL:  password authentication failed for user \"…\" (or: database \"…\" does not exist)",
             "Encrypted, so inferred from the TLS records: the client answered one or more authentication \
-             requests and the server then closed the connection without the burst of messages a successful \
-             login sends. That is a wrong password, a role that does not exist (PostgreSQL answers it like a \
+             requests and the connection then ended on the server's answer, without the burst of messages a \
+             successful login sends. That is a wrong password, a role that does not exist (PostgreSQL answers it like a \
              wrong password), or a missing database or role checked after authentication.",
             "Check the password the application uses and the server log line for this attempt, which says \
              which it was. A --keylog from the client names the exact error.",

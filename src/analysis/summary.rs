@@ -17,6 +17,7 @@ use super::timeline::{Timeline, Window};
 use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, TcpOutcome};
 use crate::record::AttemptRecord;
 use crate::time::Timestamp;
+use crate::tls::LoginShape;
 
 /// Handshake samples kept per client for its median.
 const MAX_HANDSHAKE_SAMPLES: usize = 4096;
@@ -58,6 +59,8 @@ pub struct OutcomeDetail {
     pub tls_shapes: BTreeMap<String, u64>,
     /// Encrypted attempts: TLS version, cipher suite and certificate → attempts.
     pub tls_facts: BTreeMap<String, u64>,
+    /// Encrypted attempts: what the records suggest about the login → attempts.
+    pub tls_logins: BTreeMap<LoginShape, u64>,
 }
 
 /// Attempts to one server address and port: (attempts, first start, last start).
@@ -366,6 +369,9 @@ impl Summary {
                 facts.push_str(&format!(", certificate {} valid until {}{expired}", c.subject, c.not_after));
             }
             count_bounded(&mut d.tls_facts, facts);
+            if let Some(login) = tls.login {
+                *d.tls_logins.entry(login).or_default() += 1;
+            }
         }
         if let Some(startup) = a.pg.as_ref().map(|pg| &pg.startup) {
             if let Some(user) = &startup.user {

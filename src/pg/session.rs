@@ -403,8 +403,7 @@ impl PgSession {
             Phase::Cancel => Outcome::CancelRequest,
             Phase::Encrypted => match self.tls.take() {
                 Some(tls) => {
-                    let server_closed = !closed_by_client && !capture_ended;
-                    let tls = tls.finish(server_closed, capture_ended);
+                    let tls = tls.finish(capture_ended);
                     let outcome = match tls.login {
                         Some(LoginShape::RejectedAtStartup) => Outcome::TlsRejected,
                         Some(LoginShape::FailedAfterAuthentication) => Outcome::TlsLoginFailed,

@@ -197,7 +197,8 @@ fn tls_evidence(tls: &TlsSummary) -> Vec<String> {
     }
     parts.push(format!("records after the handshake: {}", tls.flights.describe()));
     if let Some(login) = tls.login {
-        parts.push(login.reading().to_owned());
+        let mark = if login.is_inference() { "[likely] " } else { "" };
+        parts.push(format!("{mark}{}", login.reading()));
     }
     if let Some(lost) = &tls.records_lost {
         parts.push(format!("TLS records lost ({lost})"));

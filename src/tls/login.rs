@@ -1,9 +1,11 @@
 //! What the encrypted records after the handshake say about the login,
 //! without keys: who sent how many records of what size, in which order,
-//! and who closed first. PostgreSQL's login is a short exchange of flights
+//! and which side spoke last. PostgreSQL's login is a short exchange of flights
 //! (startup message; zero to three authentication round trips; then either
 //! the ParameterStatus burst and ReadyForQuery, or an ErrorResponse and
-//! the server closing), so its shape shows through the encryption.
+//! the server closing; libpq closes at once when it reads either an error
+//! or a password request it cannot answer), so its shape shows through the
+//! encryption.
 
 use std::time::Duration;
 
@@ -22,6 +24,11 @@ const FLIGHT_GAP: Duration = Duration::from_secs(1);
 /// bytes), BackendKeyData and ReadyForQuery. Authentication requests and
 /// ErrorResponses are far smaller.
 const LOGIN_BURST_BYTES: u64 = 200;
+/// The longest first authentication request: AuthenticationSASL offering
+/// SCRAM-SHA-256-PLUS and SCRAM-SHA-256 (43 bytes); md5's is 13. An
+/// ErrorResponse (severity twice, SQLSTATE, message, file, line, routine)
+/// is longer.
+const MAX_AUTH_REQUEST: u64 = 48;
 /// The most client flights a password login takes: startup message,
 /// SASLInitialResponse, SASLResponse (SCRAM). More means the session went on.
 const MAX_LOGIN_FLIGHTS: u32 = 3;
@@ -40,40 +47,47 @@ pub struct Flight {
 }
 
 /// What the records suggest about the login, as far as the outside shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoginShape {
     /// The handshake did not finish, or the client sent no application record.
     NoApplicationData,
-    /// The server closed after answering the client's first application
-    /// record (the startup message): refused before any authentication.
+    /// The connection ended on the server's answer to the client's first
+    /// application record (the startup message), an answer too long for an
+    /// authentication request: refused before any authentication.
     RejectedAtStartup,
-    /// The server closed after one or more further client flights
-    /// (authentication round trips).
+    /// The connection ended on the server's answer after one or more
+    /// further client flights (authentication round trips), without a
+    /// login-sized answer.
     FailedAfterAuthentication,
     /// The server answered with a login-sized burst and the session went on.
     LikelyLoggedIn,
-    /// The client closed after the server's first, small answer: an
-    /// authentication request it did not answer (psql prompting for a password).
+    /// The connection ended on the server's first answer, small enough to
+    /// be an authentication request (psql closing to prompt for a password).
     ClosedWhenAsked,
     /// Nothing decisive (still open at the capture's end, say).
     Undecided,
 }
 
 impl LoginShape {
-    /// What the shape suggests, in words, marked as the inference it is.
+    /// Whether the reading is an inference (the rest are plain facts).
+    pub fn is_inference(self) -> bool {
+        !matches!(self, LoginShape::NoApplicationData | LoginShape::Undecided)
+    }
+
+    /// What the shape suggests, in words.
     pub fn reading(self) -> &'static str {
         match self {
             LoginShape::NoApplicationData => "no application data after the handshake",
             LoginShape::RejectedAtStartup => {
-                "[likely] refused before authentication: the server closed right after the startup message"
+                "refused before authentication: the connection ended on the server's answer to the startup message"
             }
             LoginShape::FailedAfterAuthentication => {
-                "[likely] login failed: the server closed after authentication round trips"
+                "login failed: the connection ended on the server's answer after authentication round trips"
             }
-            LoginShape::LikelyLoggedIn => "[likely] logged in: a login-sized answer, then more traffic",
+            LoginShape::LikelyLoggedIn => "logged in: a login-sized answer, then more traffic",
             LoginShape::ClosedWhenAsked => {
-                "[likely] asked for a password: the client closed on the server's first small answer"
+                "asked for a password: the connection ended on the server's first, authentication-request-sized answer"
             }
             LoginShape::Undecided => "login not decided by the records",
         }
@@ -123,7 +137,6 @@ impl Flights {
     }
 
     fn close(&mut self, flight: Flight) {
-        // Anything after a login-sized answer means the login had worked.
         if flight.side == Side::Server && flight.bytes >= LOGIN_BURST_BYTES {
             self.login_answered = true;
         }
@@ -132,28 +145,30 @@ impl Flights {
         }
     }
 
-    /// The shape of the login. `server_closed` says the server ended the
-    /// connection first; `capture_ended` that the capture stopped before it ended.
-    pub fn shape(&mut self, server_closed: bool, capture_ended: bool) -> LoginShape {
+    /// The shape of the login. `overhead`: the cipher's bytes per record
+    /// (to estimate plaintext sizes); `capture_ended`: the connection was
+    /// still open when the capture stopped.
+    pub fn shape(&mut self, overhead: usize, capture_ended: bool) -> LoginShape {
         let last = self.current.take();
-        // The final flight is kept but proves nothing about what came before it.
+        // Anything after a login-sized answer means the login had worked.
         let went_on = self.login_answered || self.client_flights > MAX_LOGIN_FLIGHTS;
-        let last_answer = last.as_ref().filter(|f| f.side == Side::Server).map(|f| f.bytes);
+        let plain = |f: &Flight| f.bytes.saturating_sub(overhead as u64 * u64::from(f.records));
+        // The connection ended on a server flight: the client sent nothing after it.
+        let last_answer = last.as_ref().filter(|f| f.side == Side::Server).map(plain);
         if let Some(f) = last {
             if self.first.len() < MAX_FLIGHTS {
                 self.first.push(f);
             }
         }
-        match self.client_flights {
-            0 => LoginShape::NoApplicationData,
+        match (self.client_flights, last_answer) {
+            (0, _) => LoginShape::NoApplicationData,
             _ if went_on => LoginShape::LikelyLoggedIn,
+            (_, Some(bytes)) if bytes >= LOGIN_BURST_BYTES => LoginShape::LikelyLoggedIn,
             _ if capture_ended => LoginShape::Undecided,
-            1 if server_closed => LoginShape::RejectedAtStartup,
-            _ if server_closed => LoginShape::FailedAfterAuthentication,
-            // A login-sized last answer that the client closed on: it logged in and left.
-            _ if last_answer.is_some_and(|b| b >= LOGIN_BURST_BYTES) => LoginShape::LikelyLoggedIn,
-            1 if last_answer.is_some() => LoginShape::ClosedWhenAsked,
-            _ => LoginShape::Undecided,
+            (1, Some(bytes)) if bytes <= MAX_AUTH_REQUEST => LoginShape::ClosedWhenAsked,
+            (1, Some(_)) => LoginShape::RejectedAtStartup,
+            (_, Some(_)) => LoginShape::FailedAfterAuthentication,
+            (_, None) => LoginShape::Undecided,
         }
     }
 }
@@ -189,7 +204,7 @@ mod tests {
     use super::*;
 
     /// Flights as (side, record sizes); each 10 ms after the previous.
-    fn shape(flights: &[(Side, &[usize])], server_closed: bool) -> LoginShape {
+    fn shape(flights: &[(Side, &[usize])], capture_ended: bool) -> LoginShape {
         let start = Timestamp::from_secs_nanos(100, 0);
         let mut f = Flights::default();
         let mut t = start;
@@ -199,28 +214,28 @@ mod tests {
             }
             t = t + Duration::from_millis(10);
         }
-        f.shape(server_closed, false)
+        f.shape(17, capture_ended)
     }
 
     use Side::{Client as C, Server as S};
 
     #[test]
-    fn server_closing_after_the_startup_message_is_a_rejection() {
+    fn ending_on_the_answer_to_the_startup_message_is_a_rejection() {
         // hba reject or too many clients: startup, then ErrorResponse.
-        assert_eq!(shape(&[(C, &[69, 87]), (S, &[140])], true), LoginShape::RejectedAtStartup);
+        assert_eq!(shape(&[(C, &[69, 87]), (S, &[103])], false), LoginShape::RejectedAtStartup);
     }
 
     #[test]
-    fn server_closing_after_authentication_round_trips_is_a_failed_login() {
+    fn ending_on_an_answer_after_authentication_round_trips_is_a_failed_login() {
         // SCRAM: startup, SASL, initial response, continue, final response, error.
         let scram: &[(Side, &[usize])] =
             &[(C, &[69, 87]), (S, &[60]), (C, &[70]), (S, &[110]), (C, &[130]), (S, &[130])];
-        assert_eq!(shape(scram, true), LoginShape::FailedAfterAuthentication);
+        assert_eq!(shape(scram, false), LoginShape::FailedAfterAuthentication);
         // md5: startup, request, password, error.
-        assert_eq!(
-            shape(&[(C, &[87]), (S, &[30]), (C, &[60]), (S, &[120])], true),
-            LoginShape::FailedAfterAuthentication
-        );
+        let md5: &[(Side, &[usize])] = &[(C, &[87]), (S, &[30]), (C, &[60]), (S, &[120])];
+        assert_eq!(shape(md5, false), LoginShape::FailedAfterAuthentication);
+        // Still open at the capture's end: not decided.
+        assert_eq!(shape(md5, true), LoginShape::Undecided);
     }
 
     #[test]
@@ -228,17 +243,19 @@ mod tests {
         let session: &[(Side, &[usize])] = &[(C, &[69, 87]), (S, &[438]), (C, &[31]), (S, &[83]), (C, &[22])];
         assert_eq!(shape(session, false), LoginShape::LikelyLoggedIn);
         // A FATAL later (pg_terminate_backend): still logged in first.
-        assert_eq!(shape(&[(C, &[87]), (S, &[438]), (C, &[31]), (S, &[120])], true), LoginShape::LikelyLoggedIn);
+        assert_eq!(shape(&[(C, &[87]), (S, &[438]), (C, &[31]), (S, &[120])], false), LoginShape::LikelyLoggedIn);
     }
 
     #[test]
-    fn the_client_closing_on_a_small_first_answer_is_a_password_prompt() {
+    fn ending_on_a_first_answer_the_size_of_an_auth_request_is_a_password_prompt() {
         assert_eq!(shape(&[(C, &[69, 87]), (S, &[60])], false), LoginShape::ClosedWhenAsked);
+        // md5's request.
+        assert_eq!(shape(&[(C, &[87]), (S, &[30])], false), LoginShape::ClosedWhenAsked);
     }
 
     #[test]
     fn no_application_record_is_no_login() {
-        assert_eq!(shape(&[(S, &[800])], true), LoginShape::NoApplicationData);
+        assert_eq!(shape(&[(S, &[800])], false), LoginShape::NoApplicationData);
     }
 
     #[test]
@@ -249,6 +266,6 @@ mod tests {
         f.record(S, 438, start + Duration::from_millis(5), start);
         f.record(S, 120, start + Duration::from_secs(5), start);
         assert_eq!(f.server_flights, 2);
-        assert_eq!(f.shape(true, false), LoginShape::LikelyLoggedIn);
+        assert_eq!(f.shape(17, false), LoginShape::LikelyLoggedIn);
     }
 }

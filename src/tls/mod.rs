@@ -162,12 +162,27 @@ impl TlsTrack {
         self.summary.flights.record(side, len, ts, self.start);
     }
 
-    /// The summary, with the login's shape; `server_closed`: the server
-    /// ended the connection first; `capture_ended`: it was still open.
-    pub fn finish(mut self, server_closed: bool, capture_ended: bool) -> TlsSummary {
-        let shape = self.summary.flights.shape(server_closed, capture_ended);
+    /// The summary, with the login's shape; `capture_ended`: the connection
+    /// was still open when the capture stopped.
+    pub fn finish(mut self, capture_ended: bool) -> TlsSummary {
+        let shape = self.summary.flights.shape(self.record_overhead(), capture_ended);
         self.summary.login = Some(shape);
         self.summary
+    }
+}
+
+impl TlsTrack {
+    /// Bytes an encrypted record adds to its plaintext: TLS 1.3 the inner
+    /// content type and a 16-byte tag; TLS 1.2 AES-GCM an 8-byte explicit
+    /// nonce too; ChaCha20-Poly1305 only the tag.
+    fn record_overhead(&self) -> usize {
+        let h = &self.summary.hello;
+        let suite = h.cipher_suite.as_deref().unwrap_or("");
+        match h.version.as_deref() {
+            Some("1.2") if suite.contains("CHACHA20") => 16,
+            Some("1.2") if suite.contains("GCM") => 24,
+            _ => 17,
+        }
     }
 }
 

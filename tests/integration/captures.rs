@@ -36,6 +36,13 @@ const SCENARIOS: &[&str] = &[
     "pg_query_errors",
     "pg_pgbench",
     "pg_lc_messages",
+    "tls_login",
+    "tls_wrong_password",
+    "tls_database_missing",
+    "tls_hba_reject",
+    "tls_too_many_clients",
+    "tls12_wrong_password",
+    "tls_password_prompt",
 ];
 
 fn client_ip(socket: &str) -> String {
@@ -105,6 +112,13 @@ fn check_scenario(name: &str) {
             if let Some(errors) = w.get("session_errors") {
                 assert_eq!(&g["pg"]["session_errors"], errors, "{at}: session errors");
             }
+            if let Some(version) = w.get("tls_version") {
+                assert_eq!(&g["pg"]["tls"]["version"], version, "{at}: TLS version");
+            }
+            if let Some(subject) = w.get("certificate_subject") {
+                assert_eq!(&g["pg"]["tls"]["certificate"]["subject"], subject, "{at}: certificate subject");
+                assert_eq!(g["pg"]["tls"]["certificate"]["expired"], false, "{at}: the lab's certificate is new");
+            }
             if let Some(min) = w.get("min_syns").and_then(Value::as_u64) {
                 let syns = g["syn"]["count"].as_u64().unwrap_or(0);
                 assert!(syns >= min, "{at}: {syns} SYNs, expected at least {min}");
@@ -148,7 +162,14 @@ scenario_tests!(
     pg_ssl,
     pg_password_prompt,
     pg_query_errors,
-    pg_lc_messages
+    pg_lc_messages,
+    tls_login,
+    tls_wrong_password,
+    tls_database_missing,
+    tls_hba_reject,
+    tls_too_many_clients,
+    tls12_wrong_password,
+    tls_password_prompt
 );
 
 /// No capture in captures/ goes unchecked: each has an expected file and a test above.

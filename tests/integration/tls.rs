@@ -94,7 +94,7 @@ fn shape(a: &AttemptRecord) -> Option<LoginShape> {
 }
 
 #[test]
-fn server_closing_after_the_startup_message_is_tls_rejected() {
+fn ending_on_the_answer_to_the_startup_message_is_tls_rejected() {
     let a = Conv::tls().handshake().records(true, 23, &[110]).records(false, 23, &[150]).close(false);
     assert_eq!(a.outcome, Outcome::TlsRejected);
     assert_eq!(shape(&a), Some(LoginShape::RejectedAtStartup));
@@ -102,7 +102,7 @@ fn server_closing_after_the_startup_message_is_tls_rejected() {
 }
 
 #[test]
-fn server_closing_after_authentication_is_tls_login_failed() {
+fn ending_on_an_answer_after_authentication_is_tls_login_failed() {
     let a = Conv::tls()
         .handshake()
         .records(true, 23, &[110])

@@ -13,6 +13,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+mod tls;
+
 use crate::lab::{finished, sh, Capture, Client, ClientResult, Lab, Psql, Sniffer, SERVER_V4, SERVER_V6};
 
 /// One expected attempt, in the order the client made them.
@@ -45,6 +47,12 @@ struct Expected {
     encryption: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     session_errors: Option<BTreeMap<&'static str, u32>>,
+    /// For TLS connections: the version staged, and the certificate subject
+    /// where the handshake shows it (TLS 1.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_version: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate_subject: Option<&'static str>,
     /// What libpq said, for the record.
     client_saw: String,
 }
@@ -156,6 +164,8 @@ impl Recorder<'_> {
             auth: None,
             encryption: None,
             session_errors: None,
+            tls_version: None,
+            certificate_subject: None,
             client_saw: if r.ok { "connected".to_owned() } else { first_line(&r.error) },
         })
     }
@@ -190,11 +200,13 @@ impl Recorder<'_> {
                 min_syns: None,
                 sqlstate: want.sqlstate,
                 // Refused or encrypted before the startup message: no user on the wire.
-                user: (!matches!(want.outcome, "ssl_refused" | "tls")).then(|| p.user.to_owned()),
+                user: (want.encryption != Some("ssl") && want.outcome != "ssl_refused").then(|| p.user.to_owned()),
                 auth: want.auth,
                 encryption: want.encryption,
                 session_errors: (!want.session_errors.is_empty())
                     .then(|| want.session_errors.iter().copied().collect()),
+                tls_version: None,
+                certificate_subject: None,
                 client_saw: if r.ok { "connected".to_owned() } else { first_line(&r.error) },
             });
         }
@@ -211,7 +223,7 @@ type Scenario = fn(&mut Recorder<'_>, &Path) -> Result<()>;
 /// Every scenario: name, description, extra analyze args, and how to stage it.
 /// The `pcapng` scenario is captured by dumpcap; the others by tcpdump.
 fn scenarios() -> Vec<(&'static str, &'static str, Vec<&'static str>, Scenario)> {
-    vec![
+    let mut all: Vec<(&'static str, &'static str, Vec<&'static str>, Scenario)> = vec![
         ("normal", "psql connects three times over IPv4 (Ethernet capture on the server's bridge port)", vec![], normal),
         ("ipv6", "psql connects over IPv6", vec![], ipv6),
         ("server_stopped", "PostgreSQL is stopped: the server host answers the SYN with RST", vec![], server_stopped),
@@ -330,7 +342,9 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<&'static str>, Scenario)>
             vec![],
             incident,
         ),
-    ]
+    ];
+    all.extend(tls::scenarios());
+    all
 }
 
 pub fn run(names: &[String]) -> Result<()> {
@@ -531,6 +545,8 @@ fn midstream(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
             auth: None,
             encryption: None,
             session_errors: None,
+            tls_version: None,
+            certificate_subject: None,
             client_saw: "connected before the capture started".to_owned(),
         });
         rec.attempt(&c, false, 5432, Staged::Connects)
