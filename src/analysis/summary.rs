@@ -17,7 +17,7 @@ use super::timeline::{Timeline, Window};
 use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, TcpOutcome};
 use crate::record::AttemptRecord;
 use crate::time::Timestamp;
-use crate::tls::LoginShape;
+use crate::tls::{Decryption, LoginShape};
 
 /// Handshake samples kept per client for its median.
 const MAX_HANDSHAKE_SAMPLES: usize = 4096;
@@ -367,6 +367,13 @@ impl Summary {
             if let Some(c) = &h.certificate {
                 let expired = if c.expired { ", EXPIRED at connection time" } else { "" };
                 facts.push_str(&format!(", certificate {} valid until {}{expired}", c.subject, c.not_after));
+            }
+            match tls.decryption {
+                Some(Decryption::Decrypted) => facts.push_str(", decrypted with the key log"),
+                Some(Decryption::NoKey) => facts.push_str(", no key in the key log"),
+                Some(Decryption::UnsupportedCipher) => facts.push_str(", cipher suite not decrypted"),
+                Some(Decryption::Failed) => facts.push_str(", the key log's secret did not decrypt every record"),
+                None => {}
             }
             count_bounded(&mut d.tls_facts, facts);
             if let Some(login) = tls.login {

@@ -12,7 +12,7 @@ use super::message::{self, AuthRequest, ErrorFields, StartupPacket, StartupParam
 use crate::outcome::{Outcome, Side};
 use crate::stream::Chunk;
 use crate::time::Timestamp;
-use crate::tls::{LoginShape, TlsSummary, TlsTrack};
+use crate::tls::{KeyStore, LoginShape, TlsSummary, TlsTrack};
 
 /// Distinct SQLSTATEs counted per session; more are counted under "other".
 const MAX_ERROR_CODES: usize = 32;
@@ -138,6 +138,8 @@ pub struct PgSession {
     synced: [bool; 2],
     /// The TLS records, once TLS has begun.
     tls: Option<Box<TlsTrack>>,
+    /// The key log to decrypt TLS with, if one was given.
+    keys: Option<KeyStore>,
 }
 
 impl Default for PgSession {
@@ -154,11 +156,17 @@ impl Default for PgSession {
             fatal_after_ready: false,
             synced: [true, true],
             tls: None,
+            keys: None,
         }
     }
 }
 
 impl PgSession {
+    /// A session seen from its start, with a key log to decrypt TLS with.
+    pub fn with_keys(keys: Option<KeyStore>) -> PgSession {
+        PgSession { keys, ..PgSession::default() }
+    }
+
     /// A session the capture joined after its login: taken as logged in,
     /// read from the first segment of each side that starts with messages.
     pub fn midstream() -> PgSession {
@@ -174,13 +182,29 @@ impl PgSession {
 
     /// Feeds the next in-order piece of one direction.
     pub fn on_chunk(&mut self, side: Side, chunk: Chunk<'_>, ts: Timestamp) {
-        if let (Phase::Encrypted, Some(tls)) = (self.phase, self.tls.as_deref_mut()) {
+        if let Some(tls) = self.tls.as_deref_mut() {
             match chunk {
                 Chunk::Data(data) => tls.on_data(side, data, ts),
                 Chunk::Gap(_) => tls.on_gap(side),
             }
+            let plaintext = tls.take_plaintext();
+            let decrypting = tls.decrypting();
+            if !plaintext.is_empty() {
+                // Decrypted: read on as if it were clear, from the startup message.
+                if self.phase == Phase::Encrypted {
+                    self.phase = Phase::AwaitStartup;
+                }
+                self.on_clear_chunk(side, Chunk::Data(&plaintext), ts);
+            } else if let (Chunk::Gap(n), true) = (chunk, decrypting) {
+                self.on_clear_chunk(side, Chunk::Gap(n), ts);
+            }
             return;
         }
+        self.on_clear_chunk(side, chunk, ts);
+    }
+
+    /// Feeds the next in-order piece of one direction's PostgreSQL bytes.
+    fn on_clear_chunk(&mut self, side: Side, chunk: Chunk<'_>, ts: Timestamp) {
         if matches!(self.phase, Phase::Encrypted | Phase::Cancel | Phase::Foreign) {
             return;
         }
@@ -226,7 +250,7 @@ impl PgSession {
                 if reason == DIRECT_TLS {
                     self.phase = Phase::Encrypted;
                     self.summary.encryption = Some(Encryption::DirectTls);
-                    let mut tls = Box::new(TlsTrack::new(ts));
+                    let mut tls = Box::new(TlsTrack::new(ts, self.keys.clone()));
                     tls.on_data(Side::Client, data, ts);
                     self.tls = Some(tls);
                 } else {
@@ -307,7 +331,7 @@ impl PgSession {
                             self.summary.encryption = Some(if gss { Encryption::Gss } else { Encryption::Ssl });
                             self.phase = Phase::Encrypted;
                             if !gss {
-                                self.tls = Some(Box::new(TlsTrack::new(ts)));
+                                self.tls = Some(Box::new(TlsTrack::new(ts, self.keys.clone())));
                             }
                             return;
                         }
@@ -398,21 +422,19 @@ impl PgSession {
     pub fn finish(mut self, closed_by_client: bool, capture_ended: bool, start: Timestamp) -> (Outcome, PgSummary) {
         self.summary.login_ms = self.ready_at.map(|t| crate::time::millis(t.since(start)));
         let undecided = if capture_ended { Outcome::CaptureEnded } else { Outcome::Incomplete };
+        let login = self.tls.take().and_then(|tls| {
+            let tls = tls.finish(capture_ended);
+            let login = tls.login;
+            self.summary.tls = Some(Box::new(tls));
+            login
+        });
         let outcome = match self.phase {
             Phase::Foreign => Outcome::NotPostgres,
             Phase::Cancel => Outcome::CancelRequest,
-            Phase::Encrypted => match self.tls.take() {
-                Some(tls) => {
-                    let tls = tls.finish(capture_ended);
-                    let outcome = match tls.login {
-                        Some(LoginShape::RejectedAtStartup) => Outcome::TlsRejected,
-                        Some(LoginShape::FailedAfterAuthentication) => Outcome::TlsLoginFailed,
-                        _ => Outcome::Tls,
-                    };
-                    self.summary.tls = Some(Box::new(tls));
-                    outcome
-                }
-                None => Outcome::Tls,
+            Phase::Encrypted => match login {
+                Some(LoginShape::RejectedAtStartup) => Outcome::TlsRejected,
+                Some(LoginShape::FailedAfterAuthentication) => Outcome::TlsLoginFailed,
+                _ => Outcome::Tls,
             },
             Phase::LoginFailed => {
                 let error = self.summary.error.as_deref().cloned().unwrap_or_default();

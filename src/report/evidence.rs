@@ -10,7 +10,7 @@ use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, UnreachableKind};
 use crate::pg::{Encryption, PgSummary};
 use crate::record::AttemptRecord;
 use crate::time::short;
-use crate::tls::TlsSummary;
+use crate::tls::{Decryption, TlsSummary};
 
 /// The one fact that decided an attempt's outcome, briefly: what the
 /// server said, who answered the SYN, or how long the client waited.
@@ -191,6 +191,13 @@ fn tls_evidence(tls: &TlsSummary) -> Vec<String> {
     }
     if let Some(alert) = &tls.alert {
         parts.push(format!("alert {alert}"));
+    }
+    match tls.decryption {
+        Some(Decryption::Decrypted) => parts.push("decrypted with the key log".to_owned()),
+        Some(Decryption::NoKey) => parts.push("no key for this session in the key log".to_owned()),
+        Some(Decryption::UnsupportedCipher) => parts.push("cipher suite not decrypted (AEAD suites only)".to_owned()),
+        Some(Decryption::Failed) => parts.push("the key log's secret did not decrypt every record".to_owned()),
+        None => {}
     }
     if !tls.handshake_done {
         parts.push("TLS handshake not finished".to_owned());

@@ -3,15 +3,20 @@
 //! clear-text handshake, and what the encrypted records' shape says about
 //! the login.
 
+mod decrypt;
 mod hello;
+mod keylog;
 mod login;
 mod records;
 
 use serde::Serialize;
 use tls_parser::TlsRecordType;
 
+use decrypt::{NoKeys, SessionKeys};
 pub use hello::{Certificate, HelloFacts};
+pub use keylog::{KeyLog, KeyLogRead, KeyStore, WeakKeyStore};
 pub use login::{Flight, Flights, LoginShape};
+
 use records::{Record, RecordReader, RecordsLost};
 
 use crate::outcome::Side;
@@ -43,6 +48,35 @@ pub struct TlsSummary {
     /// Where the records could no longer be followed, if they could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub records_lost: Option<String>,
+    /// With a key log: whether this session was decrypted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decryption: Option<Decryption>,
+}
+
+/// What a key log did for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decryption {
+    /// Its records were decrypted and read as PostgreSQL.
+    Decrypted,
+    /// The key log has no secret for it.
+    NoKey,
+    /// Its cipher suite is not one pgreach decrypts (only AEAD suites are).
+    UnsupportedCipher,
+    /// A record did not decrypt with the logged secret (a wrong key, a key
+    /// update, or lost bytes): what came after it was not read.
+    Failed,
+}
+
+/// Where decryption stands for a session.
+#[derive(Debug)]
+enum Keys {
+    /// No key log was given.
+    None,
+    /// Not looked up yet, or not found yet (a live key log may still get it).
+    Wanted,
+    Found(Box<SessionKeys>),
+    Stopped(Decryption),
 }
 
 /// The TLS layer of one connection as it goes by.
@@ -56,12 +90,22 @@ pub struct TlsTrack {
     finished: [bool; 2],
     start: Timestamp,
     summary: TlsSummary,
+    store: Option<KeyStore>,
+    keys: Keys,
+    /// Per side: a record decrypted with the application keys.
+    opened: [bool; 2],
+    /// Decrypted application data of the bytes just fed (one segment's worth).
+    plaintext: Vec<u8>,
 }
 
 impl TlsTrack {
-    /// `start`: the attempt's first packet, for the flights' times.
-    pub fn new(start: Timestamp) -> TlsTrack {
+    /// `start`: when TLS began, for the flights' times; `store`: the key log, if any.
+    pub fn new(start: Timestamp, store: Option<KeyStore>) -> TlsTrack {
         TlsTrack {
+            keys: if store.is_some() { Keys::Wanted } else { Keys::None },
+            store,
+            opened: [false; 2],
+            plaintext: Vec::new(),
             readers: Default::default(),
             handshakes: Default::default(),
             cipher_changed: [false; 2],
@@ -71,7 +115,8 @@ impl TlsTrack {
         }
     }
 
-    /// The next in-order bytes of one side.
+    /// The next in-order bytes of one side; what they decrypt to is in
+    /// `take_plaintext` afterwards.
     pub fn on_data(&mut self, side: Side, data: &[u8], ts: Timestamp) {
         let mut reader = std::mem::take(&mut self.readers[side as usize]);
         reader.feed(data, &mut |record| self.on_record(side, record, ts));
@@ -85,6 +130,19 @@ impl TlsTrack {
     pub fn on_gap(&mut self, side: Side) {
         self.readers[side as usize].gap();
         self.note_lost(side, RecordsLost::Gap);
+        if matches!(self.keys, Keys::Found(_)) {
+            self.keys = Keys::Stopped(Decryption::Failed);
+        }
+    }
+
+    /// The application data decrypted from the bytes fed last.
+    pub fn take_plaintext(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.plaintext)
+    }
+
+    /// Whether any record has been decrypted.
+    pub fn decrypting(&self) -> bool {
+        self.opened.contains(&true)
     }
 
     fn note_lost(&mut self, side: Side, lost: RecordsLost) {
@@ -100,6 +158,14 @@ impl TlsTrack {
     fn on_record(&mut self, side: Side, record: Record<'_>, ts: Timestamp) {
         let s = side as usize;
         let tls13 = self.summary.hello.is_tls13();
+        let encrypted = if tls13 {
+            record.is(TlsRecordType::ApplicationData)
+        } else {
+            self.cipher_changed[s] && !record.is(TlsRecordType::ChangeCipherSpec)
+        };
+        if encrypted && !matches!(self.keys, Keys::None | Keys::Stopped(_)) {
+            self.decrypt(side, &record, tls13);
+        }
         if record.is(TlsRecordType::Handshake) {
             if self.cipher_changed[s] && !tls13 {
                 // TLS 1.2: the encrypted Finished.
@@ -162,11 +228,66 @@ impl TlsTrack {
         self.summary.flights.record(side, len, ts, self.start);
     }
 
+    /// Decrypts one encrypted record with the key log's secrets, looking
+    /// them up at the first such record (and again while none are found).
+    fn decrypt(&mut self, side: Side, record: &Record<'_>, tls13: bool) {
+        if matches!(self.keys, Keys::Wanted) {
+            self.keys = match self.session_keys() {
+                Ok(keys) => Keys::Found(Box::new(keys)),
+                Err(NoKeys::Missing) => Keys::Wanted,
+                Err(NoKeys::Unsupported) => Keys::Stopped(Decryption::UnsupportedCipher),
+            };
+        }
+        let Keys::Found(keys) = &mut self.keys else { return };
+        let direction = match side {
+            Side::Client => &mut keys.client,
+            Side::Server => &mut keys.server,
+        };
+        let len = record.body.len() as u16;
+        let v = record.version.to_be_bytes();
+        let header = [record.content_type, v[0], v[1], (len >> 8) as u8, len as u8];
+        match direction.open(&header, record.body) {
+            Some(opened) => {
+                self.opened[side as usize] = true;
+                if opened.content_type == u8::from(TlsRecordType::ApplicationData) {
+                    self.plaintext.extend_from_slice(&opened.plaintext);
+                }
+            }
+            // TLS 1.3: records before the first that opens with the
+            // application keys are the handshake's (other keys).
+            None if tls13 && !self.opened[side as usize] => {}
+            None => self.keys = Keys::Stopped(Decryption::Failed),
+        }
+    }
+
+    fn session_keys(&self) -> Result<SessionKeys, NoKeys> {
+        let h = &self.summary.hello;
+        let (Some(store), Some(random), Some(cipher)) = (&self.store, h.client_random, h.cipher_id) else {
+            return Err(NoKeys::Missing);
+        };
+        let secrets = store.lookup(&random).ok_or(NoKeys::Missing)?;
+        if h.is_tls13() {
+            decrypt::tls13_keys(cipher, &secrets)
+        } else {
+            let server_random = h.server_random.ok_or(NoKeys::Missing)?;
+            decrypt::tls12_keys(cipher, &secrets, &random, &server_random)
+        }
+    }
+
     /// The summary, with the login's shape; `capture_ended`: the connection
     /// was still open when the capture stopped.
     pub fn finish(mut self, capture_ended: bool) -> TlsSummary {
         let shape = self.summary.flights.shape(self.record_overhead(), capture_ended);
         self.summary.login = Some(shape);
+        self.summary.decryption = match self.keys {
+            Keys::None => None,
+            Keys::Stopped(why) => Some(why),
+            _ if self.opened == [true, true] => Some(Decryption::Decrypted),
+            // One side's records never opened: its secret is wrong.
+            _ if self.decrypting() => Some(Decryption::Failed),
+            // Looked for and never found, or no encrypted record at all.
+            Keys::Wanted | Keys::Found(_) => self.summary.hello.cipher_id.map(|_| Decryption::NoKey),
+        };
         self.summary
     }
 }
@@ -192,3 +313,6 @@ fn side_name(side: Side) -> &'static str {
         Side::Server => "server",
     }
 }
+
+#[cfg(test)]
+mod tests;

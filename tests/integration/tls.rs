@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pgreach::analysis::diagnosis::diagnose;
+use pgreach::analysis::diagnosis::{diagnose, CaptureFacts};
 use pgreach::analysis::summary::Summary;
 use pgreach::decode::LinkType;
 use pgreach::engine::{Analyzer, Config};
@@ -190,7 +190,7 @@ fn a_prefer_retry_is_named_as_the_consequence_of_the_tls_failure() {
     let mut summary = Summary::new(100, 100, None);
     summary.add(failed);
     summary.add(retry);
-    let d = diagnose(&summary, Duration::from_secs(3));
+    let d = diagnose(&summary, Duration::from_secs(3), &CaptureFacts::default());
     let order: Vec<Outcome> = d.findings.iter().map(|f| f.outcome).collect();
     assert_eq!(order, [Outcome::TlsLoginFailed, Outcome::HbaRejected], "the cause ranks first");
     let says = |f: usize, what: &str| d.findings[f].evidence.iter().any(|e| e.text.contains(what));
