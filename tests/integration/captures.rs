@@ -43,6 +43,11 @@ const SCENARIOS: &[&str] = &[
     "tls_too_many_clients",
     "tls12_wrong_password",
     "tls_password_prompt",
+    "tls_keylog_login",
+    "tls_keylog_wrong_password",
+    "tls_keylog_database_missing",
+    "tls12_keylog_wrong_password",
+    "tls12_keylog_chacha_login",
 ];
 
 fn client_ip(socket: &str) -> String {
@@ -66,6 +71,7 @@ fn check_scenario(name: &str) {
     assert!(out.status.success(), "{name}: exit {:?}, stderr {}", out.status, stderr(&out));
     assert!(stderr(&out).is_empty(), "{name}: error lines: {}", stderr(&out));
 
+    check_without_keys(name, &expected, &pcap);
     let mut actual: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for a in doc["attempts"].as_array().expect("attempts") {
         actual.entry(client_ip(a["client"].as_str().expect("client"))).or_default().push(a);
@@ -119,12 +125,39 @@ fn check_scenario(name: &str) {
                 assert_eq!(&g["pg"]["tls"]["certificate"]["subject"], subject, "{at}: certificate subject");
                 assert_eq!(g["pg"]["tls"]["certificate"]["expired"], false, "{at}: the lab's certificate is new");
             }
+            if extra.iter().any(|a| a == "--keylog") && w.get("encryption").is_some_and(|e| e == "ssl") {
+                assert_eq!(g["pg"]["tls"]["decryption"], "decrypted", "{at}: decrypted with the key log");
+            }
             if let Some(min) = w.get("min_syns").and_then(Value::as_u64) {
                 let syns = g["syn"]["count"].as_u64().unwrap_or(0);
                 assert!(syns >= min, "{at}: {syns} SYNs, expected at least {min}");
             }
         }
     }
+}
+
+/// Captures analyzed with a key log give, without it, what the TLS records
+/// alone say, as the recorder staged it.
+fn check_without_keys(name: &str, expected: &Value, pcap: &str) {
+    let wanted: Vec<(&str, &str)> = expected["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .filter_map(|e| Some((e["client"].as_str()?, e.get("outcome_without_keys")?.as_str()?)))
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let (doc, out) = analyze_json(&[pcap]);
+    assert!(out.status.success(), "{name} without keys: {}", stderr(&out));
+    let got: Vec<(String, &str)> = doc["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| (client_ip(a["client"].as_str().unwrap_or("")), a["outcome"].as_str().unwrap_or("?")))
+        .collect();
+    let got: Vec<(&str, &str)> = got.iter().map(|(c, o)| (c.as_str(), *o)).collect();
+    assert_eq!(got, wanted, "{name}: outcomes without the key log");
 }
 
 macro_rules! scenario_tests {
@@ -169,7 +202,12 @@ scenario_tests!(
     tls_hba_reject,
     tls_too_many_clients,
     tls12_wrong_password,
-    tls_password_prompt
+    tls_password_prompt,
+    tls_keylog_login,
+    tls_keylog_wrong_password,
+    tls_keylog_database_missing,
+    tls12_keylog_wrong_password,
+    tls12_keylog_chacha_login
 );
 
 /// No capture in captures/ goes unchecked: each has an expected file and a test above.

@@ -213,3 +213,50 @@ fn a_later_clear_text_attempt_is_not_a_retry() {
     summary.add(later);
     assert!(summary.prefer_retries.pairs.is_empty());
 }
+
+/// The key log's secrets and the password a client sent appear in no
+/// output format, decrypted or not; the report says the session was decrypted.
+#[test]
+fn secrets_and_passwords_never_appear_in_any_output() {
+    for name in ["tls_keylog_wrong_password", "tls12_keylog_wrong_password"] {
+        let keylog = format!("captures/{name}.keylog");
+        let text = std::fs::read_to_string(project_root().join(&keylog)).expect("key log");
+        let secrets: Vec<&str> =
+            text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_whitespace().nth(2)).collect();
+        assert!(!secrets.is_empty(), "{name}: the key log has secrets");
+        let pcap = format!("captures/{name}.pcap");
+        for format in crate::formats::FORMATS {
+            let args = ["analyze", "--connections", "--format", format, "--keylog", &keylog, &pcap];
+            let out = pgreach(&args);
+            assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+            let shown = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).to_lowercase();
+            assert!(shown.contains("28p01"), "{args:?}: the decrypted error is reported");
+            assert!(!shown.contains("not-the-md5-pass"), "{args:?} shows the password");
+            for secret in &secrets {
+                assert!(!shown.contains(&secret.to_lowercase()), "{args:?} shows a secret");
+                assert!(!shown.contains(&secret[..16].to_lowercase()), "{args:?} shows part of a secret");
+            }
+        }
+    }
+}
+
+/// A key log that cannot be read is one clear error line, not a panic.
+#[test]
+fn an_unreadable_key_log_is_one_error_line() {
+    let out = pgreach(&["analyze", "--keylog", "/nonexistent/keys.log", "captures/tls_login.pcap"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/keys.log"), "{err}");
+}
+
+/// A key log without the capture's sessions decrypts nothing and says so.
+#[test]
+fn a_key_log_without_the_session_says_no_key() {
+    let (doc, out) = analyze_json(&["--keylog", "captures/tls_keylog_login.keylog", "captures/tls_login.pcap"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for a in doc["attempts"].as_array().expect("attempts") {
+        assert_eq!(a["outcome"], "tls");
+        assert_eq!(a["pg"]["tls"]["decryption"], "no_key");
+    }
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+mod keylog;
 mod tls;
 
 use crate::lab::{finished, sh, Capture, Client, ClientResult, Lab, Psql, Sniffer, SERVER_V4, SERVER_V6};
@@ -53,6 +54,10 @@ struct Expected {
     tls_version: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     certificate_subject: Option<&'static str>,
+    /// For captures analyzed with a key log: the outcome the TLS records
+    /// alone should give, without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome_without_keys: Option<&'static str>,
     /// What libpq said, for the record.
     client_saw: String,
 }
@@ -166,6 +171,7 @@ impl Recorder<'_> {
             session_errors: None,
             tls_version: None,
             certificate_subject: None,
+            outcome_without_keys: None,
             client_saw: if r.ok { "connected".to_owned() } else { first_line(&r.error) },
         })
     }
@@ -207,6 +213,7 @@ impl Recorder<'_> {
                     .then(|| want.session_errors.iter().copied().collect()),
                 tls_version: None,
                 certificate_subject: None,
+                outcome_without_keys: None,
                 client_saw: if r.ok { "connected".to_owned() } else { first_line(&r.error) },
             });
         }
@@ -344,6 +351,7 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<&'static str>, Scenario)>
         ),
     ];
     all.extend(tls::scenarios());
+    all.extend(keylog::scenarios());
     all
 }
 
@@ -547,6 +555,7 @@ fn midstream(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
             session_errors: None,
             tls_version: None,
             certificate_subject: None,
+            outcome_without_keys: None,
             client_saw: "connected before the capture started".to_owned(),
         });
         rec.attempt(&c, false, 5432, Staged::Connects)

@@ -15,6 +15,7 @@ use crate::lab::{Client, Psql};
 /// Only encrypted connections may log in; `blocked` meets a `reject` line.
 const HOSTSSL_ONLY: &str = "local all all trust
 hostssl all app_scram all scram-sha-256
+hostssl all app_md5 all md5
 hostssl all blocked all reject
 hostssl all all 192.0.2.0/24 trust
 hostssl all all 2001:db8::/32 trust
@@ -98,7 +99,7 @@ fn run_psql(rec: &mut Recorder<'_>, c: &Client, p: &Psql<'_>, wants: &[Want], tl
 }
 
 /// Stages ssl = on (with `settings`) and the hostssl-only pg_hba.conf around `body`.
-fn with_tls(
+pub(super) fn with_hostssl(
     rec: &mut Recorder<'_>,
     settings: &[(&str, &str)],
     restart: bool,
@@ -117,7 +118,7 @@ fn with_tls(
 
 fn tls_login(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
     let c = client(rec, 0);
-    with_tls(rec, &[], false, |rec| {
+    with_hostssl(rec, &[], false, |rec| {
         captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
             let logged_in = over_tls("tls", "");
             run_psql(rec, &c, &Psql::default(), &[logged_in], false)?;
@@ -130,7 +131,7 @@ fn tls_login(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
 fn wrong_password(rec: &mut Recorder<'_>, pcap: &Path, tls12: bool) -> Result<()> {
     let c = client(rec, 0);
     let settings: &[(&str, &str)] = if tls12 { &[("ssl_max_protocol_version", "TLSv1.2")] } else { &[] };
-    with_tls(rec, settings, false, |rec| {
+    with_hostssl(rec, settings, false, |rec| {
         captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
             let wrong = Psql { user: "app_scram", password: Some("not-the-password"), ..Psql::default() };
             let wants =
@@ -150,7 +151,7 @@ fn tls12_wrong_password(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
 
 fn tls_database_missing(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
     let c = client(rec, 0);
-    with_tls(rec, &[], false, |rec| {
+    with_hostssl(rec, &[], false, |rec| {
         captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
             let p = Psql { user: "app_scram", password: Some("scram-pass"), dbname: "no_such_db", ..Psql::default() };
             let wants = [over_tls("tls_login_failed", "database \"no_such_db\" does not exist")];
@@ -161,7 +162,7 @@ fn tls_database_missing(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
 
 fn tls_hba_reject(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
     let c = client(rec, 0);
-    with_tls(rec, &[], false, |rec| {
+    with_hostssl(rec, &[], false, |rec| {
         captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
             let p = Psql { user: "blocked", ..Psql::default() };
             let wants = [
@@ -176,7 +177,7 @@ fn tls_hba_reject(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
 fn tls_too_many_clients(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
     let c = client(rec, 0);
     let limits = [("max_connections", "3"), ("superuser_reserved_connections", "0"), ("max_wal_senders", "0")];
-    with_tls(rec, &limits, true, |rec| {
+    with_hostssl(rec, &limits, true, |rec| {
         captured(pcap, BRIDGE, &[], NO_TAIL, || {
             let held = hold_sessions(rec, 1..4, &["select pg_sleep(4)"])?;
             let wants = [
@@ -199,7 +200,7 @@ fn tls_too_many_clients(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
 
 fn tls_password_prompt(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
     let c = client(rec, 0);
-    with_tls(rec, &[], false, |rec| {
+    with_hostssl(rec, &[], false, |rec| {
         captured(pcap, CLIENT_PORT, &[], NO_TAIL, || {
             let prompt = Psql { user: "app_scram", typed_password: Some("scram-pass"), ..Psql::default() };
             let over = over_tls("tls", "");
