@@ -132,3 +132,52 @@ fn rfc8448_without_its_session_in_the_key_log_is_reported_as_no_key() {
     let (_, _, tls) = run(None);
     assert_eq!(tls.finish(false).decryption, None, "no key log, nothing to say");
 }
+
+/// The RFC 8448 server certificate (CN=rsa, valid until 2026-07-30
+/// 01:23:59 UTC), sent in the clear as TLS 1.2 does: its subject and
+/// expiry are read, and whether it had expired when the connection was made.
+#[test]
+fn a_tls12_certificate_shows_its_subject_and_whether_it_had_expired() {
+    // The DER certificate inside the trace's (TLS 1.3) Certificate message.
+    let flight = hex(SERVER_FLIGHT_PLAINTEXT_CERTIFICATE);
+    let der = &flight[11..11 + 432];
+    assert_eq!(&der[..4], &[0x30, 0x82, 0x01, 0xac]);
+    // TLS 1.2's Certificate: the chain's length, then each certificate's.
+    let mut body = u24(der.len() + 3);
+    body.extend(u24(der.len()));
+    body.extend_from_slice(der);
+    let mut message = vec![11];
+    message.extend(u24(body.len()));
+    message.extend(body);
+    for (at, expired) in [("2026-07-30T01:23:58Z", false), ("2026-11-25T00:00:00Z", true)] {
+        let ts = humantime::parse_rfc3339(at).unwrap().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let ts = Timestamp::from_secs_nanos(ts.as_secs() as i64, 0);
+        let mut tls = TlsTrack::new(ts, None);
+        tls.on_data(Side::Server, &record(22, 0x0303, &message), ts);
+        let cert = tls.finish(false).hello.certificate.expect("certificate");
+        assert_eq!(cert.subject, "CN=rsa");
+        assert_eq!(cert.not_after.to_string(), "2026-07-30T01:23:59.000000Z");
+        assert_eq!(cert.expired, expired, "at {at}");
+    }
+}
+
+fn u24(n: usize) -> Vec<u8> {
+    vec![(n >> 16) as u8, (n >> 8) as u8, n as u8]
+}
+
+/// The start of the trace's server flight plaintext: Certificate's header
+/// and the DER certificate (RFC 8448, section 3).
+const SERVER_FLIGHT_PLAINTEXT_CERTIFICATE: &str = "0b 00 01 b9 00 00 01 b5 00 01 b0 30 82 01 ac 30 82 01
+    15 a0 03 02 01 02 02 01 02 30 0d 06 09 2a 86 48 86 f7 0d 01 01 0b 05 00 30 0e 31 0c 30 0a 06 03 55
+    04 03 13 03 72 73 61 30 1e 17 0d 31 36 30 37 33 30 30 31 32 33 35 39 5a 17 0d 32 36 30 37 33 30 30
+    31 32 33 35 39 5a 30 0e 31 0c 30 0a 06 03 55 04 03 13 03 72 73 61 30 81 9f 30 0d 06 09 2a 86 48 86
+    f7 0d 01 01 01 05 00 03 81 8d 00 30 81 89 02 81 81 00 b4 bb 49 8f 82 79 30 3d 98 08 36 39 9b 36 c6
+    98 8c 0c 68 de 55 e1 bd b8 26 d3 90 1a 24 61 ea fd 2d e4 9a 91 d0 15 ab bc 9a 95 13 7a ce 6c 1a f1
+    9e aa 6a f9 8c 7c ed 43 12 09 98 e1 87 a8 0e e0 cc b0 52 4b 1b 01 8c 3e 0b 63 26 4d 44 9a 6d 38 e2
+    2a 5f da 43 08 46 74 80 30 53 0e f0 46 1c 8c a9 d9 ef bf ae 8e a6 d1 d0 3e 2b d1 93 ef f0 ab 9a 80
+    02 c4 74 28 a6 d3 5a 8d 88 d7 9f 7f 1e 3f 02 03 01 00 01 a3 1a 30 18 30 09 06 03 55 1d 13 04 02 30
+    00 30 0b 06 03 55 1d 0f 04 04 03 02 05 a0 30 0d 06 09 2a 86 48 86 f7 0d 01 01 0b 05 00 03 81 81 00
+    85 aa d2 a0 e5 b9 27 6b 90 8c 65 f7 3a 72 67 17 06 18 a5 4c 5f 8a 7b 33 7d 2d f7 a5 94 36 54 17 f2
+    ea e8 f8 a5 8c 8f 81 72 f9 31 9c f3 6b 7f d6 c5 5b 80 f2 1a 03 01 51 56 72 60 96 fd 33 5e 5e 67 f2
+    db f1 02 70 2e 60 8c ca e6 be c1 fc 63 a4 2a 99 be 5c 3e b7 10 7c 3c 54 e9 b9 eb 2b d5 20 3b 1c 3b
+    84 e0 a8 b2 f7 59 40 9b a3 ea c9 d9 1d 40 2d cc 0c c8 f8 96 12 29 ac 91 87 b4 2b 4d e1 00 00";

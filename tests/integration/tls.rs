@@ -260,3 +260,52 @@ fn a_key_log_without_the_session_says_no_key() {
         assert_eq!(a["pg"]["tls"]["decryption"], "no_key");
     }
 }
+
+/// A handshake message: type, 24-bit length, body.
+fn handshake_message(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind, 0, (body.len() >> 8) as u8, body.len() as u8];
+    m.extend_from_slice(body);
+    m
+}
+
+/// PostgreSQL 17's direct TLS (`sslnegotiation=direct`): the client's first
+/// bytes are a ClientHello offering ALPN `postgresql`, with no SSLRequest.
+/// It is followed the same way; a server answering the startup message with
+/// an error and closing is `tls_rejected`.
+#[test]
+fn direct_tls_is_followed_like_tls_after_sslrequest() {
+    let alpn = b"\x00\x10\x00\x0d\x00\x0b\x0apostgresql";
+    let mut hello = vec![3, 3];
+    hello.extend([7; 32]);
+    hello.extend([0, 0, 2, 0x13, 0x01, 1, 0]);
+    hello.extend((alpn.len() as u16).to_be_bytes());
+    hello.extend_from_slice(alpn);
+    let versions = b"\x00\x2b\x00\x02\x03\x04";
+    let mut server_hello = vec![3, 3];
+    server_hello.extend([9; 32]);
+    server_hello.extend([0, 0x13, 0x01, 0]);
+    server_hello.extend((versions.len() as u16).to_be_bytes());
+    server_hello.extend_from_slice(versions);
+
+    let mut c = Conv::connected(CLIENT, 0.0);
+    let mut first = vec![22, 3, 1];
+    let message = handshake_message(1, &hello);
+    first.extend((message.len() as u16).to_be_bytes());
+    first.extend(message);
+    c.send(true, &first);
+    let message = handshake_message(2, &server_hello);
+    let mut answer = vec![22, 3, 3];
+    answer.extend((message.len() as u16).to_be_bytes());
+    answer.extend(message);
+    c.send(false, &answer);
+    // The encrypted handshake, the client's Finished, then the login.
+    c.records(false, 23, &[800, 300, 53]).records(true, 23, &[53]);
+    let a = c.records(true, 23, &[110]).records(false, 23, &[140]).close(false);
+    let pg = a.pg.as_ref().expect("pg");
+    assert_eq!(pg.encryption, Some(pgreach::pg::Encryption::DirectTls));
+    let tls = pg.tls.as_ref().expect("tls summary");
+    assert_eq!(tls.hello.version.as_deref(), Some("1.3"));
+    assert_eq!(tls.hello.cipher_suite.as_deref(), Some("TLS_AES_128_GCM_SHA256"));
+    assert_eq!((tls.flights.client_flights, tls.flights.server_flights), (1, 1), "{:?}", tls.flights);
+    assert_eq!(a.outcome, Outcome::TlsRejected);
+}
