@@ -188,19 +188,23 @@ impl PgSession {
                 Chunk::Gap(_) => tls.on_gap(side),
             }
             let plaintext = tls.take_plaintext();
-            let decrypting = tls.decrypting();
-            if !plaintext.is_empty() {
-                // Decrypted: read on as if it were clear, from the startup message.
-                if self.phase == Phase::Encrypted {
-                    self.phase = Phase::AwaitStartup;
-                }
-                self.on_clear_chunk(side, Chunk::Data(&plaintext), ts);
-            } else if let (Chunk::Gap(n), true) = (chunk, decrypting) {
+            if let (Chunk::Gap(n), true) = (chunk, tls.decrypting()) {
                 self.on_clear_chunk(side, Chunk::Gap(n), ts);
             }
+            self.on_decrypted(plaintext, ts);
             return;
         }
         self.on_clear_chunk(side, chunk, ts);
+    }
+
+    /// Decrypted application data: read on as if it were clear, from the startup message.
+    fn on_decrypted(&mut self, plaintext: Vec<(Side, Vec<u8>)>, ts: Timestamp) {
+        for (side, bytes) in plaintext {
+            if self.phase == Phase::Encrypted {
+                self.phase = Phase::AwaitStartup;
+            }
+            self.on_clear_chunk(side, Chunk::Data(&bytes), ts);
+        }
     }
 
     /// Feeds the next in-order piece of one direction's PostgreSQL bytes.
@@ -422,6 +426,13 @@ impl PgSession {
     pub fn finish(mut self, closed_by_client: bool, capture_ended: bool, start: Timestamp) -> (Outcome, PgSummary) {
         self.summary.login_ms = self.ready_at.map(|t| crate::time::millis(t.since(start)));
         let undecided = if capture_ended { Outcome::CaptureEnded } else { Outcome::Incomplete };
+        // Records whose keys reached a live key log late are read now.
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.retry_keys();
+            let plaintext = tls.take_plaintext();
+            let end = self.ready_at.unwrap_or(start);
+            self.on_decrypted(plaintext, end);
+        }
         let login = self.tls.take().and_then(|tls| {
             let tls = tls.finish(capture_ended);
             let login = tls.login;

@@ -47,6 +47,8 @@ pub struct KeyLog {
     sessions: HashMap<[u8; 32], SessionSecrets>,
     /// The end of a last line that had no newline yet (a log still being written).
     partial_line: String,
+    /// The driver follows the file: secrets may come after their packets.
+    growing: bool,
 }
 
 impl fmt::Debug for KeyLog {
@@ -149,6 +151,19 @@ impl KeyStore {
             Ok(mut log) => log.add_text(text),
             Err(poisoned) => poisoned.into_inner().add_text(text),
         }
+    }
+
+    /// Says that the driver follows the key log as it grows (live).
+    pub fn set_growing(&self) {
+        match self.0.write() {
+            Ok(mut log) => log.growing = true,
+            Err(poisoned) => poisoned.into_inner().growing = true,
+        }
+    }
+
+    /// Whether secrets may still arrive after their session's packets.
+    pub fn grows(&self) -> bool {
+        self.0.read().is_ok_and(|log| log.growing)
     }
 
     /// A copy of one session's secrets.

@@ -26,6 +26,9 @@ use crate::time::Timestamp;
 /// type and AEAD's 16-byte tag. No PostgreSQL message is that short (five
 /// bytes at least), so such records are alerts.
 const TLS13_ALERT_LEN: usize = 2 + 1 + 16;
+/// Encrypted bytes kept per connection while its keys are not in a growing
+/// (live) key log yet: a login's records, with a certificate chain.
+const MAX_WAITING_BYTES: usize = 16 * 1024;
 
 /// What the TLS layer of one connection showed, for the report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -95,7 +98,10 @@ pub struct TlsTrack {
     /// Per side: a record decrypted with the application keys.
     opened: [bool; 2],
     /// Decrypted application data of the bytes just fed (one segment's worth).
-    plaintext: Vec<u8>,
+    plaintext: Vec<(Side, Vec<u8>)>,
+    /// Encrypted records that came before their keys, in order (bounded).
+    waiting: Vec<(Side, [u8; 5], Vec<u8>)>,
+    waiting_bytes: usize,
 }
 
 impl TlsTrack {
@@ -106,6 +112,8 @@ impl TlsTrack {
             store,
             opened: [false; 2],
             plaintext: Vec::new(),
+            waiting: Vec::new(),
+            waiting_bytes: 0,
             readers: Default::default(),
             handshakes: Default::default(),
             cipher_changed: [false; 2],
@@ -135,8 +143,8 @@ impl TlsTrack {
         }
     }
 
-    /// The application data decrypted from the bytes fed last.
-    pub fn take_plaintext(&mut self) -> Vec<u8> {
+    /// The application data decrypted since last asked, by side, in order.
+    pub fn take_plaintext(&mut self) -> Vec<(Side, Vec<u8>)> {
         std::mem::take(&mut self.plaintext)
     }
 
@@ -229,28 +237,62 @@ impl TlsTrack {
     }
 
     /// Decrypts one encrypted record with the key log's secrets, looking
-    /// them up at the first such record (and again while none are found).
+    /// them up at the first such record (and again while none are found:
+    /// a live key log may get them a moment after the packets). Records
+    /// that arrive before their keys wait, bounded, to be decrypted then.
     fn decrypt(&mut self, side: Side, record: &Record<'_>, tls13: bool) {
-        if matches!(self.keys, Keys::Wanted) {
-            self.keys = match self.session_keys() {
-                Ok(keys) => Keys::Found(Box::new(keys)),
-                Err(NoKeys::Missing) => Keys::Wanted,
-                Err(NoKeys::Unsupported) => Keys::Stopped(Decryption::UnsupportedCipher),
-            };
+        let len = record.body.len() as u16;
+        let v = record.version.to_be_bytes();
+        let header = [record.content_type, v[0], v[1], (len >> 8) as u8, len as u8];
+        if matches!(self.keys, Keys::Wanted) && !self.look_up_keys() {
+            let grows = self.store.as_ref().is_some_and(KeyStore::grows);
+            if grows && self.waiting_bytes + record.body.len() <= MAX_WAITING_BYTES {
+                self.waiting_bytes += record.body.len();
+                self.waiting.push((side, header, record.body.to_vec()));
+            }
+            return;
         }
+        self.open(side, &header, record.body, tls13);
+    }
+
+    /// Looks the session's keys up; on success decrypts the records that
+    /// waited for them. True when the keys are there.
+    fn look_up_keys(&mut self) -> bool {
+        self.keys = match self.session_keys() {
+            Ok(keys) => Keys::Found(Box::new(keys)),
+            Err(NoKeys::Missing) => return false,
+            Err(NoKeys::Unsupported) => Keys::Stopped(Decryption::UnsupportedCipher),
+        };
+        let tls13 = self.summary.hello.is_tls13();
+        self.waiting_bytes = 0;
+        for (side, header, body) in std::mem::take(&mut self.waiting) {
+            self.open(side, &header, &body, tls13);
+        }
+        matches!(self.keys, Keys::Found(_))
+    }
+
+    /// At the end (or on a timer): one more look for the keys of records
+    /// still waiting.
+    pub fn retry_keys(&mut self) {
+        if matches!(self.keys, Keys::Wanted) && !self.waiting.is_empty() {
+            self.look_up_keys();
+        }
+    }
+
+    fn open(&mut self, side: Side, header: &[u8; 5], body: &[u8], tls13: bool) {
         let Keys::Found(keys) = &mut self.keys else { return };
         let direction = match side {
             Side::Client => &mut keys.client,
             Side::Server => &mut keys.server,
         };
-        let len = record.body.len() as u16;
-        let v = record.version.to_be_bytes();
-        let header = [record.content_type, v[0], v[1], (len >> 8) as u8, len as u8];
-        match direction.open(&header, record.body) {
+        match direction.open(header, body) {
             Some(opened) => {
                 self.opened[side as usize] = true;
                 if opened.content_type == u8::from(TlsRecordType::ApplicationData) {
-                    self.plaintext.extend_from_slice(&opened.plaintext);
+                    match self.plaintext.last_mut() {
+                        Some((last, bytes)) if *last == side => bytes.extend_from_slice(&opened.plaintext),
+                        _ => self.plaintext.push((side, opened.plaintext)),
+                    }
                 }
             }
             // TLS 1.3: records before the first that opens with the

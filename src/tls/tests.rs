@@ -87,11 +87,20 @@ fn run(keylog: Option<&str>) -> (Vec<u8>, Vec<u8>, TlsTrack) {
     tls.on_data(Side::Server, &flight, ts);
     tls.on_data(Side::Client, &record(23, 0x0303, &hex(CLIENT_FINISHED)), ts);
     tls.on_data(Side::Server, &record(23, 0x0303, &hex(SERVER_TICKET)), ts);
-    assert!(tls.take_plaintext().is_empty(), "handshake messages and tickets are not application data");
+    assert!(
+        tls.take_plaintext().iter().all(|(_, b)| b.is_empty()),
+        "handshake messages and tickets are not application data"
+    );
     tls.on_data(Side::Client, &record(23, 0x0303, &hex(CLIENT_APP)), ts);
-    let client = tls.take_plaintext();
     tls.on_data(Side::Server, &record(23, 0x0303, &hex(SERVER_APP)), ts);
-    let server = tls.take_plaintext();
+    tls.retry_keys();
+    let (mut client, mut server) = (Vec::new(), Vec::new());
+    for (side, bytes) in tls.take_plaintext() {
+        match side {
+            Side::Client => client.extend(bytes),
+            Side::Server => server.extend(bytes),
+        }
+    }
     (client, server, tls)
 }
 
@@ -181,3 +190,26 @@ const SERVER_FLIGHT_PLAINTEXT_CERTIFICATE: &str = "0b 00 01 b9 00 00 01 b5 00 01
     ea e8 f8 a5 8c 8f 81 72 f9 31 9c f3 6b 7f d6 c5 5b 80 f2 1a 03 01 51 56 72 60 96 fd 33 5e 5e 67 f2
     db f1 02 70 2e 60 8c ca e6 be c1 fc 63 a4 2a 99 be 5c 3e b7 10 7c 3c 54 e9 b9 eb 2b d5 20 3b 1c 3b
     84 e0 a8 b2 f7 59 40 9b a3 ea c9 d9 1d 40 2d cc 0c c8 f8 96 12 29 ac 91 87 b4 2b 4d e1 00 00";
+
+/// A live key log gets a session's secrets a moment after its packets: the
+/// records that came first wait and are decrypted once the keys are there.
+#[test]
+fn records_before_their_keys_are_decrypted_when_the_keys_arrive() {
+    let ts = Timestamp::from_secs_nanos(1_500_000_000, 0);
+    let store = KeyStore::default();
+    store.set_growing();
+    let mut tls = TlsTrack::new(ts, Some(store.clone()));
+    tls.on_data(Side::Client, &record(22, 0x0301, &hex(CLIENT_HELLO)), ts);
+    let mut flight = record(22, 0x0303, &hex(SERVER_HELLO));
+    flight.extend(record(23, 0x0303, &hex(SERVER_FLIGHT)));
+    tls.on_data(Side::Server, &flight, ts);
+    tls.on_data(Side::Client, &record(23, 0x0303, &hex(CLIENT_FINISHED)), ts);
+    tls.on_data(Side::Client, &record(23, 0x0303, &hex(CLIENT_APP)), ts);
+    assert!(tls.take_plaintext().is_empty(), "no keys yet");
+    store.add_text(&keylog(CLIENT_AP_SECRET));
+    tls.on_data(Side::Server, &record(23, 0x0303, &hex(SERVER_TICKET)), ts);
+    tls.on_data(Side::Server, &record(23, 0x0303, &hex(SERVER_APP)), ts);
+    let sent: Vec<u8> = (0u8..50).collect();
+    assert_eq!(tls.take_plaintext(), vec![(Side::Client, sent.clone()), (Side::Server, sent)]);
+    assert_eq!(tls.finish(false).decryption, Some(Decryption::Decrypted));
+}

@@ -64,6 +64,7 @@ pub fn open_ends(paths: &[PathBuf]) -> Vec<(PathBuf, File)> {
 /// Follows each key log in a background thread, adding the lines written
 /// after it was loaded, until the store is dropped.
 pub fn follow(store: &KeyStore, files: Vec<(PathBuf, File)>) {
+    store.set_growing();
     for (path, mut file) in files {
         let store = store.downgrade();
         std::thread::spawn(move || loop {
