@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Sessions kept at most: a key log that grows without end (a long-running
 /// application) must not exhaust memory; the oldest are not dropped, the
@@ -47,8 +47,6 @@ pub struct KeyLog {
     sessions: HashMap<[u8; 32], SessionSecrets>,
     /// The end of a last line that had no newline yet (a log still being written).
     partial_line: String,
-    /// The driver follows the file: secrets may come after their packets.
-    growing: bool,
 }
 
 impl fmt::Debug for KeyLog {
@@ -140,56 +138,66 @@ impl KeyLog {
     }
 }
 
-/// A key log shared by the engine and its connections; the driver adds text
-/// as the file grows.
-#[derive(Clone, Debug, Default)]
-pub struct KeyStore(Arc<RwLock<KeyLog>>);
+/// New key log text, asked for when a session's secrets are missing: the
+/// driver's way to read what an application appended since (a live key log).
+pub type MoreText = Box<dyn FnMut() -> String + Send>;
+
+/// A key log shared by the engine and its connections; the driver adds text,
+/// up front or, live, through a `MoreText` it installs.
+#[derive(Clone, Default)]
+pub struct KeyStore {
+    log: Arc<RwLock<KeyLog>>,
+    more: Arc<Mutex<Option<MoreText>>>,
+}
+
+impl fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyStore {{ sessions: {}, grows: {} }}", self.sessions(), self.grows())
+    }
+}
 
 impl KeyStore {
     pub fn add_text(&self, text: &str) -> KeyLogRead {
-        match self.0.write() {
+        match self.log.write() {
             Ok(mut log) => log.add_text(text),
             Err(poisoned) => poisoned.into_inner().add_text(text),
         }
     }
 
-    /// Says that the driver follows the key log as it grows (live).
-    pub fn set_growing(&self) {
-        match self.0.write() {
-            Ok(mut log) => log.growing = true,
-            Err(poisoned) => poisoned.into_inner().growing = true,
+    /// Installs the reader of text appended later (live): secrets may then
+    /// come after their session's first packets.
+    pub fn set_more_text(&self, more: MoreText) {
+        if let Ok(mut slot) = self.more.lock() {
+            *slot = Some(more);
         }
     }
 
     /// Whether secrets may still arrive after their session's packets.
     pub fn grows(&self) -> bool {
-        self.0.read().is_ok_and(|log| log.growing)
+        self.more.lock().is_ok_and(|m| m.is_some())
     }
 
-    /// A copy of one session's secrets.
+    /// A copy of one session's secrets; when missing, the text appended
+    /// since is read first (live).
     pub fn lookup(&self, client_random: &[u8; 32]) -> Option<SessionSecrets> {
-        let log = self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(found) = self.get(client_random) {
+            return Some(found);
+        }
+        let text = self.more.lock().ok()?.as_mut().map(|more| more())?;
+        if text.is_empty() {
+            return None;
+        }
+        self.add_text(&text);
+        self.get(client_random)
+    }
+
+    fn get(&self, client_random: &[u8; 32]) -> Option<SessionSecrets> {
+        let log = self.log.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         log.get(client_random).cloned()
     }
 
     pub fn sessions(&self) -> usize {
-        self.0.read().map_or(0, |log| log.len())
-    }
-}
-
-/// A handle that does not keep the store alive (for a thread following a file).
-#[derive(Debug, Clone)]
-pub struct WeakKeyStore(std::sync::Weak<RwLock<KeyLog>>);
-
-impl WeakKeyStore {
-    pub fn upgrade(&self) -> Option<KeyStore> {
-        self.0.upgrade().map(KeyStore)
-    }
-}
-
-impl KeyStore {
-    pub fn downgrade(&self) -> WeakKeyStore {
-        WeakKeyStore(Arc::downgrade(&self.0))
+        self.log.read().map_or(0, |log| log.len())
     }
 }
 

@@ -14,7 +14,7 @@ use tls_parser::TlsRecordType;
 
 use decrypt::{NoKeys, SessionKeys};
 pub use hello::{Certificate, HelloFacts};
-pub use keylog::{KeyLog, KeyLogRead, KeyStore, WeakKeyStore};
+pub use keylog::{KeyLog, KeyLogRead, KeyStore, MoreText};
 pub use login::{Flight, Flights, LoginShape};
 
 use records::{Record, RecordReader, RecordsLost};

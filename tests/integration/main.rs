@@ -11,6 +11,7 @@ mod engine;
 mod formats;
 mod listen;
 mod live;
+mod live_tls;
 mod postgres;
 mod recovery;
 mod reports;

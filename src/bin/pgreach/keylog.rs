@@ -1,16 +1,12 @@
 //! `--keylog FILE` (repeatable) and `SSLKEYLOGFILE`: TLS key logs read into
-//! the engine's key store. For a live capture each file is followed as the
-//! application appends to it. The secrets go nowhere else.
+//! the engine's key store. For a live capture each file is followed: what
+//! the application appended is read when a session's secrets are missing.
+//! The secrets go nowhere else.
 
+use pgreach::tls::KeyStore;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use pgreach::tls::KeyStore;
-
-/// How often a followed key log is checked for new lines.
-const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 
 /// The key log files asked for: the flags', then `SSLKEYLOGFILE`'s.
 pub fn paths(flags: &[PathBuf]) -> Vec<PathBuf> {
@@ -61,25 +57,23 @@ pub fn open_ends(paths: &[PathBuf]) -> Vec<(PathBuf, File)> {
         .collect()
 }
 
-/// Follows each key log in a background thread, adding the lines written
-/// after it was loaded, until the store is dropped.
-pub fn follow(store: &KeyStore, files: Vec<(PathBuf, File)>) {
-    store.set_growing();
-    for (path, mut file) in files {
-        let store = store.downgrade();
-        std::thread::spawn(move || loop {
-            std::thread::sleep(FOLLOW_EVERY);
-            let Some(store) = store.upgrade() else { return };
-            match read_from(&mut file, &path) {
-                Ok(text) if !text.is_empty() => drop(store.add_text(&text)),
-                Ok(_) => {}
-                Err(e) => {
-                    eprintln!("pgreach: {e}");
-                    return;
-                }
-            }
-        });
+/// Follows each key log: when a session's secrets are missing, the store
+/// reads what the application appended since (the files stay open from
+/// before the privilege drop).
+pub fn follow(store: &KeyStore, mut files: Vec<(PathBuf, File)>) {
+    if files.is_empty() {
+        return;
     }
+    store.set_more_text(Box::new(move || {
+        let mut text = String::new();
+        for (path, file) in &mut files {
+            match read_from(file, path) {
+                Ok(more) => text.push_str(&more),
+                Err(e) => eprintln!("pgreach: {e}"),
+            }
+        }
+        text
+    }));
 }
 
 /// What the file holds from its current position on (lossy: a key log is ASCII).
