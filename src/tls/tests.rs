@@ -216,3 +216,51 @@ fn records_before_their_keys_are_decrypted_when_the_keys_arrive() {
     assert_eq!(tls.take_plaintext(), vec![(Side::Client, sent.clone()), (Side::Server, sent)]);
     assert_eq!(tls.finish(false).decryption, Some(Decryption::Decrypted));
 }
+
+/// Hostile input: the trace's bytes with random bytes changed, fed in
+/// random pieces with its key log, never panic and never buffer more than
+/// the bounds allow.
+#[test]
+fn mutated_traces_never_panic() {
+    let ts = Timestamp::from_secs_nanos(1_500_000_000, 0);
+    let mut client = record(22, 0x0301, &hex(CLIENT_HELLO));
+    client.extend(record(23, 0x0303, &hex(CLIENT_FINISHED)));
+    client.extend(record(23, 0x0303, &hex(CLIENT_APP)));
+    let mut server = record(22, 0x0303, &hex(SERVER_HELLO));
+    server.extend(record(23, 0x0303, &hex(SERVER_FLIGHT)));
+    server.extend(record(23, 0x0303, &hex(SERVER_TICKET)));
+    server.extend(record(23, 0x0303, &hex(SERVER_APP)));
+    let mut seed = 0x9e37_79b9_u32;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed as usize
+    };
+    for _ in 0..2000 {
+        let store = KeyStore::default();
+        store.add_text(&keylog(CLIENT_AP_SECRET));
+        let mut tls = TlsTrack::new(ts, Some(store));
+        let (mut c, mut s) = (client.clone(), server.clone());
+        for _ in 0..1 + next() % 4 {
+            let target = if next() % 2 == 0 { &mut c } else { &mut s };
+            let at = next() % target.len();
+            target[at] = next() as u8;
+        }
+        let (mut ci, mut si) = (0, 0);
+        while ci < c.len() || si < s.len() {
+            let (side, bytes, at) =
+                if next() % 2 == 0 && ci < c.len() { (Side::Client, &c, &mut ci) } else { (Side::Server, &s, &mut si) };
+            if *at >= bytes.len() {
+                continue;
+            }
+            let end = (*at + 1 + next() % 300).min(bytes.len());
+            tls.on_data(side, &bytes[*at..end], ts);
+            *at = end;
+            let plain: usize = tls.take_plaintext().iter().map(|(_, b)| b.len()).sum();
+            assert!(plain <= c.len() + s.len());
+        }
+        assert!(tls.waiting_bytes <= super::MAX_WAITING_BYTES);
+        tls.finish(next() % 2 == 0);
+    }
+}
