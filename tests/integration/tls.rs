@@ -309,3 +309,13 @@ fn direct_tls_is_followed_like_tls_after_sslrequest() {
     assert_eq!((tls.flights.client_flights, tls.flights.server_flights), (1, 1), "{:?}", tls.flights);
     assert_eq!(a.outcome, Outcome::TlsRejected);
 }
+
+/// --redact hides the host names the TLS handshake shows (the certificate's subject).
+#[test]
+fn redact_hides_the_certificate_subject() {
+    let (doc, _) = analyze_json(&["captures/tls12_wrong_password.pcap"]);
+    assert_eq!(doc["attempts"][0]["pg"]["tls"]["certificate"]["subject"], "CN=pgreach-lab");
+    let (doc, out) = analyze_json(&["--redact", "captures/tls12_wrong_password.pcap"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("pgreach-lab"));
+    assert_eq!(doc["attempts"][0]["pg"]["tls"]["certificate"]["subject"], "redacted");
+}
