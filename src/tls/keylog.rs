@@ -144,10 +144,15 @@ pub type MoreText = Box<dyn FnMut() -> String + Send>;
 
 /// A key log shared by the engine and its connections; the driver adds text,
 /// up front or, live, through a `MoreText` it installs.
+///
+/// One pointer wide: every tracked connection carries a copy.
 #[derive(Clone, Default)]
-pub struct KeyStore {
-    log: Arc<RwLock<KeyLog>>,
-    more: Arc<Mutex<Option<MoreText>>>,
+pub struct KeyStore(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    log: RwLock<KeyLog>,
+    more: Mutex<Option<MoreText>>,
 }
 
 impl fmt::Debug for KeyStore {
@@ -158,7 +163,7 @@ impl fmt::Debug for KeyStore {
 
 impl KeyStore {
     pub fn add_text(&self, text: &str) -> KeyLogRead {
-        match self.log.write() {
+        match self.0.log.write() {
             Ok(mut log) => log.add_text(text),
             Err(poisoned) => poisoned.into_inner().add_text(text),
         }
@@ -167,14 +172,14 @@ impl KeyStore {
     /// Installs the reader of text appended later (live): secrets may then
     /// come after their session's first packets.
     pub fn set_more_text(&self, more: MoreText) {
-        if let Ok(mut slot) = self.more.lock() {
+        if let Ok(mut slot) = self.0.more.lock() {
             *slot = Some(more);
         }
     }
 
     /// Whether secrets may still arrive after their session's packets.
     pub fn grows(&self) -> bool {
-        self.more.lock().is_ok_and(|m| m.is_some())
+        self.0.more.lock().is_ok_and(|m| m.is_some())
     }
 
     /// A copy of one session's secrets; when missing, the text appended
@@ -183,7 +188,7 @@ impl KeyStore {
         if let Some(found) = self.get(client_random) {
             return Some(found);
         }
-        let text = self.more.lock().ok()?.as_mut().map(|more| more())?;
+        let text = self.0.more.lock().ok()?.as_mut().map(|more| more())?;
         if text.is_empty() {
             return None;
         }
@@ -192,12 +197,12 @@ impl KeyStore {
     }
 
     fn get(&self, client_random: &[u8; 32]) -> Option<SessionSecrets> {
-        let log = self.log.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let log = self.0.log.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         log.get(client_random).cloned()
     }
 
     pub fn sessions(&self) -> usize {
-        self.log.read().map_or(0, |log| log.len())
+        self.0.log.read().map_or(0, |log| log.len())
     }
 }
 
