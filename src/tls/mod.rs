@@ -1,7 +1,8 @@
 //! TLS inside a PostgreSQL connection (after SSLRequest was answered `S`,
 //! or from a direct TLS ClientHello): the record layer's boundaries, the
-//! clear-text handshake, and what the encrypted records' shape says about
-//! the login.
+//! clear-text handshake, what the encrypted records' shape says about the
+//! login, and, with a key log's secrets, the records decrypted for the
+//! PostgreSQL decoder.
 
 mod decrypt;
 mod hello;
