@@ -203,6 +203,9 @@ fn tls_evidence(tls: &TlsSummary) -> Vec<String> {
         parts.push("TLS handshake not finished".to_owned());
     }
     parts.push(format!("records after the handshake: {}", tls.flights.describe()));
+    if let Some(answer) = tls.flights.last_answer_ms() {
+        parts.push(format!("the server's last answer after {}", ms(answer)));
+    }
     if let Some(login) = tls.login {
         let mark = if login.is_inference() { "[likely] " } else { "" };
         parts.push(format!("{mark}{}", login.reading()));

@@ -197,6 +197,17 @@ impl Flights {
         }
         words.join(" → ")
     }
+
+    /// Milliseconds from the client's last flight to the server flight that
+    /// answered it (among the first flights): how long the server took
+    /// over its last answer (an error comes at once; auth_delay shows here).
+    pub fn last_answer_ms(&self) -> Option<f64> {
+        self.first
+            .windows(2)
+            .rev()
+            .find(|pair| pair[0].side == Side::Client && pair[1].side == Side::Server)
+            .map(|pair| pair[1].at_ms - pair[0].at_ms)
+    }
 }
 
 #[cfg(test)]

@@ -116,6 +116,8 @@ fn ending_on_an_answer_after_authentication_is_tls_login_failed() {
     assert_eq!(a.outcome, Outcome::TlsLoginFailed);
     let tls = a.pg.as_ref().and_then(|pg| pg.tls.as_ref()).expect("tls summary");
     assert_eq!((tls.flights.client_flights, tls.flights.server_flights), (3, 3));
+    // Each built segment is 10 ms after the one before.
+    assert!((tls.flights.last_answer_ms().expect("an answer") - 10.0).abs() < 1e-6);
     assert_eq!(tls.server_alerts, 1);
     assert!(tls.handshake_done);
 }
