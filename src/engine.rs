@@ -19,6 +19,7 @@ use crate::legs::Legs;
 use crate::outcome::{Outcome, Side};
 use crate::record::AttemptRecord;
 use crate::time::Timestamp;
+use crate::tls::KeyStore;
 
 /// What the engine needs to know before the first packet.
 #[derive(Debug, Clone)]
@@ -35,6 +36,8 @@ pub struct Config {
     /// failed lookups are `dns_failed` attempts, beside the names clients
     /// were seen using.
     pub db_hosts: Vec<String>,
+    /// TLS secrets (a key log's text, added by the driver) to decrypt with.
+    pub keys: Option<KeyStore>,
 }
 
 impl Default for Config {
@@ -44,6 +47,7 @@ impl Default for Config {
             syn_timeout: Duration::from_secs(3),
             max_flows: 1_000_000,
             db_hosts: Vec::new(),
+            keys: None,
         }
     }
 }
@@ -333,11 +337,12 @@ impl Analyzer {
     }
 
     /// Starts tracking a new flow, making room first if the table is full.
-    fn open(&mut self, key: FlowKey, flow: Box<Flow>) {
+    fn open(&mut self, key: FlowKey, mut flow: Box<Flow>) {
         if self.flows.len() >= self.config.max_flows && !self.evict_one() {
             self.stats.untracked += 1;
             return;
         }
+        flow.keys.clone_from(&self.config.keys);
         self.next_id += 1;
         self.legs.on_new_attempt(key.1);
         self.flows.insert(key, flow);

@@ -13,6 +13,7 @@ use crate::record::{Answer, AttemptRecord, Note, SynEvidence, Traffic};
 use crate::seq::SeqNumber;
 use crate::stream::Stream;
 use crate::time::{millis, Timestamp};
+use crate::tls::KeyStore;
 
 /// How many SYN times an attempt keeps (Linux sends 7 by default).
 const MAX_SYN_TIMES: usize = 16;
@@ -138,6 +139,8 @@ pub struct Flow {
     pg: Option<Box<PgTrack>>,
     /// The deadline the engine's timer holds for this flow, if any.
     pub armed: Option<Timestamp>,
+    /// The key log to decrypt TLS with, if one was given.
+    pub keys: Option<KeyStore>,
 }
 
 impl Flow {
@@ -193,6 +196,7 @@ impl Flow {
             last_segment: [None, None],
             pg: None,
             armed: None,
+            keys: None,
         }
     }
 
@@ -475,7 +479,7 @@ impl Flow {
     fn establish(&mut self, seg: &TcpSegment<'_>, side: Side) -> Step {
         self.state = State::Established;
         if self.origin == Origin::Syn {
-            self.pg = Some(Box::new(PgTrack::new(self.client_isn, self.server_isn)));
+            self.pg = Some(Box::new(PgTrack::new(self.client_isn, self.server_isn, self.keys.clone())));
         }
         if seg.flags.rst || seg.flags.fin {
             return self.close(side, seg.flags.rst);
@@ -540,14 +544,14 @@ struct PgTrack {
 }
 
 impl PgTrack {
-    fn new(client_isn: Option<SeqNumber>, server_isn: Option<SeqNumber>) -> PgTrack {
+    fn new(client_isn: Option<SeqNumber>, server_isn: Option<SeqNumber>, keys: Option<KeyStore>) -> PgTrack {
         let mut streams = [Stream::default(), Stream::default()];
         for (stream, isn) in streams.iter_mut().zip([client_isn, server_isn]) {
             if let Some(isn) = isn {
                 stream.start_after_syn(isn);
             }
         }
-        PgTrack { streams, session: PgSession::default() }
+        PgTrack { streams, session: PgSession::with_keys(keys) }
     }
 
     /// For a connection the capture joined after its handshake.

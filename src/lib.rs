@@ -7,6 +7,7 @@
 //! - [`decode`]: a frame to a TCP segment or an ICMP error quoting one, never panicking.
 //! - [`stream`]: one direction's bytes in sequence order, bounded.
 //! - [`outcome`]: the words for how an attempt ended, shared by the layers below.
+//! - [`tls`]: TLS records inside a connection: handshake facts, the login's shape.
 //! - [`pg`]: the PostgreSQL protocol inside an established connection.
 //! - [`flow`]: one attempt's TCP state machine, feeding [`pg`].
 //! - [`record`]: a finished attempt with its evidence, the engine's output.
@@ -35,3 +36,4 @@ pub mod report;
 pub mod seq;
 pub mod stream;
 pub mod time;
+pub mod tls;

@@ -77,8 +77,14 @@ pub enum Outcome {
     AuthAbandoned,
     /// A CancelRequest connection.
     CancelRequest,
-    /// TLS or GSS encryption: the outcome is hidden.
+    /// TLS or GSS encryption: the outcome is hidden (or, for TLS, the
+    /// session went on past the login: likely logged in).
     Tls,
+    /// TLS: the server closed right after the client's first application
+    /// record (the startup message), before any authentication round trip.
+    TlsRejected,
+    /// TLS: the server closed after one or more authentication round trips.
+    TlsLoginFailed,
     /// The traffic on the port is not PostgreSQL.
     NotPostgres,
     /// The capture lost bytes before the outcome could be read.
@@ -92,7 +98,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 27] = [
+    pub const ALL: [Outcome; 29] = [
         Outcome::Success,
         Outcome::DnsFailed,
         Outcome::Refused,
@@ -114,6 +120,8 @@ impl Outcome {
         Outcome::AuthAbandoned,
         Outcome::CancelRequest,
         Outcome::Tls,
+        Outcome::TlsRejected,
+        Outcome::TlsLoginFailed,
         Outcome::NotPostgres,
         Outcome::Gap,
         Outcome::Probe,
@@ -145,6 +153,8 @@ impl Outcome {
             Outcome::AuthAbandoned => "auth_abandoned",
             Outcome::CancelRequest => "cancel_request",
             Outcome::Tls => "tls",
+            Outcome::TlsRejected => "tls_rejected",
+            Outcome::TlsLoginFailed => "tls_login_failed",
             Outcome::NotPostgres => "not_postgres",
             Outcome::Gap => "gap",
             Outcome::Probe => "probe",
@@ -173,7 +183,9 @@ impl Outcome {
             | Outcome::OtherError
             | Outcome::SslRefused
             | Outcome::ServerSilent
-            | Outcome::AuthTimeout => Column::LoginFailed,
+            | Outcome::AuthTimeout
+            | Outcome::TlsRejected
+            | Outcome::TlsLoginFailed => Column::LoginFailed,
             _ => Column::Other,
         }
     }

@@ -60,6 +60,9 @@ impl Default for Redactor {
     }
 }
 
+/// What replaces a TLS host name under --redact.
+const REDACTED: &str = "redacted";
+
 impl Redactor {
     /// Replaces every identifying value of one attempt.
     pub fn redact(&mut self, a: &mut AttemptRecord) {
@@ -96,6 +99,15 @@ impl Redactor {
         }
         for fields in pg.error.as_deref_mut().into_iter().chain(pg.first_notices.iter_mut()) {
             scrub_error(fields, &mut seen);
+        }
+        // Host names from the TLS handshake (SNI, the certificate's subject) name the server.
+        if let Some(tls) = pg.tls.as_deref_mut() {
+            if tls.hello.server_name.is_some() {
+                tls.hello.server_name = Some(REDACTED.to_owned());
+            }
+            if let Some(cert) = &mut tls.hello.certificate {
+                cert.subject = REDACTED.to_owned();
+            }
         }
     }
 

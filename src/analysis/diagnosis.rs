@@ -82,8 +82,12 @@ pub struct CaptureFacts {
 
 pub fn diagnose(s: &Summary, syn_timeout: Duration, capture: &CaptureFacts) -> Diagnosis {
     let mut outcomes: Vec<Outcome> = s.totals.outcomes().collect();
-    outcomes
-        .sort_by_key(|&o| (!o.is_failure(), std::cmp::Reverse(s.clients_with(o)), std::cmp::Reverse(s.totals.get(o))));
+    // An outcome seen only as libpq's retry after a failed TLS attempt is a
+    // consequence: it comes after the failures that are causes.
+    let only_retries = |o: Outcome| s.prefer_retries.causes_of(o).map(|(_, n)| n).sum::<u64>() >= s.totals.get(o);
+    outcomes.sort_by_key(|&o| {
+        (!o.is_failure(), only_retries(o), std::cmp::Reverse(s.clients_with(o)), std::cmp::Reverse(s.totals.get(o)))
+    });
     let findings = outcomes
         .into_iter()
         .map(|outcome| {
@@ -138,6 +142,46 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureF
     dns_evidence(s, outcome, d, &mut say);
     if outcome == Outcome::Refused {
         listen_evidence(s, &mut say);
+    }
+    for (facts, n) in &d.tls_facts {
+        say(Confidence::Certain, format!("{facts} ({n}×)"));
+    }
+    for (shape, n) in &d.tls_shapes {
+        say(Confidence::Certain, format!("encrypted records after the TLS handshake ({n}×): {shape}"));
+    }
+    if let Some(reading) = tls_reading(outcome) {
+        say(Confidence::Likely, reading.to_owned());
+    } else {
+        for (login, n) in &d.tls_logins {
+            let confidence = if login.is_inference() { Confidence::Likely } else { Confidence::Certain };
+            say(confidence, format!("{} ({n}×)", login.reading()));
+        }
+    }
+    for (retry, n) in s.prefer_retries.retries_of(outcome) {
+        say(
+            Confidence::Certain,
+            format!(
+                "{n}× the same client reconnected at once without TLS (libpq's sslmode=prefer retry) and got \
+                 {retry}: a consequence of this failure, not a second cause"
+            ),
+        );
+        if retry == Outcome::HbaRejected {
+            say(
+                Confidence::Likely,
+                "pg_hba.conf has no entry for unencrypted connections from these clients (hostssl only), so the \
+                 retry was refused; fix the TLS login's failure"
+                    .to_owned(),
+            );
+        }
+    }
+    for (cause, n) in s.prefer_retries.causes_of(outcome) {
+        say(
+            Confidence::Certain,
+            format!(
+                "{n}× this was libpq's retry without TLS (sslmode=prefer) right after a TLS attempt that ended \
+                 {cause}: that failure is the cause, this answer its consequence"
+            ),
+        );
     }
     for (label, names) in [("users", &d.users), ("databases", &d.databases), ("applications", &d.applications)] {
         if !names.names.is_empty() {
@@ -207,6 +251,22 @@ fn leg_verb(outcome: Outcome) -> String {
         }
         Outcome::TooManyClients => "were turned away (PostgreSQL's max_connections were taken)".to_owned(),
         other => format!("ended with {other}"),
+    }
+}
+
+/// What the TLS records' shape means for an encrypted outcome.
+fn tls_reading(outcome: Outcome) -> Option<&'static str> {
+    match outcome {
+        Outcome::TlsRejected => Some(
+            "the connection ended on the server's answer to the startup message, too long for an authentication \
+             request and too short for a login, with no authentication round trip: PostgreSQL refused the client \
+             before authentication",
+        ),
+        Outcome::TlsLoginFailed => Some(
+            "the client answered authentication requests and the connection ended on the server's answer, \
+             without the burst of messages a successful login sends: the login failed at or after authentication",
+        ),
+        _ => None,
     }
 }
 

@@ -166,10 +166,34 @@ pub fn explain(outcome: Outcome, syn_timeout: Duration) -> Explanation {
             "Nothing to fix; many of them point at statement timeouts or impatient users.",
         ),
         Outcome::Tls => e(
-            "not visible",
-            "The connection was encrypted (SSLRequest answered `S`, GSS encryption, or a direct TLS ClientHello): \
-             the login's outcome is hidden. Timings and who closed it are still shown.",
-            "Read the server log for these attempts, or capture where TLS ends.",
+            "not visible (a working session, where the records show one)",
+            "The connection was encrypted (SSLRequest answered `S`, GSS encryption, or a direct TLS ClientHello) \
+             and no key log decrypted it. Where the TLS records show a login-sized answer followed by more \
+             traffic, the session likely logged in; where the client closed on the server's first small answer, \
+             it was likely asked for a password it did not have (psql prompts, then reconnects).",
+            "Read the server log for these attempts, or give pgreach the clients' TLS key log (--keylog) to see \
+             the login itself.",
+        ),
+        Outcome::TlsRejected => e(
+            "FATAL before any password prompt: no pg_hba.conf entry / pg_hba.conf rejects connection / too many \
+             clients already / the database system is starting up or shutting down",
+            "Encrypted, so inferred from the TLS records: the connection ended on the server's answer to the \
+             client's first application record (its startup message), an answer too long for an authentication \
+             request and too short for a login: no authentication round trip. PostgreSQL does that when it refuses before authentication: a \
+             pg_hba.conf `reject` line or no matching `hostssl` line, all connection slots taken, a server \
+             starting up or shutting down; or, under trust authentication, a missing role or database.",
+            "Read the server log at these times for the FATAL; check pg_hba.conf's hostssl lines for these \
+             clients and the number of connections (`pg_stat_activity`). A --keylog from the client names the \
+             exact error.",
+        ),
+        Outcome::TlsLoginFailed => e(
+            "FATAL:  password authentication failed for user \"…\" (or: database \"…\" does not exist)",
+            "Encrypted, so inferred from the TLS records: the client answered one or more authentication \
+             requests and the connection then ended on the server's answer, without the burst of messages a \
+             successful login sends. That is a wrong password, a role that does not exist (PostgreSQL answers it like a \
+             wrong password), or a missing database or role checked after authentication.",
+            "Check the password the application uses and the server log line for this attempt, which says \
+             which it was. A --keylog from the client names the exact error.",
         ),
         Outcome::NotPostgres => e(
             "not a PostgreSQL conversation",

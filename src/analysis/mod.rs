@@ -8,6 +8,7 @@ mod explain;
 pub mod filter;
 pub mod identity;
 mod median;
+pub mod retry;
 pub mod summary;
 pub mod timeline;
 pub mod zone;

@@ -12,11 +12,13 @@ use std::time::Duration;
 use super::counts::OutcomeCounts;
 use super::identity::{Identity, Logins};
 use super::median::median;
+use super::retry::PreferRetries;
 use super::timeline::{Timeline, Window};
 use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, TcpOutcome};
 use crate::pg::pooler::PoolerAnswer;
 use crate::record::AttemptRecord;
 use crate::time::Timestamp;
+use crate::tls::{Decryption, LoginShape};
 
 /// Handshake samples kept per client for its median.
 const MAX_HANDSHAKE_SAMPLES: usize = 4096;
@@ -65,6 +67,12 @@ pub struct OutcomeDetail {
     pub server_legs: BTreeMap<(SocketAddr, Outcome), u64>,
     /// Attempts the client closed while waiting, with no message from the server.
     pub gave_up_waiting: u64,
+    /// Encrypted attempts: the TLS records' shape and who closed → attempts.
+    pub tls_shapes: BTreeMap<String, u64>,
+    /// Encrypted attempts: TLS version, cipher suite and certificate → attempts.
+    pub tls_facts: BTreeMap<String, u64>,
+    /// Encrypted attempts: what the records suggest about the login → attempts.
+    pub tls_logins: BTreeMap<LoginShape, u64>,
 }
 
 /// Attempts to one server address and port: (attempts, first start, last start).
@@ -192,6 +200,8 @@ pub struct Summary {
     /// failure: only the live view wants them).
     recent_failures: VecDeque<AttemptRecord>,
     keep_recent_failures: bool,
+    /// libpq's clear-text retries of failed TLS attempts.
+    pub prefer_retries: PreferRetries,
 }
 
 impl Summary {
@@ -219,6 +229,7 @@ impl Summary {
             pooler_legs: BTreeMap::new(),
             recent_failures: VecDeque::new(),
             keep_recent_failures: false,
+            prefer_retries: PreferRetries::default(),
         }
     }
 
@@ -237,6 +248,7 @@ impl Summary {
             }
             self.recent_failures.push_back(record.clone());
         }
+        self.prefer_retries.add(&record);
         self.totals.add(record.outcome);
         self.timeline.add(&record);
         if record.outcome == Outcome::Success {
@@ -414,6 +426,34 @@ impl Summary {
                 d.stopped_for_ms.push(ms);
             }
         }
+        if let Some(tls) = a.pg.as_ref().and_then(|pg| pg.tls.as_deref()) {
+            let closed = match a.session_end {
+                Some(SessionEnd::FinServer | SessionEnd::RstServer) => ", then the server closed",
+                Some(SessionEnd::FinClient | SessionEnd::RstClient) => ", then the client closed",
+                _ => "",
+            };
+            count_bounded(&mut d.tls_shapes, format!("{}{closed}", tls.flights.describe()));
+            let h = &tls.hello;
+            let mut facts = format!("TLS {}", h.version.as_deref().unwrap_or("version not seen"));
+            if let Some(cipher) = &h.cipher_suite {
+                facts.push_str(&format!(" {cipher}"));
+            }
+            if let Some(c) = &h.certificate {
+                let expired = if c.expired { ", EXPIRED at connection time" } else { "" };
+                facts.push_str(&format!(", certificate {} valid until {}{expired}", c.subject, c.not_after));
+            }
+            match tls.decryption {
+                Some(Decryption::Decrypted) => facts.push_str(", decrypted with the key log"),
+                Some(Decryption::NoKey) => facts.push_str(", no key in the key log"),
+                Some(Decryption::UnsupportedCipher) => facts.push_str(", cipher suite not decrypted"),
+                Some(Decryption::Failed) => facts.push_str(", the key log's secret did not decrypt every record"),
+                None => {}
+            }
+            count_bounded(&mut d.tls_facts, facts);
+            if let Some(login) = tls.login {
+                *d.tls_logins.entry(login).or_default() += 1;
+            }
+        }
         if let Some(startup) = a.pg.as_ref().map(|pg| &pg.startup) {
             if let Some(user) = &startup.user {
                 d.users.add(user);
@@ -438,6 +478,13 @@ impl Summary {
         let mut list: Vec<&AttemptRecord> = self.attempts.iter().collect();
         list.sort_by_key(|a| (a.start, a.id));
         list
+    }
+}
+
+/// Counts `key`, keeping at most `MAX_SOURCES` distinct keys.
+fn count_bounded(map: &mut BTreeMap<String, u64>, key: String) {
+    if map.contains_key(&key) || map.len() < MAX_SOURCES {
+        *map.entry(key).or_default() += 1;
     }
 }
 

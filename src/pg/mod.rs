@@ -7,5 +7,7 @@ pub mod framer;
 pub mod message;
 pub mod pooler;
 pub mod session;
+pub mod summary;
 
-pub use session::{Encryption, PgSession, PgSummary};
+pub use session::PgSession;
+pub use summary::{Encryption, PgSummary};

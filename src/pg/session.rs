@@ -2,19 +2,18 @@
 //! over both directions' messages, from the first startup packet to the end
 //! of the session, and the outcome it adds up to.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::classify::{classify_login_error, LoginStage};
 use super::framer::{Frame, FrameError, Framer, Mode, MAX_STARTUP_LEN};
-use super::message::{self, AuthRequest, ErrorFields, StartupPacket, StartupParams};
-use super::pooler::{self, PoolerAnswer};
+use super::message::{self, AuthRequest, StartupPacket};
+use super::pooler;
+use super::summary::{Encryption, PgSummary};
 use crate::outcome::{Outcome, Side};
 use crate::stream::Chunk;
 use crate::time::Timestamp;
+use crate::tls::{KeyStore, LoginShape, TlsTrack};
 
 /// Distinct SQLSTATEs counted per session; more are counted under "other".
 const MAX_ERROR_CODES: usize = 32;
@@ -73,89 +72,6 @@ impl fmt::Display for Phase {
     }
 }
 
-/// How encryption was negotiated, if it was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Encryption {
-    /// SSLRequest answered `N`: the client may go on in cleartext.
-    SslRefused,
-    /// SSLRequest answered `S`: TLS follows.
-    Ssl,
-    /// An old server answered SSLRequest with an ErrorResponse.
-    SslError,
-    /// The client started with a TLS ClientHello (`sslnegotiation=direct`).
-    DirectTls,
-    GssRefused,
-    Gss,
-}
-
-/// What the session showed, for the report. Never holds a password, a SASL
-/// message, an MD5 hash or a GSS token: those are recognised, not read.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct PgSummary {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub encryption: Option<Encryption>,
-    /// `3.0`, `3.2`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<String>,
-    #[serde(flatten)]
-    pub startup: StartupParams,
-    /// Authentication requests, in order (`md5`, `sasl (SCRAM-SHA-256)`, `ok`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub auth: Vec<String>,
-    /// Whether the client answered an authentication request.
-    pub credentials_sent: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub server_version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub in_hot_standby: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backend_pid: Option<u32>,
-    /// NegotiateProtocolVersion: the newest minor version the server supports.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub negotiated_minor: Option<u32>,
-    /// Milliseconds from the first SYN to ReadyForQuery.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub login_ms: Option<f64>,
-    /// The error that ended the login, or the FATAL that ended the session.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    /// Boxed: most sessions have none, and every tracked connection carries a summary.
-    pub error: Option<Box<ErrorFields>>,
-    /// The pooler whose own error ended the connection, and its setting to look at.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pooler: Option<PoolerAnswer>,
-    /// What the protocol cannot tell apart for this outcome.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ambiguity: Option<&'static str>,
-    /// Errors during the session (after login), by SQLSTATE.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub session_errors: BTreeMap<String, u32>,
-    pub notices: u32,
-    /// The first NoticeResponses, every field (a warning at login, say).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub first_notices: Vec<ErrorFields>,
-    /// The client sent Terminate.
-    pub terminate_sent: bool,
-    pub client_messages: u64,
-    pub server_messages: u64,
-    /// How far an unfinished login got (`startup message sent, no answer`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped_at: Option<String>,
-    /// Milliseconds it stayed there until the connection (or the capture) ended.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped_for_ms: Option<f64>,
-    /// Why this is not PostgreSQL, for `not_postgres`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub not_postgres: Option<String>,
-    /// Message framing was lost where the capture lost bytes.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub framing_lost: bool,
-    /// Times framing was found again after such a gap (at a segment that
-    /// starts with whole messages): later messages were still read.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub framing_resyncs: u32,
-}
-
 #[derive(Debug)]
 pub struct PgSession {
     phase: Phase,
@@ -177,6 +93,10 @@ pub struct PgSession {
     /// The capture began mid-session: per side (client, server), whether
     /// framing has been found yet. Always true for a session seen from its start.
     synced: [bool; 2],
+    /// The TLS records, once TLS has begun.
+    tls: Option<Box<TlsTrack>>,
+    /// The key log to decrypt TLS with, if one was given.
+    keys: Option<KeyStore>,
 }
 
 impl Default for PgSession {
@@ -194,11 +114,18 @@ impl Default for PgSession {
             client_spoke: false,
             fatal_after_ready: false,
             synced: [true, true],
+            tls: None,
+            keys: None,
         }
     }
 }
 
 impl PgSession {
+    /// A session seen from its start, with a key log to decrypt TLS with.
+    pub fn with_keys(keys: Option<KeyStore>) -> PgSession {
+        PgSession { keys, ..PgSession::default() }
+    }
+
     /// A session the capture joined after its login: taken as logged in,
     /// read from the first segment of each side that starts with messages.
     pub fn midstream() -> PgSession {
@@ -214,6 +141,33 @@ impl PgSession {
 
     /// Feeds the next in-order piece of one direction.
     pub fn on_chunk(&mut self, side: Side, chunk: Chunk<'_>, ts: Timestamp) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            match chunk {
+                Chunk::Data(data) => tls.on_data(side, data, ts),
+                Chunk::Gap(_) => tls.on_gap(side),
+            }
+            let plaintext = tls.take_plaintext();
+            if let (Chunk::Gap(n), true) = (chunk, tls.decrypting()) {
+                self.on_clear_chunk(side, Chunk::Gap(n), ts);
+            }
+            self.on_decrypted(plaintext, ts);
+            return;
+        }
+        self.on_clear_chunk(side, chunk, ts);
+    }
+
+    /// Decrypted application data: read on as if it were clear, from the startup message.
+    fn on_decrypted(&mut self, plaintext: Vec<(Side, Vec<u8>)>, ts: Timestamp) {
+        for (side, bytes) in plaintext {
+            if self.phase == Phase::Encrypted {
+                self.enter(Phase::AwaitStartup, ts);
+            }
+            self.on_clear_chunk(side, Chunk::Data(&bytes), ts);
+        }
+    }
+
+    /// Feeds the next in-order piece of one direction's PostgreSQL bytes.
+    fn on_clear_chunk(&mut self, side: Side, chunk: Chunk<'_>, ts: Timestamp) {
         if matches!(self.phase, Phase::Encrypted | Phase::Cancel | Phase::Foreign) {
             return;
         }
@@ -278,6 +232,9 @@ impl PgSession {
                 if reason == DIRECT_TLS {
                     self.enter(Phase::Encrypted, ts);
                     self.summary.encryption = Some(Encryption::DirectTls);
+                    let mut tls = Box::new(TlsTrack::new(ts, self.keys.clone()));
+                    tls.on_data(Side::Client, data, ts);
+                    self.tls = Some(tls);
                 } else {
                     self.foreign(reason.to_owned(), ts);
                 }
@@ -355,6 +312,9 @@ impl PgSession {
                         b'S' | b'G' => {
                             self.summary.encryption = Some(if gss { Encryption::Gss } else { Encryption::Ssl });
                             self.enter(Phase::Encrypted, ts);
+                            if !gss {
+                                self.tls = Some(Box::new(TlsTrack::new(ts, self.keys.clone())));
+                            }
                             return;
                         }
                         _ => self.enter(Phase::AwaitStartup, ts),
@@ -467,10 +427,27 @@ impl PgSession {
         };
         let waited = since.map_or(Duration::ZERO, |since| end.since(since));
         let undecided = if capture_ended { Outcome::CaptureEnded } else { Outcome::Incomplete };
+        // Records whose keys reached a live key log late are read now.
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.retry_keys();
+            let plaintext = tls.take_plaintext();
+            let end = self.ready_at.unwrap_or(start);
+            self.on_decrypted(plaintext, end);
+        }
+        let login = self.tls.take().and_then(|tls| {
+            let tls = tls.finish(capture_ended);
+            let login = tls.login;
+            self.summary.tls = Some(Box::new(tls));
+            login
+        });
         let outcome = match phase {
             Phase::Foreign => Outcome::NotPostgres,
             Phase::Cancel => Outcome::CancelRequest,
-            Phase::Encrypted => Outcome::Tls,
+            Phase::Encrypted => match login {
+                Some(LoginShape::RejectedAtStartup) => Outcome::TlsRejected,
+                Some(LoginShape::FailedAfterAuthentication) => Outcome::TlsLoginFailed,
+                _ => Outcome::Tls,
+            },
             Phase::LoginFailed => {
                 let error = self.summary.error.as_deref().cloned().unwrap_or_default();
                 let (by_sqlstate, ambiguity) = classify_login_error(&error, self.login_error_stage);
@@ -544,10 +521,6 @@ const DIRECT_TLS: &str = "TLS ClientHello";
 const NOT_FROM_POSTGRES: &str =
     "the error lacks the source file, line and routine PostgreSQL sends with every error: a \
      pooler or proxy wrote it, in words pgreach does not know; its message says what happened";
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
 
 /// Message types a client sends after the startup packet.
 fn is_client_tag(tag: u8) -> bool {

@@ -10,6 +10,7 @@ use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, UnreachableKind};
 use crate::pg::{Encryption, PgSummary};
 use crate::record::AttemptRecord;
 use crate::time::short;
+use crate::tls::{Decryption, TlsSummary};
 
 /// The one fact that decided an attempt's outcome, briefly: what the
 /// server said, who answered the SYN, or how long the client waited.
@@ -178,6 +179,51 @@ fn pg_evidence(pg: &PgSummary) -> Vec<String> {
     }
     if pg.framing_lost {
         parts.push("framing lost at a capture gap".to_owned());
+    }
+    if let Some(tls) = &pg.tls {
+        parts.extend(tls_evidence(tls));
+    }
+    parts
+}
+
+/// What the TLS layer showed: version, cipher, certificate, the records
+/// after the handshake and what they suggest.
+fn tls_evidence(tls: &TlsSummary) -> Vec<String> {
+    let mut parts = Vec::new();
+    let h = &tls.hello;
+    if let Some(v) = &h.version {
+        parts.push(format!("TLS {v} {}", h.cipher_suite.as_deref().unwrap_or("")).trim_end().to_owned());
+    }
+    if let Some(alpn) = &h.alpn {
+        parts.push(format!("ALPN {alpn}"));
+    }
+    if let Some(c) = &h.certificate {
+        let expired = if c.expired { " (EXPIRED at connection time)" } else { "" };
+        parts.push(format!("certificate {} valid until {}{expired}", c.subject, c.not_after));
+    }
+    if let Some(alert) = &tls.alert {
+        parts.push(format!("alert {alert}"));
+    }
+    match tls.decryption {
+        Some(Decryption::Decrypted) => parts.push("decrypted with the key log".to_owned()),
+        Some(Decryption::NoKey) => parts.push("no key for this session in the key log".to_owned()),
+        Some(Decryption::UnsupportedCipher) => parts.push("cipher suite not decrypted (AEAD suites only)".to_owned()),
+        Some(Decryption::Failed) => parts.push("the key log's secret did not decrypt every record".to_owned()),
+        None => {}
+    }
+    if !tls.handshake_done {
+        parts.push("TLS handshake not finished".to_owned());
+    }
+    parts.push(format!("records after the handshake: {}", tls.flights.describe()));
+    if let Some(answer) = tls.flights.last_answer_ms() {
+        parts.push(format!("the server's last answer after {}", ms(answer)));
+    }
+    if let Some(login) = tls.login {
+        let mark = if login.is_inference() { "[likely] " } else { "" };
+        parts.push(format!("{mark}{}", login.reading()));
+    }
+    if let Some(lost) = &tls.records_lost {
+        parts.push(format!("TLS records lost ({lost})"));
     }
     parts
 }

@@ -44,6 +44,18 @@ const SCENARIOS: &[&str] = &[
     "pgbouncer_server_down",
     "pgbouncer_server_down_any",
     "pgpool",
+    "tls_login",
+    "tls_wrong_password",
+    "tls_database_missing",
+    "tls_hba_reject",
+    "tls_too_many_clients",
+    "tls12_wrong_password",
+    "tls_password_prompt",
+    "tls_keylog_login",
+    "tls_keylog_wrong_password",
+    "tls_keylog_database_missing",
+    "tls12_keylog_wrong_password",
+    "tls12_keylog_chacha_login",
 ];
 
 fn client_ip(socket: &str) -> String {
@@ -67,6 +79,7 @@ fn check_scenario(name: &str) {
     assert!(out.status.success(), "{name}: exit {:?}, stderr {}", out.status, stderr(&out));
     assert!(stderr(&out).is_empty(), "{name}: error lines: {}", stderr(&out));
 
+    check_without_keys(name, &expected, &pcap);
     let mut actual: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     let (legs, attempts): (Vec<&Value>, Vec<&Value>) =
         doc["attempts"].as_array().expect("attempts").iter().partition(|a| a["pooler_leg"] == true);
@@ -130,12 +143,46 @@ fn check_scenario(name: &str) {
             if let Some(errors) = w.get("session_errors") {
                 assert_eq!(&g["pg"]["session_errors"], errors, "{at}: session errors");
             }
+            if let Some(version) = w.get("tls_version") {
+                assert_eq!(&g["pg"]["tls"]["version"], version, "{at}: TLS version");
+            }
+            if let Some(subject) = w.get("certificate_subject") {
+                assert_eq!(&g["pg"]["tls"]["certificate"]["subject"], subject, "{at}: certificate subject");
+                assert_eq!(g["pg"]["tls"]["certificate"]["expired"], false, "{at}: the lab's certificate is new");
+            }
+            if extra.iter().any(|a| a == "--keylog") && w.get("encryption").is_some_and(|e| e == "ssl") {
+                assert_eq!(g["pg"]["tls"]["decryption"], "decrypted", "{at}: decrypted with the key log");
+            }
             if let Some(min) = w.get("min_syns").and_then(Value::as_u64) {
                 let syns = g["syn"]["count"].as_u64().unwrap_or(0);
                 assert!(syns >= min, "{at}: {syns} SYNs, expected at least {min}");
             }
         }
     }
+}
+
+/// Captures analyzed with a key log give, without it, what the TLS records
+/// alone say, as the recorder staged it.
+fn check_without_keys(name: &str, expected: &Value, pcap: &str) {
+    let wanted: Vec<(&str, &str)> = expected["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .filter_map(|e| Some((e["client"].as_str()?, e.get("outcome_without_keys")?.as_str()?)))
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let (doc, out) = analyze_json(&[pcap]);
+    assert!(out.status.success(), "{name} without keys: {}", stderr(&out));
+    let got: Vec<(String, &str)> = doc["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| (client_ip(a["client"].as_str().unwrap_or("")), a["outcome"].as_str().unwrap_or("?")))
+        .collect();
+    let got: Vec<(&str, &str)> = got.iter().map(|(c, o)| (c.as_str(), *o)).collect();
+    assert_eq!(got, wanted, "{name}: outcomes without the key log");
 }
 
 macro_rules! scenario_tests {
@@ -181,7 +228,19 @@ scenario_tests!(
     pgbouncer_query_wait_timeout,
     pgbouncer_server_down,
     pgbouncer_server_down_any,
-    pgpool
+    pgpool,
+    tls_login,
+    tls_wrong_password,
+    tls_database_missing,
+    tls_hba_reject,
+    tls_too_many_clients,
+    tls12_wrong_password,
+    tls_password_prompt,
+    tls_keylog_login,
+    tls_keylog_wrong_password,
+    tls_keylog_database_missing,
+    tls12_keylog_wrong_password,
+    tls12_keylog_chacha_login
 );
 
 /// No capture in captures/ goes unchecked: each has an expected file and a test above.

@@ -172,6 +172,8 @@ pub fn pgreach_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .current_dir(project_root())
         // Reports say when they were made; the examples are made at this time.
         .env("SOURCE_DATE_EPOCH", EXAMPLES_MADE_AT)
+        // A key log in the environment would change what the tests see.
+        .env_remove("SSLKEYLOGFILE")
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -275,6 +275,14 @@ impl Lab {
         Ok(())
     }
 
+    /// Replaces pg_hba.conf (`None`: the lab's own) and reloads.
+    pub fn hba(&self, lines: Option<&str>) -> Result<()> {
+        std::fs::write(self.data_dir.join("pg_hba.conf"), lines.unwrap_or(HBA))?;
+        self.sql("SELECT pg_reload_conf();")?;
+        sleep(Duration::from_millis(500));
+        Ok(())
+    }
+
     /// pgbench's tables, readable by app_scram.
     pub fn pgbench_tables(&self) -> Result<()> {
         sh(&format!("su postgres -c '{PG_BIN}/pgbench -i -s 1 -q -h {WORK} postgres' >/dev/null 2>&1"))?;

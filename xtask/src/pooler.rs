@@ -411,6 +411,9 @@ fn silent_or_timed_out(client: &str, outcome: &'static str, r: &ClientResult) ->
         encryption: None,
         session_errors: None,
         pooler: None,
+        tls_version: None,
+        certificate_subject: None,
+        outcome_without_keys: None,
         client_saw: crate::record::first_line(&r.error),
     }
 }

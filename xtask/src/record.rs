@@ -13,6 +13,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+mod keylog;
+mod tls;
+
 use crate::lab::{finished, sh, Capture, Client, ClientResult, Lab, Psql, Sniffer, SERVER_V4, SERVER_V6};
 
 /// One expected attempt, in the order the client made them.
@@ -48,6 +51,16 @@ pub(crate) struct Expected {
     /// The pooler that answered in PostgreSQL's place.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) pooler: Option<&'static str>,
+    /// For TLS connections: the version staged, and the certificate subject
+    /// where the handshake shows it (TLS 1.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_version: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) certificate_subject: Option<&'static str>,
+    /// For captures analyzed with a key log: the outcome the TLS records
+    /// alone should give, without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) outcome_without_keys: Option<&'static str>,
     /// What libpq said, for the record.
     pub(crate) client_saw: String,
 }
@@ -172,6 +185,9 @@ impl Recorder<'_> {
             encryption: None,
             session_errors: None,
             pooler: None,
+            tls_version: None,
+            certificate_subject: None,
+            outcome_without_keys: None,
             client_saw: if r.ok { "connected".to_owned() } else { first_line(&r.error) },
         })
     }
@@ -206,12 +222,15 @@ impl Recorder<'_> {
                 min_syns: None,
                 sqlstate: want.sqlstate,
                 // Refused or encrypted before the startup message: no user on the wire.
-                user: (!matches!(want.outcome, "ssl_refused" | "tls")).then(|| p.user.to_owned()),
+                user: (want.encryption != Some("ssl") && want.outcome != "ssl_refused").then(|| p.user.to_owned()),
                 auth: want.auth,
                 encryption: want.encryption,
                 session_errors: (!want.session_errors.is_empty())
                     .then(|| want.session_errors.iter().copied().collect()),
                 pooler: None,
+                tls_version: None,
+                certificate_subject: None,
+                outcome_without_keys: None,
                 client_saw: if r.ok { "connected".to_owned() } else { first_line(&r.error) },
             });
         }
@@ -349,6 +368,8 @@ fn scenarios() -> Vec<(&'static str, &'static str, Vec<&'static str>, Scenario)>
         ),
     ];
     all.extend(crate::pooler::scenarios());
+    all.extend(tls::scenarios());
+    all.extend(keylog::scenarios());
     all
 }
 
@@ -558,6 +579,9 @@ fn midstream(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
             encryption: None,
             session_errors: None,
             pooler: None,
+            tls_version: None,
+            certificate_subject: None,
+            outcome_without_keys: None,
             client_saw: "connected before the capture started".to_owned(),
         });
         rec.attempt(&c, false, 5432, Staged::Connects)

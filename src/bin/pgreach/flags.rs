@@ -13,6 +13,7 @@ use pgreach::analysis::zone::Zone;
 use pgreach::engine::Config;
 use pgreach::outcome::Outcome;
 use pgreach::report::Format;
+use pgreach::tls::KeyStore;
 
 /// Why can't my clients connect to PostgreSQL? Follows every TCP connection
 /// to the PostgreSQL port in packet captures, or live on an interface, and
@@ -161,6 +162,10 @@ pub struct ReportArgs {
     /// The timeline's bucket width (default: chosen from the capture's span).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub bucket: Option<Duration>,
+    /// A TLS key log (NSS format, as SSLKEYLOGFILE writes) to decrypt TLS sessions with (repeatable;
+    /// SSLKEYLOGFILE is read too). Live, the file is followed as it grows.
+    #[arg(long = "keylog", value_name = "FILE")]
+    pub keylogs: Vec<PathBuf>,
 }
 
 /// `--format`: clap reads the doc lines as its help.
@@ -194,13 +199,14 @@ impl From<FormatArg> for Format {
 }
 
 impl ReportArgs {
-    /// The engine's configuration.
-    pub fn engine_config(&self) -> Config {
+    /// The engine's configuration, with the key logs' secrets, if any.
+    pub fn engine_config(&self, keys: Option<KeyStore>) -> Config {
         Config {
             server_ports: self.ports.clone(),
             syn_timeout: self.syn_timeout,
             max_flows: usize::try_from(self.max_flows).unwrap_or(usize::MAX),
             db_hosts: self.db_hosts.clone(),
+            keys,
         }
     }
 }

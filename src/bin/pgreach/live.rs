@@ -56,6 +56,16 @@ pub fn live(args: LiveArgs) -> ExitCode {
     // -o is created before the drop too, wherever root may write.
     let view = io::stdout().is_terminal() && Format::from(r.format) != Format::Ndjson;
     let Some(output) = open_output(r, args.filter.as_deref(), view) else { return ExitCode::from(crate::EXIT_USAGE) };
+    // Key logs are read, and opened for following, while still privileged.
+    let keylogs = crate::keylog::paths(&r.keylogs);
+    let keys = match crate::keylog::load(&keylogs) {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("pgreach: {e}");
+            return ExitCode::from(crate::EXIT_USAGE);
+        }
+    };
+    let keylog_ends = crate::keylog::open_ends(&keylogs);
     match capture.drop_privileges(&args.user) {
         Ok(true) => eprintln!("pgreach: capturing on {} as user {}", args.interface, args.user),
         Ok(false) => eprintln!("pgreach: capturing on {}", args.interface),
@@ -87,7 +97,10 @@ pub fn live(args: LiveArgs) -> ExitCode {
             ColorWhen::Auto => colour_allowed(),
         },
     };
-    let mut analyzer = Analyzer::new(r.engine_config());
+    if let Some(store) = &keys {
+        crate::keylog::follow(store, keylog_ends);
+    }
+    let mut analyzer = Analyzer::new(r.engine_config(keys));
     let stop_when = StopWhen { duration: args.duration, count: args.count };
     let (_, status) = runtime.block_on(async {
         if let (Some(listener), Some(m)) = (metrics_listener, metrics.clone()) {

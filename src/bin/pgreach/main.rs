@@ -4,6 +4,7 @@
 
 mod docs;
 mod flags;
+mod keylog;
 mod live;
 mod view;
 
@@ -44,7 +45,14 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let mut analyzer = Analyzer::new(args.report.engine_config());
+    let keys = match keylog::load(&keylog::paths(&args.report.keylogs)) {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("pgreach: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let mut analyzer = Analyzer::new(args.report.engine_config(keys));
     let mut problems = Problems::default();
     let Some(mut output) = open_output(&args.report, inputs.filter.as_deref(), false) else {
         return ExitCode::from(EXIT_USAGE);
