@@ -9,6 +9,7 @@ mod decode;
 mod dns;
 mod engine;
 mod formats;
+mod hostile;
 mod listen;
 mod live;
 mod poolers;
