@@ -21,6 +21,10 @@ struct Source {
     link: LinkType,
     /// Packets read so far (the number of the pending one).
     read: u64,
+    /// A classic pcap file, whose 32-bit seconds are unsigned (to 2106);
+    /// libpcap sign-extends them, which would date a packet after
+    /// 2038-01-19 in 1901.
+    unsigned_seconds: bool,
     pending: Option<Timestamp>,
     frame: Vec<u8>,
     /// Why the thread feeding libpcap's pipe (gzip, standard input) stopped
@@ -36,7 +40,11 @@ impl Source {
         let error = match self.capture.next_packet() {
             Ok(packet) => {
                 self.read += 1;
-                let ts = Timestamp::from_secs_nanos(packet.header.ts.tv_sec, packet.header.ts.tv_usec);
+                let mut secs = packet.header.ts.tv_sec;
+                if self.unsigned_seconds && secs < 0 {
+                    secs = i64::from(secs as u32);
+                }
+                let ts = Timestamp::from_secs_nanos(secs, packet.header.ts.tv_usec);
                 self.frame.clear();
                 self.frame.extend_from_slice(packet.data);
                 self.pending = Some(ts);
@@ -158,5 +166,16 @@ fn open(path: &str, filter: Option<&str>, problems: &mut Problems) -> Result<Opt
     if let Some(expr) = filter {
         capture.filter(expr, true).map_err(|e| FilterError { expr: expr.to_owned(), reason: e.to_string() })?;
     }
-    Ok(Some(Source { name: path.to_owned(), capture, link, read: 0, pending: None, frame: Vec::new(), feeder_failed }))
+    // libpcap reports pcapng files as version 1, classic pcap as 2.
+    let unsigned_seconds = capture.major_version() == 2;
+    Ok(Some(Source {
+        name: path.to_owned(),
+        capture,
+        link,
+        read: 0,
+        unsigned_seconds,
+        pending: None,
+        frame: Vec::new(),
+        feeder_failed,
+    }))
 }

@@ -9,12 +9,13 @@ use super::{csv, html, json, markdown, ndjson, text, Format, Report};
 use crate::analysis::counts::OutcomeCounts;
 use crate::analysis::filter::Filter;
 use crate::analysis::summary::Summary;
+use crate::analysis::timeline::MAX_SHOWN;
 use crate::analysis::zone::Zone;
 use crate::capture::CaptureCounters;
 use crate::engine::Stats;
 use crate::record::AttemptRecord;
 use crate::redact::Redactor;
-use crate::time::Timestamp;
+use crate::time::{short, Timestamp};
 
 /// Clients kept in the per-client summary; further ones are counted together.
 const MAX_CLIENTS: usize = 100_000;
@@ -131,9 +132,17 @@ impl Output {
         stats: &'a Stats,
         files: &'a [String],
         problems: Vec<String>,
-        input_notes: Vec<String>,
+        mut input_notes: Vec<String>,
         capture: Option<CaptureCounters>,
     ) -> Report<'a> {
+        if let Some((asked, shown)) = self.summary.timeline.widened() {
+            input_notes.push(format!(
+                "timeline buckets widened from {} to {}: the capture's span would need more than {} of them",
+                short(asked),
+                short(shown),
+                MAX_SHOWN
+            ));
+        }
         Report {
             summary: &self.summary,
             stats,

@@ -17,4 +17,5 @@ mod postgres;
 mod recovery;
 mod reports;
 mod tidy;
+mod timestamps;
 mod util;
