@@ -20,7 +20,7 @@ const PASSWORD: &str = "live-test-secret";
 
 /// Whether this test can run: root, with PostgreSQL 15. Outside CI a
 /// machine without them skips; in CI that is a failure.
-fn can_run(what: &str) -> bool {
+pub(crate) fn can_run(what: &str) -> bool {
     let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     let ok = root && Path::new(PG_BIN).join("postgres").exists();
     if !ok {
@@ -30,11 +30,11 @@ fn can_run(what: &str) -> bool {
     ok
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-fn run_ok(cmd: &mut Command) -> Output {
+pub(crate) fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
@@ -113,14 +113,14 @@ impl Drop for PgServer {
 }
 
 /// A running `pgreach live`, its standard output and error read by threads.
-struct LiveRun {
+pub(crate) struct LiveRun {
     child: Child,
     stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
 }
 
 impl LiveRun {
-    fn start(prefix: &[&str], args: &[&str]) -> LiveRun {
+    pub(crate) fn start(prefix: &[&str], args: &[&str]) -> LiveRun {
         let mut cmd = Command::new(prefix.first().copied().unwrap_or(env!("CARGO_BIN_EXE_pgreach")));
         if !prefix.is_empty() {
             cmd.args(&prefix[1..]).arg(env!("CARGO_BIN_EXE_pgreach"));
@@ -155,12 +155,12 @@ impl LiveRun {
         run
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Ctrl-C, then everything it printed; asserts it exits 0.
-    fn interrupt(self) -> String {
+    pub(crate) fn interrupt(self) -> String {
         let (status, stdout, stderr) = self.stop_with("-INT");
         assert!(status.success(), "exit {status:?}: {stderr:?}");
         stdout

@@ -120,19 +120,27 @@ impl LiveCapture {
         Ok(LiveCapture { capture, link, savefile, interface })
     }
 
+    /// Whether [`Self::drop_privileges`] will change user.
+    pub fn will_drop_privileges(&self, user: &str) -> bool {
+        nix::unistd::getuid().is_root() && user != "root"
+    }
+
     /// Started as root: become `user` now that the capture and the first
-    /// `-w` file are open (that file is handed to the user, so rotation
-    /// files and it have one owner). Returns whether privileges changed.
+    /// `-w` file are open. That file is renamed into place first (the user
+    /// may not write in its directory) and handed to the user through its
+    /// open descriptor, never by name, so that rotation files and it have
+    /// one owner. Returns whether privileges changed.
     pub fn drop_privileges(&mut self, user: &str) -> Result<bool, LiveError> {
-        use nix::unistd::{getuid, setgid, setgroups, setuid, User};
-        if !getuid().is_root() || user == "root" {
+        use nix::unistd::{setgid, setgroups, setuid, User};
+        if !self.will_drop_privileges(user) {
             return Ok(false);
         }
         let fail = |reason: String| LiveError::Privileges { user: user.to_owned(), reason };
         let account =
             User::from_name(user).map_err(|e| fail(e.to_string()))?.ok_or_else(|| fail("no such user".into()))?;
-        if let Some(s) = &self.savefile {
-            std::os::unix::fs::chown(s.current_path(), Some(account.uid.as_raw()), Some(account.gid.as_raw()))
+        if let Some(s) = &mut self.savefile {
+            s.publish().map_err(|e| fail(format!("cannot put the -w file in place: {e}")))?;
+            s.hand_to(account.uid.as_raw(), account.gid.as_raw())
                 .map_err(|e| fail(format!("cannot hand the -w file to it: {e}")))?;
         }
         setgroups(&[account.gid]).map_err(|e| fail(e.to_string()))?;
@@ -201,7 +209,7 @@ fn spawn_reader(
             }
         }
         if let Some(s) = &mut live.savefile {
-            if let Err(e) = s.flush() {
+            if let Err(e) = s.publish() {
                 let _ = tx.blocking_send(FromCapture::Problem(format!("-w: {e}")));
             }
         }
