@@ -372,3 +372,45 @@ fn tcpdump_habits_read_files_with_r_and_a_trailing_filter() {
     assert_eq!(none.status.code(), Some(2));
     assert!(stderr(&none).contains("-r FILE"), "{}", stderr(&none));
 }
+
+#[test]
+fn every_option_is_checked_before_anything_is_read() {
+    let incident = "captures/incident.pcap";
+    let cases: &[(&[&str], &str)] = &[
+        (&["--bucket", "0s"], "at least 1ms"),
+        (&["--bucket", "1us"], "at least 1ms"),
+        (&["--bucket", "soon"], "not a duration"),
+        (&["--since", "2026-11-24T10:00:00Z", "--until", "2026-11-24T09:00:00Z"], "--since must be before --until"),
+        (&["--since", "+5m", "--until", "+1m"], "--since must be before --until"),
+        (&["--syn-timeout", "0s"], "at least 1ms"),
+        (&["--syn-timeout", "3h"], "at most 1h"),
+        (&["-p", "0"], "not in 1..=65535"),
+        (&["-p", "65536"], "65536"),
+        (&["--max-rows", "0"], "not in 1..="),
+        (&["--max-listed", "99999999999"], "not in 0..="),
+        (&["--max-flows", "0"], "0"),
+    ];
+    for (args, says) in cases {
+        let mut full = vec!["analyze"];
+        full.extend_from_slice(args);
+        full.push(incident);
+        let out = pgreach(&full);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?} wrote a report");
+    }
+    let live: &[(&[&str], &str)] = &[
+        (&["-i", "lo", "-C", "99999999999999", "-w", "/nonexistent/x"], "--rotate"),
+        (&["-i", "lo", "--metrics", "127.0.0.1:0"], "port 0"),
+        (&["-i", "lo", "-c", "0"], "--count"),
+        (&["-i", "lo", "--duration", "0s"], "at least 1ms"),
+        (&["-i", ""], "--interface"),
+    ];
+    for (args, says) in live {
+        let mut full = vec!["live"];
+        full.extend_from_slice(args);
+        let out = pgreach(&full);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+}

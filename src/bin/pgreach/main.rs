@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use flags::{AnalyzeArgs, Cli, ColorWhen, Command, ReportArgs};
@@ -28,6 +28,15 @@ const PROGRESS_AFTER: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let report = match &cli.command {
+        Command::Analyze(a) => Some(&a.report),
+        Command::Live(l) => Some(&l.report),
+        _ => None,
+    };
+    if let Err(message) = report.map_or(Ok(()), ReportArgs::check) {
+        // clap's form and exit code (2), as for any other wrong flag.
+        Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message).exit();
+    }
     match cli.command {
         Command::Analyze(args) => analyze(args),
         Command::Live(args) => live::live(args),
