@@ -8,7 +8,7 @@ use std::io;
 use std::sync::mpsc;
 
 use super::gzip::{self, Readable};
-use super::{FilterError, Problem, Problems, UnsupportedLink};
+use super::{Damage, FilterError, Problem, Problems, UnsupportedLink};
 use crate::decode::LinkType;
 use crate::engine::Analyzer;
 use crate::record::AttemptRecord;
@@ -21,6 +21,8 @@ struct Source {
     link: LinkType,
     /// Packets read so far (the number of the pending one).
     read: u64,
+    /// Bytes of packet data read so far.
+    bytes: u64,
     /// A classic pcap file, whose 32-bit seconds are unsigned (to 2106);
     /// libpcap sign-extends them, which would date a packet after
     /// 2038-01-19 in 1901.
@@ -40,6 +42,7 @@ impl Source {
         let error = match self.capture.next_packet() {
             Ok(packet) => {
                 self.read += 1;
+                self.bytes += packet.data.len() as u64;
                 let mut secs = packet.header.ts.tv_sec;
                 if self.unsigned_seconds && secs < 0 {
                     secs = i64::from(secs as u32);
@@ -63,16 +66,22 @@ impl Source {
             pcap::Error::PcapError(msg) if msg.contains("header bytes") => {
                 problems.trailing_fragment.push(self.name.clone());
             }
+            // An impossible record length or a cut record: libpcap cannot
+            // find the next record, so the file ends here; what came
+            // before is whole and stays in the report.
             e => self.fail(problems, &e),
         }
     }
 
-    /// The rest of this file cannot be read.
+    /// The rest of this file cannot be read (a damaged record, or the
+    /// decompression failed): what came before is analyzed.
     fn fail(&self, problems: &mut Problems, e: &dyn std::fmt::Display) {
-        problems.file_errors.push(Problem {
+        problems.damaged.push(Damage {
             file: self.name.clone(),
-            packet: Some(self.read + 1),
-            message: format!("cannot read further, the rest of this file is skipped: {e}"),
+            packet: self.read + 1,
+            reason: e.to_string(),
+            analyzed_packets: self.read,
+            analyzed_bytes: self.bytes,
         });
     }
 }
@@ -173,6 +182,7 @@ fn open(path: &str, filter: Option<&str>, problems: &mut Problems) -> Result<Opt
         capture,
         link,
         read: 0,
+        bytes: 0,
         unsigned_seconds,
         pending: None,
         frame: Vec::new(),

@@ -105,15 +105,18 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
     match written {
         Err(code) => code,
         Ok(()) if !matched && problems.has_file_errors() => ExitCode::from(EXIT_INPUT),
+        Ok(()) if !matched && problems.has_damage() => ExitCode::from(EXIT_DAMAGED),
         Ok(()) => exit_status(matched),
     }
 }
 
-/// Exit statuses (the README lists them): an input could not be read (all of
-/// it, or some of it), a flag or the set-up was wrong, `--fail-on` matched.
+/// Exit statuses (the README lists them): an input could not be used, a
+/// flag or the set-up was wrong, `--fail-on` matched, an input was read
+/// only up to a damaged record (the report is whole for what came before).
 const EXIT_INPUT: u8 = 1;
 pub(crate) const EXIT_USAGE: u8 = 2;
 const EXIT_FAIL_ON: u8 = 3;
+const EXIT_DAMAGED: u8 = 4;
 
 /// Success, or `--fail-on`'s status when it matched.
 pub(crate) fn exit_status(fail_on_matched: bool) -> ExitCode {
