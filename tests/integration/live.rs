@@ -121,9 +121,14 @@ pub(crate) struct LiveRun {
 
 impl LiveRun {
     pub(crate) fn start(prefix: &[&str], args: &[&str]) -> LiveRun {
-        let mut cmd = Command::new(prefix.first().copied().unwrap_or(env!("CARGO_BIN_EXE_pgreach")));
+        LiveRun::start_exe(env!("CARGO_BIN_EXE_pgreach"), prefix, args)
+    }
+
+    /// Runs `exe` (a copy of pgreach) rather than the built binary.
+    pub(crate) fn start_exe(exe: &str, prefix: &[&str], args: &[&str]) -> LiveRun {
+        let mut cmd = Command::new(prefix.first().copied().unwrap_or(exe));
         if !prefix.is_empty() {
-            cmd.args(&prefix[1..]).arg(env!("CARGO_BIN_EXE_pgreach"));
+            cmd.args(&prefix[1..]).arg(exe);
         }
         let mut child = cmd
             .arg("live")

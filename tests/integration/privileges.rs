@@ -1,10 +1,12 @@
 //! `pgreach live` as an attacker on the same machine would try it: symlinks
-//! planted at the -w and -o paths are replaced, never followed.
+//! planted at the -w and -o paths are replaced, never followed; installed
+//! with file capabilities it keeps none while it parses packets.
 
 use std::net::TcpStream;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Command;
 
-use crate::live::{can_run, free_port, LiveRun};
+use crate::live::{can_run, free_port, run_ok, LiveRun};
 use crate::util::{pgreach, stderr, temp_file};
 
 #[test]
@@ -65,4 +67,52 @@ fn w_and_o_naming_one_file_are_refused() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("name the same file"), "{}", stderr(&out));
     assert!(!same.exists());
+}
+
+/// The capability sets of a running process, from /proc/PID/status.
+fn capability_sets(pid: u32) -> Vec<(String, String)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .filter(|l| ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"].iter().any(|k| l.starts_with(k)))
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.to_owned(), v.trim().to_owned())
+        })
+        .collect()
+}
+
+/// Installed with setcap as the README says and run as an ordinary user,
+/// pgreach keeps no capability once the capture is open, and still captures.
+#[test]
+fn file_capabilities_are_dropped_once_the_capture_is_open() {
+    if !can_run("capability drop") {
+        return;
+    }
+    if Command::new("setcap").arg("-v").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI has setcap (libcap2-bin, in setup.sh)");
+        eprintln!("SKIPPED capability drop: setcap is not installed (apt-get install libcap2-bin)");
+        return;
+    }
+    let dir = temp_file("setcap", b"");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.join("pgreach");
+    std::fs::copy(env!("CARGO_BIN_EXE_pgreach"), &exe).unwrap();
+    let exe = exe.to_str().unwrap();
+    run_ok(Command::new("setcap").args(["cap_net_raw,cap_net_admin=eip", exe]));
+    let closed = free_port();
+    // setpriv execs (no fork), so the child is pgreach itself, as nobody.
+    let prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"];
+    let live = LiveRun::start_exe(exe, &prefix, &["-i", "lo", "-p", &closed.to_string(), "--format", "json"]);
+    let sets = capability_sets(live.pid());
+    assert_eq!(sets.len(), 4, "{sets:?}");
+    for (set, value) in &sets {
+        assert_eq!(value, "0000000000000000", "{set} after the drop: {sets:?}");
+    }
+    assert!(TcpStream::connect(("127.0.0.1", closed)).is_err());
+    let report: serde_json::Value = serde_json::from_str(&live.interrupt()).expect("the report");
+    assert_eq!(report["totals"]["refused"], 1, "the capture still works without capabilities");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

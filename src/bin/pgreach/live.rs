@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pgreach::capture::live::metrics::{self, Metrics, SharedMetrics};
-use pgreach::capture::live::{self, LiveCapture, LiveOptions, LiveSink, LiveStatus, StopWhen};
+use pgreach::capture::live::{self, Dropped, LiveCapture, LiveOptions, LiveSink, LiveStatus, StopWhen};
 use pgreach::capture::Problems;
 use pgreach::decode::DecodeError;
 use pgreach::engine::Analyzer;
@@ -74,8 +74,11 @@ pub fn live(args: LiveArgs) -> ExitCode {
         }
     }
     match capture.drop_privileges(&args.user) {
-        Ok(true) => eprintln!("pgreach: capturing on {} as user {}", args.interface, args.user),
-        Ok(false) => eprintln!("pgreach: capturing on {}", args.interface),
+        Ok(Dropped::ToUser) => eprintln!("pgreach: capturing on {} as user {}", args.interface, args.user),
+        Ok(Dropped::Capabilities) => {
+            eprintln!("pgreach: capturing on {} (capabilities dropped)", args.interface)
+        }
+        Ok(Dropped::Nothing) => eprintln!("pgreach: capturing on {}", args.interface),
         Err(e) => {
             eprintln!("pgreach: {e}");
             return ExitCode::from(crate::EXIT_USAGE);

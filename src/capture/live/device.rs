@@ -125,17 +125,24 @@ impl LiveCapture {
         nix::unistd::getuid().is_root() && user != "root"
     }
 
-    /// Started as root: become `user` now that the capture and the first
-    /// `-w` file are open. That file is renamed into place first (the user
-    /// may not write in its directory) and handed to the user through its
-    /// open descriptor, never by name, so that rotation files and it have
-    /// one owner. Returns whether privileges changed.
-    pub fn drop_privileges(&mut self, user: &str) -> Result<bool, LiveError> {
-        use nix::unistd::{setgid, setgroups, setuid, User};
-        if !self.will_drop_privileges(user) {
-            return Ok(false);
-        }
+    /// Gives up what opening the capture needed, before any packet is
+    /// parsed. Started as root: become `user`; the `-w` file is renamed
+    /// into place first (the user may not write in its directory) and handed
+    /// to the user through its open descriptor, never by name, so that
+    /// rotation files and it have one owner. Started as another user with
+    /// file capabilities (setcap): clear them. Either way no capability is
+    /// left in the effective, permitted, inheritable or ambient set.
+    pub fn drop_privileges(&mut self, user: &str) -> Result<Dropped, LiveError> {
+        use nix::unistd::{getuid, setgid, setgroups, setuid, User};
         let fail = |reason: String| LiveError::Privileges { user: user.to_owned(), reason };
+        if !getuid().is_root() {
+            let had = caps::read(None, caps::CapSet::Permitted).map_err(|e| fail(e.to_string()))?;
+            clear_capabilities().map_err(fail)?;
+            return Ok(if had.is_empty() { Dropped::Nothing } else { Dropped::Capabilities });
+        }
+        if user == "root" {
+            return Ok(Dropped::Nothing);
+        }
         let account =
             User::from_name(user).map_err(|e| fail(e.to_string()))?.ok_or_else(|| fail("no such user".into()))?;
         if let Some(s) = &mut self.savefile {
@@ -146,7 +153,10 @@ impl LiveCapture {
         setgroups(&[account.gid]).map_err(|e| fail(e.to_string()))?;
         setgid(account.gid).map_err(|e| fail(e.to_string()))?;
         setuid(account.uid).map_err(|e| fail(e.to_string()))?;
-        Ok(true)
+        // The kernel clears the sets when root becomes another user; say so
+        // explicitly rather than rely on it.
+        clear_capabilities().map_err(fail)?;
+        Ok(Dropped::ToUser)
     }
 
     pub fn link(&self) -> LinkType {
@@ -217,6 +227,31 @@ fn spawn_reader(
             let _ = tx.blocking_send(FromCapture::Counters { at: now(), counters: counters.update(stat) });
         }
     })
+}
+
+/// What [`LiveCapture::drop_privileges`] gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Nothing to give up (not root, no capabilities; or `-Z root`).
+    Nothing,
+    /// Root became the `-Z` user.
+    ToUser,
+    /// The file capabilities were cleared.
+    Capabilities,
+}
+
+/// Empties the ambient, inheritable, effective and permitted capability
+/// sets of this process (all its threads, which do not exist yet).
+fn clear_capabilities() -> Result<(), String> {
+    use caps::CapSet;
+    // The ambient set exists since Linux 4.3; without it there is nothing to clear.
+    if caps::runtime::ambient_set_supported().is_ok() {
+        caps::clear(None, CapSet::Ambient).map_err(|e| format!("cannot clear the ambient capabilities: {e}"))?;
+    }
+    for set in [CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
+        caps::clear(None, set).map_err(|e| format!("cannot clear the {set:?} capabilities: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Waits until the capture has packets, or READ_WAIT_MS.

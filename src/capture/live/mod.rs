@@ -8,5 +8,5 @@ pub mod driver;
 pub mod metrics;
 pub mod savefile;
 
-pub use device::{default_filter, LiveCapture, LiveError, LiveOptions};
+pub use device::{default_filter, Dropped, LiveCapture, LiveError, LiveOptions};
 pub use driver::{run, Feed, FromCapture, LiveSink, LiveStatus, StopWhen, Stopped};
