@@ -95,12 +95,31 @@ impl Output {
         }
     }
 
-    pub fn attempt(&mut self, mut record: AttemptRecord, capture_start: Timestamp) {
-        if !self.opts.filter.matches(&record, capture_start) {
+    pub fn attempt(&mut self, record: AttemptRecord, capture_start: Timestamp) {
+        self.attempt_observed(record, capture_start, None);
+    }
+
+    /// [`Self::attempt`], and `observe` sees every attempt, filtered or not,
+    /// as redaction left it: the live metrics, which must not show what
+    /// --redact hides.
+    pub fn attempt_observed(
+        &mut self,
+        mut record: AttemptRecord,
+        capture_start: Timestamp,
+        observe: Option<&mut dyn FnMut(&AttemptRecord)>,
+    ) {
+        let matched = self.opts.filter.matches(&record, capture_start);
+        if !matched && observe.is_none() {
             return;
         }
         if let Some(r) = &mut self.redactor {
             r.redact(&mut record);
+        }
+        if let Some(observe) = observe {
+            observe(&record);
+        }
+        if !matched {
+            return;
         }
         self.reported.add(record.outcome);
         self.write_csv_header();

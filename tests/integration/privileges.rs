@@ -1,12 +1,16 @@
 //! `pgreach live` as an attacker on the same machine would try it: symlinks
 //! planted at the -w and -o paths are replaced, never followed; installed
-//! with file capabilities it keeps none while it parses packets.
+//! with file capabilities it keeps none while it parses packets; its
+//! metrics say no more than --redact lets the report say, and half-sent
+//! requests cannot hold the metrics server.
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use crate::live::{can_run, free_port, run_ok, LiveRun};
+use crate::live::{can_run, free_port, http_get, run_ok, LiveRun};
 use crate::util::{pgreach, stderr, temp_file};
 
 #[test]
@@ -115,4 +119,84 @@ fn file_capabilities_are_dropped_once_the_capture_is_open() {
     let report: serde_json::Value = serde_json::from_str(&live.interrupt()).expect("the report");
     assert_eq!(report["totals"]["refused"], 1, "the capture still works without capabilities");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Scrapes until `want` shows up (attempts end at their RST), or 10 s.
+fn scrape_until(port: u16, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = http_get(port, "/metrics");
+        if body.contains(want) || Instant::now() > deadline {
+            return body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn redact_hides_addresses_in_the_metrics_labels_too() {
+    if !can_run("--redact on metrics") {
+        return;
+    }
+    let (closed, metrics) = (free_port(), free_port());
+    let live = LiveRun::start(
+        &[],
+        &[
+            "-i",
+            "lo",
+            "-p",
+            &closed.to_string(),
+            "--redact",
+            "--format",
+            "json",
+            "--metrics",
+            &format!("127.0.0.1:{metrics}"),
+        ],
+    );
+    assert!(TcpStream::connect(("127.0.0.1", closed)).is_err());
+    let body = scrape_until(metrics, "outcome=\"refused\"");
+    assert!(body.contains("pgreach_attempts_total{server=\"198.18."), "{body}");
+    assert!(body.contains("pgreach_client_attempts_total{client=\"198.18."), "{body}");
+    assert!(!body.contains("127.0.0.1"), "a real address in the metrics:\n{body}");
+    let report = live.interrupt();
+    assert!(!report.contains("127.0.0.1"), "{report}");
+}
+
+#[test]
+fn half_sent_requests_cannot_hold_the_metrics_server() {
+    if !can_run("metrics server bounds") {
+        return;
+    }
+    let metrics = free_port();
+    let live = LiveRun::start(
+        &[],
+        &["-i", "lo", "-p", &free_port().to_string(), "--metrics", &format!("127.0.0.1:{metrics}")],
+    );
+    let held: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", metrics)).expect("connect");
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let open = |held: &[TcpStream]| {
+        held.iter()
+            .filter(|s| {
+                s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+                // Closed by the server: end of file or a reset; open: the read times out.
+                matches!((&mut &**s).read(&mut [0; 64]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut)
+            })
+            .count()
+    };
+    let still_open = open(&held);
+    assert!(still_open <= 64, "{still_open} half-sent requests held at once");
+    assert!(still_open > 0, "the first ones are served until their time runs out");
+    // Five seconds to send a request; then every slot is free again.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(open(&held), 0, "half-sent requests outlived the time-out");
+    drop(held);
+    let body = http_get(metrics, "/metrics");
+    assert!(body.contains("pgreach_capture_packets_total"), "a real scrape works again:\n{body}");
+    live.interrupt();
 }

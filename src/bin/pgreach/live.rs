@@ -190,12 +190,17 @@ struct LiveReport {
 
 impl LiveSink for LiveReport {
     fn attempt(&mut self, record: AttemptRecord, capture_start: Timestamp) {
-        if let Some(m) = &self.metrics {
-            if let Ok(mut m) = m.lock() {
-                m.observe(&record);
+        match &self.metrics {
+            Some(metrics) => {
+                let mut observe = |r: &AttemptRecord| {
+                    if let Ok(mut m) = metrics.lock() {
+                        m.observe(r);
+                    }
+                };
+                self.output.attempt_observed(record, capture_start, Some(&mut observe));
             }
+            None => self.output.attempt(record, capture_start),
         }
-        self.output.attempt(record, capture_start);
         self.output.flush_rows();
     }
 
