@@ -8,7 +8,7 @@ use std::io;
 use std::sync::mpsc;
 
 use super::gzip::{self, Readable};
-use super::{Damage, FilterError, Problem, Problems, UnsupportedLink};
+use super::{Damage, FilterError, Problem, Problems, StepsBack, UnsupportedLink};
 use crate::decode::LinkType;
 use crate::engine::Analyzer;
 use crate::record::AttemptRecord;
@@ -23,6 +23,9 @@ struct Source {
     read: u64,
     /// Bytes of packet data read so far.
     bytes: u64,
+    /// The latest timestamp read, and the packets dated before it.
+    latest: Option<Timestamp>,
+    steps_back: StepsBack,
     /// A classic pcap file, whose 32-bit seconds are unsigned (to 2106);
     /// libpcap sign-extends them, which would date a packet after
     /// 2038-01-19 in 1901.
@@ -48,6 +51,11 @@ impl Source {
                     secs = i64::from(secs as u32);
                 }
                 let ts = Timestamp::from_secs_nanos(secs, packet.header.ts.tv_usec);
+                if let Some(latest) = self.latest.filter(|&l| ts < l) {
+                    self.steps_back.packets += 1;
+                    self.steps_back.largest = self.steps_back.largest.max(latest.since(ts));
+                }
+                self.latest = self.latest.max(Some(ts));
                 self.frame.clear();
                 self.frame.extend_from_slice(packet.data);
                 self.pending = Some(ts);
@@ -55,6 +63,7 @@ impl Source {
             }
             Err(e) => e,
         };
+        self.end(problems);
         // The decompression failed: libpcap met the end of what it was given.
         if let Some(e) = self.feeder_failed.as_ref().and_then(|f| f.try_recv().ok()) {
             return self.fail(problems, &e);
@@ -70,6 +79,13 @@ impl Source {
             // find the next record, so the file ends here; what came
             // before is whole and stays in the report.
             e => self.fail(problems, &e),
+        }
+    }
+
+    /// The file is read: what is worth a note about its timestamps.
+    fn end(&mut self, problems: &mut Problems) {
+        if self.steps_back.packets > 0 {
+            problems.steps_back.push((self.name.clone(), self.steps_back));
         }
     }
 
@@ -183,6 +199,8 @@ fn open(path: &str, filter: Option<&str>, problems: &mut Problems) -> Result<Opt
         link,
         read: 0,
         bytes: 0,
+        latest: None,
+        steps_back: StepsBack::default(),
         unsigned_seconds,
         pending: None,
         frame: Vec::new(),

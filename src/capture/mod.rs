@@ -9,10 +9,12 @@ pub mod live;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::decode::{DecodeError, LinkType};
+use crate::time::short;
 
 pub use file::analyze_files;
 
@@ -36,6 +38,15 @@ impl fmt::Display for Problem {
             None => write!(f, "{}: {}", self.file, self.message),
         }
     }
+}
+
+/// Packets of one file dated before a packet read earlier (a clock
+/// stepped back, multi-queue NICs, a damaged timestamp).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepsBack {
+    pub packets: u64,
+    /// The largest step back.
+    pub largest: Duration,
 }
 
 /// Where a file's reading stopped, and how much of it was analyzed.
@@ -64,6 +75,8 @@ pub struct Problems {
     pub bad_packets: BTreeMap<String, (Vec<Problem>, u64)>,
     /// Files that end in a fragment shorter than a record header.
     pub trailing_fragment: Vec<String>,
+    /// Files with packets dated before one read earlier.
+    pub steps_back: Vec<(String, StepsBack)>,
 }
 
 impl Problems {
@@ -95,11 +108,18 @@ impl Problems {
                 d.file, d.packet, d.analyzed_packets, d.analyzed_bytes
             )
         });
+        let steps = self.steps_back.iter().map(|(file, s)| {
+            format!(
+                "{file}: {} dated before a packet read earlier (by up to {}); intervals that would be negative count as zero",
+                if s.packets == 1 { "1 packet is".to_owned() } else { format!("{} packets are", s.packets) },
+                short(s.largest)
+            )
+        });
         let fragments = self
             .trailing_fragment
             .iter()
             .map(|f| format!("{f} ends in a fragment too short to be a packet record (ignored)"));
-        damage.chain(fragments).collect()
+        damage.chain(steps).chain(fragments).collect()
     }
 
     /// One line per problem: file errors, damaged files, then bad-packet

@@ -58,6 +58,8 @@ pub fn markdown(text: &str) -> String {
     let mut out = String::with_capacity(visible.len() + 8);
     for c in visible.chars() {
         match c {
+            // `&#27;` would become the character itself when rendered.
+            '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '*' | '_' | '`' | '[' | ']' | '\\' | '|' => {
@@ -119,6 +121,7 @@ mod tests {
         assert_eq!(markdown("\n# head"), "\\\\n# head");
         assert_eq!(markdown("`x`"), "\\`x\\`");
         assert_eq!(markdown("<b>"), "&lt;b&gt;");
+        assert_eq!(markdown("&#27;"), "&amp;#27;");
     }
 
     #[test]

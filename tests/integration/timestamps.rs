@@ -6,7 +6,7 @@
 use pgreach::time::Timestamp;
 
 use crate::formats::FORMATS;
-use crate::util::{at, pcap_bytes, pgreach, rst_ack, stderr, syn, tcp_frame, temp_file, CLIENT, SERVER};
+use crate::util::{at, pcap_bytes, pgreach, rst_ack, stderr, syn, syn_ack, tcp_frame, temp_file, CLIENT, SERVER};
 
 /// A SYN answered by RST, as (seconds, microseconds) offsets in whole records.
 fn refused_frames() -> [Vec<u8>; 2] {
@@ -119,4 +119,34 @@ fn a_bucket_far_below_the_span_is_widened_and_said() {
     assert!(doc["timeline"]["bucket_ms"].as_f64().unwrap() > 1.0);
     let notes = doc["input_notes"].to_string();
     assert!(notes.contains("timeline buckets widened from 1.0ms"), "{notes}");
+}
+
+#[test]
+fn packets_dated_back_by_an_hour_are_noted_and_no_interval_is_negative() {
+    let mut records = Vec::new();
+    for (client, t) in [("192.0.2.50:40000", 3600.0), ("192.0.2.51:40000", 0.0)] {
+        for (dt, frame) in [
+            (0.0, tcp_frame(client, SERVER, syn(1000))),
+            (0.002, tcp_frame(SERVER, client, syn_ack(5000, 1001))),
+            (0.003, tcp_frame(client, SERVER, rst_ack(1001, 5001))),
+        ] {
+            records.push((at(t + dt), frame.clone(), frame.len() as u32));
+        }
+    }
+    let path = temp_file("hour-back.pcap", &pcap_bytes(1, 65535, &records));
+    let path = path.to_str().unwrap();
+    for format in FORMATS {
+        let out = pgreach(&["analyze", "--connections", "--format", format, path]);
+        assert!(out.status.success(), "{format}: {}", stderr(&out));
+    }
+    let (doc, _) = crate::util::analyze_json(&[path]);
+    let notes = doc["input_notes"].to_string();
+    assert!(notes.contains("3 packets are dated before a packet read earlier (by up to 60m00s)"), "{notes}");
+    for a in doc["attempts"].as_array().unwrap() {
+        for field in ["handshake_ms", "wait_ms"] {
+            if let Some(v) = a[field].as_f64() {
+                assert!(v >= 0.0, "{field} {v} in {a}");
+            }
+        }
+    }
 }
