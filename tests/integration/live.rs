@@ -413,8 +413,16 @@ fn run_out(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
 
+/// tmux on the named session's own server (a `-L` socket named after it):
+/// tests running at once never share a server, so one whose last session
+/// ends cannot take the server away from another ("server exited unexpectedly").
 fn tmux(args: &[&str]) -> String {
-    String::from_utf8(run_ok(Command::new("tmux").args(args)).stdout).unwrap()
+    let session = args.windows(2).find(|w| w[0] == "-t" || w[0] == "-s").map(|w| w[1]);
+    let mut cmd = Command::new("tmux");
+    if let Some(session) = session {
+        cmd.args(["-L", session]);
+    }
+    String::from_utf8(run_ok(cmd.args(args)).stdout).unwrap()
 }
 
 /// A detached tmux session running a shell command; the pane stays after
@@ -441,7 +449,7 @@ impl TmuxSession {
 
 impl Drop for TmuxSession {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
+        let _ = Command::new("tmux").args(["-L", &self.0, "kill-session", "-t", &self.0]).output();
     }
 }
 
