@@ -439,12 +439,20 @@ impl TmuxSession {
         // One tmux command line, so the pane is kept even if the command exits at once.
         let (width, height) = (width.to_string(), height.to_string());
         let set = ["set-option", "-t", &name, "remain-on-exit", "on"];
+        let command = lingering(command);
         tmux(
-            &[&["new-session", "-d", "-s", &name, "-x", &width, "-y", &height, "bash", "-c", command, ";"][..], &set]
+            &[&["new-session", "-d", "-s", &name, "-x", &width, "-y", &height, "bash", "-c", &command, ";"][..], &set]
                 .concat(),
         );
         TmuxSession(name)
     }
+}
+
+/// The command, then a shell that stays until the session is killed: tmux
+/// may stop reading a pane whose process has exited before it has drained
+/// its output, cutting what a test waits for.
+fn lingering(command: &str) -> String {
+    format!("{command}; exec sleep 120")
 }
 
 impl Drop for TmuxSession {
@@ -600,7 +608,7 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     assert!(!plain.contains('\u{1b}'));
     // Straight on the terminal: red refused counts; with NO_COLOR none.
     let script = format!("cd {root} && {bin} analyze captures/nft_reject.pcap; echo ====; NO_COLOR=1 {bin} analyze captures/nft_reject.pcap; echo done-again");
-    tmux(&["respawn-pane", "-k", "-t", session, "bash", "-c", &script]);
+    tmux(&["respawn-pane", "-k", "-t", session, "bash", "-c", &lingering(&script)]);
     pane_shows(session, "done-again");
     let pane = tmux(&["capture-pane", "-e", "-p", "-S", "-200", "-t", session]);
     let (coloured, plain) = pane.rsplit_once("====").expect("both runs");
