@@ -20,7 +20,8 @@ pub fn render(report: &Report<'_>, connections: bool) -> String {
         out.push_str("## Diagnosis\n\nFailures first, most clients affected first.\n\n");
         for (i, f) in d.findings.iter().enumerate() {
             let _ = writeln!(out, "{}. **{}**: {}", i + 1, f.outcome, words::finding_extent(report, f));
-            let _ = writeln!(out, "   - Clients saw: `{}`", f.client_sees.replace('`', "'"));
+            // A code span shows its text as it is: controls made visible, no backtick to end it.
+            let _ = writeln!(out, "   - Clients saw: `{}`", escape::terminal(&f.client_sees).replace('`', "'"));
             let _ = writeln!(out, "   - {}", f.meaning);
             for e in &f.evidence {
                 let _ = writeln!(out, "   - \\[{}\\] {}", e.confidence.label(), escape::markdown(&e.text));

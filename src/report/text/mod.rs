@@ -80,7 +80,7 @@ fn diagnosis_text(report: &Report<'_>, d: &Diagnosis) -> String {
             i + 1,
             f.outcome,
             words::finding_extent(report, f),
-            &f.client_sees,
+            escape::terminal(&f.client_sees),
             f.meaning
         );
         for e in &f.evidence {
