@@ -457,7 +457,16 @@ fn lingering(command: &str) -> String {
 
 impl Drop for TmuxSession {
     fn drop(&mut self) {
+        // The session's own server leaves its socket behind when it ends.
+        let socket = Command::new("tmux")
+            .args(["-L", &self.0, "display-message", "-p", "-t", &self.0, "#{socket_path}"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
         let _ = Command::new("tmux").args(["-L", &self.0, "kill-session", "-t", &self.0]).output();
+        if let Some(socket) = socket.filter(|s| !s.is_empty()) {
+            let _ = std::fs::remove_file(socket);
+        }
     }
 }
 
