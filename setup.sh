@@ -5,7 +5,8 @@
 # Installs libpcap-dev if it is missing, and for the tests Chromium (the HTML
 # report is rendered in it), tmux (the live view is driven in it), nftables
 # and iproute2 (the live tests stage a DROP in network namespaces), tshark
-# (Community IDs are checked against its own); or
+# (Community IDs are checked against its own), libcap2-bin (setcap: the
+# capability drop is tested on a copy); or
 # prints the command to run.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -28,6 +29,6 @@ need_pkg libpcap-dev
 
 case "${1:-}" in
   demo) cargo run --quiet --release -- analyze captures/incident.pcap ;;
-  test) need_pkg chromium tmux nftables iproute2 tshark python3 openssl; cargo test --workspace --release ;;
+  test) need_pkg chromium tmux nftables iproute2 tshark python3 openssl libcap2-bin; cargo test --workspace --release ;;
   *) echo "usage: ./setup.sh demo|test" >&2; exit 2 ;;
 esac

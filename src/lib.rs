@@ -17,6 +17,7 @@
 //! - [`redact`]: stable pseudonyms for names and addresses in records.
 //! - [`analysis`]: what the records add up to (summary, timeline, diagnosis).
 //! - [`report`]: the renderers, one per output format.
+//! - [`outfile`]: the files pgreach writes, made beside their destination and renamed into place.
 //!
 //! The `pgreach` binary (src/bin/pgreach) maps its flags onto these types.
 #![deny(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod engine;
 pub mod flow;
 pub mod legs;
 pub mod outcome;
+pub mod outfile;
 pub mod pg;
 pub mod record;
 pub mod redact;

@@ -22,6 +22,10 @@ const NICE_SECS: [u64; 12] = [1, 5, 10, 30, 60, 300, 600, 1800, 3600, 21_600, 43
 const MAX_BUCKETS: usize = 4096;
 /// Buckets an automatic width aims to show at most.
 const TARGET_SHOWN: u64 = 60;
+/// Buckets shown at most, empty ones included: a --bucket width far below
+/// the capture's span (1µs over a day) is widened to this many rather than
+/// drawing billions of empty rows.
+pub const MAX_SHOWN: u64 = 4096;
 /// Failing client addresses kept per bucket (for "clients affected").
 const MAX_CLIENTS_PER_BUCKET: usize = 128;
 
@@ -167,24 +171,44 @@ impl Timeline {
         }
     }
 
-    /// The width shown: the chosen one, or the smallest automatic width
-    /// (a multiple of the stored one) that shows the span in about 60 buckets.
-    pub fn shown_width(&self) -> Duration {
-        if self.chosen.is_some() {
-            return Duration::from_nanos(self.width as u64);
-        }
-        let span = match (self.buckets.first_key_value(), self.buckets.last_key_value()) {
-            (Some((a, _)), Some((b, _))) => ((b - a + 1) * self.width) as u64,
+    /// The span from the first stored bucket's start to the last one's end, in nanoseconds.
+    fn span(&self) -> u128 {
+        match (self.buckets.first_key_value(), self.buckets.last_key_value()) {
+            (Some((a, _)), Some((b, _))) => (i128::from(*b) - i128::from(*a) + 1) as u128 * self.width as u128,
             _ => 0,
+        }
+    }
+
+    /// The width shown: the chosen one, or the smallest automatic width
+    /// (a multiple of the stored one) that shows the span in about 60
+    /// buckets; in both cases doubled until the span needs at most
+    /// `MAX_SHOWN` buckets.
+    pub fn shown_width(&self) -> Duration {
+        let span = self.span();
+        let mut width = if self.chosen.is_some() {
+            self.width as u128
+        } else {
+            let stored_secs = (self.width / 1_000_000_000) as u64;
+            let secs = NICE_SECS
+                .iter()
+                .copied()
+                .filter(|n| *n >= stored_secs && n % stored_secs.max(1) == 0)
+                .find(|n| span / (u128::from(*n) * 1_000_000_000) < u128::from(TARGET_SHOWN))
+                .unwrap_or(*NICE_SECS.last().unwrap_or(&86_400));
+            u128::from(secs) * 1_000_000_000
         };
-        let stored_secs = (self.width / 1_000_000_000) as u64;
-        let secs = NICE_SECS
-            .iter()
-            .copied()
-            .filter(|n| *n >= stored_secs && n % stored_secs.max(1) == 0)
-            .find(|n| span / (n * 1_000_000_000) < TARGET_SHOWN)
-            .unwrap_or(*NICE_SECS.last().unwrap_or(&86_400));
-        Duration::from_secs(secs)
+        while span.div_ceil(width.max(1)) > u128::from(MAX_SHOWN) {
+            width *= 2;
+        }
+        Duration::from_nanos(u64::try_from(width).unwrap_or(u64::MAX))
+    }
+
+    /// The width asked for with --bucket and the wider one shown, when the
+    /// capture's span would have needed more than `MAX_SHOWN` buckets.
+    pub fn widened(&self) -> Option<(Duration, Duration)> {
+        let asked = Duration::from_nanos(u64::try_from(self.chosen?).unwrap_or(u64::MAX));
+        let shown = self.shown_width();
+        (shown > asked).then_some((asked, shown))
     }
 
     /// The buckets at the shown width, from the first to the last, empty ones included.

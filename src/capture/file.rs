@@ -8,7 +8,7 @@ use std::io;
 use std::sync::mpsc;
 
 use super::gzip::{self, Readable};
-use super::{FilterError, Problem, Problems, UnsupportedLink};
+use super::{Damage, FilterError, Problem, Problems, StepsBack, UnsupportedLink};
 use crate::decode::LinkType;
 use crate::engine::Analyzer;
 use crate::record::AttemptRecord;
@@ -21,6 +21,15 @@ struct Source {
     link: LinkType,
     /// Packets read so far (the number of the pending one).
     read: u64,
+    /// Bytes of packet data read so far.
+    bytes: u64,
+    /// The latest timestamp read, and the packets dated before it.
+    latest: Option<Timestamp>,
+    steps_back: StepsBack,
+    /// A classic pcap file, whose 32-bit seconds are unsigned (to 2106);
+    /// libpcap sign-extends them, which would date a packet after
+    /// 2038-01-19 in 1901.
+    unsigned_seconds: bool,
     pending: Option<Timestamp>,
     frame: Vec<u8>,
     /// Why the thread feeding libpcap's pipe (gzip, standard input) stopped
@@ -36,7 +45,17 @@ impl Source {
         let error = match self.capture.next_packet() {
             Ok(packet) => {
                 self.read += 1;
-                let ts = Timestamp::from_secs_nanos(packet.header.ts.tv_sec, packet.header.ts.tv_usec);
+                self.bytes += packet.data.len() as u64;
+                let mut secs = packet.header.ts.tv_sec;
+                if self.unsigned_seconds && secs < 0 {
+                    secs = i64::from(secs as u32);
+                }
+                let ts = Timestamp::from_secs_nanos(secs, packet.header.ts.tv_usec);
+                if let Some(latest) = self.latest.filter(|&l| ts < l) {
+                    self.steps_back.packets += 1;
+                    self.steps_back.largest = self.steps_back.largest.max(latest.since(ts));
+                }
+                self.latest = self.latest.max(Some(ts));
                 self.frame.clear();
                 self.frame.extend_from_slice(packet.data);
                 self.pending = Some(ts);
@@ -44,6 +63,7 @@ impl Source {
             }
             Err(e) => e,
         };
+        self.end(problems);
         // The decompression failed: libpcap met the end of what it was given.
         if let Some(e) = self.feeder_failed.as_ref().and_then(|f| f.try_recv().ok()) {
             return self.fail(problems, &e);
@@ -55,16 +75,29 @@ impl Source {
             pcap::Error::PcapError(msg) if msg.contains("header bytes") => {
                 problems.trailing_fragment.push(self.name.clone());
             }
+            // An impossible record length or a cut record: libpcap cannot
+            // find the next record, so the file ends here; what came
+            // before is whole and stays in the report.
             e => self.fail(problems, &e),
         }
     }
 
-    /// The rest of this file cannot be read.
+    /// The file is read: what is worth a note about its timestamps.
+    fn end(&mut self, problems: &mut Problems) {
+        if self.steps_back.packets > 0 {
+            problems.steps_back.push((self.name.clone(), self.steps_back));
+        }
+    }
+
+    /// The rest of this file cannot be read (a damaged record, or the
+    /// decompression failed): what came before is analyzed.
     fn fail(&self, problems: &mut Problems, e: &dyn std::fmt::Display) {
-        problems.file_errors.push(Problem {
+        problems.damaged.push(Damage {
             file: self.name.clone(),
-            packet: Some(self.read + 1),
-            message: format!("cannot read further, the rest of this file is skipped: {e}"),
+            packet: self.read + 1,
+            reason: e.to_string(),
+            analyzed_packets: self.read,
+            analyzed_bytes: self.bytes,
         });
     }
 }
@@ -158,5 +191,19 @@ fn open(path: &str, filter: Option<&str>, problems: &mut Problems) -> Result<Opt
     if let Some(expr) = filter {
         capture.filter(expr, true).map_err(|e| FilterError { expr: expr.to_owned(), reason: e.to_string() })?;
     }
-    Ok(Some(Source { name: path.to_owned(), capture, link, read: 0, pending: None, frame: Vec::new(), feeder_failed }))
+    // libpcap reports pcapng files as version 1, classic pcap as 2.
+    let unsigned_seconds = capture.major_version() == 2;
+    Ok(Some(Source {
+        name: path.to_owned(),
+        capture,
+        link,
+        read: 0,
+        bytes: 0,
+        latest: None,
+        steps_back: StepsBack::default(),
+        unsigned_seconds,
+        pending: None,
+        frame: Vec::new(),
+        feeder_failed,
+    }))
 }

@@ -9,10 +9,12 @@ pub mod live;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::decode::{DecodeError, LinkType};
+use crate::time::short;
 
 pub use file::analyze_files;
 
@@ -38,16 +40,43 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Packets of one file dated before a packet read earlier (a clock
+/// stepped back, multi-queue NICs, a damaged timestamp).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepsBack {
+    pub packets: u64,
+    /// The largest step back.
+    pub largest: Duration,
+}
+
+/// Where a file's reading stopped, and how much of it was analyzed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub file: String,
+    /// 1-based number of the record that could not be read.
+    pub packet: u64,
+    /// libpcap's words for what is wrong with it.
+    pub reason: String,
+    pub analyzed_packets: u64,
+    pub analyzed_bytes: u64,
+}
+
 /// Problems found while reading: the ones that stopped a file, and a few
 /// examples of each kind of undecodable packet with a count of the rest.
 #[derive(Debug, Default)]
 pub struct Problems {
-    /// A file that could not be opened or read to its end.
+    /// A file that could not be used at all (not opened, not a capture,
+    /// an unsupported link type).
     pub file_errors: Vec<Problem>,
+    /// A file whose reading stopped at a damaged record (an impossible
+    /// length, a cut): what came before it is analyzed.
+    pub damaged: Vec<Damage>,
     /// Undecodable packets by kind: examples, and how many in all.
     pub bad_packets: BTreeMap<String, (Vec<Problem>, u64)>,
     /// Files that end in a fragment shorter than a record header.
     pub trailing_fragment: Vec<String>,
+    /// Files with packets dated before one read earlier.
+    pub steps_back: Vec<(String, StepsBack)>,
 }
 
 impl Problems {
@@ -65,17 +94,44 @@ impl Problems {
         !self.file_errors.is_empty()
     }
 
-    /// Facts about the input that are not errors, for the report's summary.
-    pub fn notes(&self) -> Vec<String> {
-        self.trailing_fragment
-            .iter()
-            .map(|f| format!("{f} ends in a fragment too short to be a packet record (ignored)"))
-            .collect()
+    /// Whether some file was read only up to a damaged record.
+    pub fn has_damage(&self) -> bool {
+        !self.damaged.is_empty()
     }
 
-    /// One line per problem: file errors, then bad-packet examples and the count of the rest.
+    /// Facts about the input for the report's summary: what a damaged file
+    /// left out, and trailing fragments.
+    pub fn notes(&self) -> Vec<String> {
+        let damage = self.damaged.iter().map(|d| {
+            format!(
+                "{} is damaged at packet {}: the report covers its first {} packets ({} bytes of packet data), not the rest",
+                d.file, d.packet, d.analyzed_packets, d.analyzed_bytes
+            )
+        });
+        let steps = self.steps_back.iter().map(|(file, s)| {
+            format!(
+                "{file}: {} dated before a packet read earlier (by up to {}); intervals that would be negative count as zero",
+                if s.packets == 1 { "1 packet is".to_owned() } else { format!("{} packets are", s.packets) },
+                short(s.largest)
+            )
+        });
+        let fragments = self
+            .trailing_fragment
+            .iter()
+            .map(|f| format!("{f} ends in a fragment too short to be a packet record (ignored)"));
+        damage.chain(steps).chain(fragments).collect()
+    }
+
+    /// One line per problem: file errors, damaged files, then bad-packet
+    /// examples and the count of the rest.
     pub fn lines(&self) -> Vec<String> {
         let mut lines: Vec<String> = self.file_errors.iter().map(|p| p.to_string()).collect();
+        lines.extend(self.damaged.iter().map(|d| {
+            format!(
+                "{}: packet {}: cannot read further ({}); the first {} packets were analyzed, the rest of this file is skipped",
+                d.file, d.packet, d.reason, d.analyzed_packets
+            )
+        }));
         for (kind, (examples, count)) in &self.bad_packets {
             lines.extend(examples.iter().map(|p| p.to_string()));
             let rest = count - examples.len() as u64;

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use super::escape;
 use crate::record::AttemptRecord;
 
 /// The CSV columns, in order.
@@ -102,7 +103,7 @@ pub fn row(a: &AttemptRecord, out: &mut dyn Write) -> std::io::Result<()> {
         a.notes.iter().map(|n| name(n)).collect::<Vec<_>>().join(" "),
         text(a.dns.as_ref().map(|l| l.name.clone())),
     ];
-    write_csv(&row, out)
+    write_csv(&row.map(|cell| escape::csv(&cell)), out)
 }
 
 /// The serde name of a unit enum value, as JSON shows it.

@@ -3,13 +3,14 @@
 
 use std::fmt::Write as _;
 
+use super::escape;
 use super::tables::{self, Grid};
 use super::words::{self, headline, summary_line};
 use super::Report;
 
 pub fn render(report: &Report<'_>, connections: bool) -> String {
     let s = report.summary;
-    let mut out = format!("# pgreach report: {}\n\n", report.files.join(", "));
+    let mut out = format!("# pgreach report: {}\n\n", escape::markdown(&report.files.join(", ")));
     if s.totals.attempts == 0 {
         out.push_str("No connection attempts to the server port(s) in this capture");
         out.push_str(if report.filtered { " match the filters.\n\n" } else { ".\n\n" });
@@ -19,10 +20,11 @@ pub fn render(report: &Report<'_>, connections: bool) -> String {
         out.push_str("## Diagnosis\n\nFailures first, most clients affected first.\n\n");
         for (i, f) in d.findings.iter().enumerate() {
             let _ = writeln!(out, "{}. **{}**: {}", i + 1, f.outcome, words::finding_extent(report, f));
-            let _ = writeln!(out, "   - Clients saw: `{}`", f.client_sees.replace('`', "'"));
+            // A code span shows its text as it is: controls made visible, no backtick to end it.
+            let _ = writeln!(out, "   - Clients saw: `{}`", escape::terminal(&f.client_sees).replace('`', "'"));
             let _ = writeln!(out, "   - {}", f.meaning);
             for e in &f.evidence {
-                let _ = writeln!(out, "   - \\[{}\\] {}", e.confidence.label(), escape_text(&e.text));
+                let _ = writeln!(out, "   - \\[{}\\] {}", e.confidence.label(), escape::markdown(&e.text));
             }
             let _ = writeln!(out, "   - Next: {}\n", f.next_steps);
         }
@@ -31,7 +33,7 @@ pub fn render(report: &Report<'_>, connections: bool) -> String {
         let clients = tables::clients(report, report.max_rows);
         section(&mut out, "Clients", &clients, 1);
         for line in tables::clients_left_out(&clients, s) {
-            let _ = writeln!(out, "{}\n", escape_text(&line));
+            let _ = writeln!(out, "{}\n", escape::markdown(&line));
         }
         if connections {
             section(&mut out, "Attempts", &tables::attempts(report), 1);
@@ -51,7 +53,7 @@ pub fn render(report: &Report<'_>, connections: bool) -> String {
 fn paragraphs(text: &str) -> String {
     let mut out = String::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let _ = write!(out, "{}\n\n", escape_text(line));
+        let _ = write!(out, "{}\n\n", escape::markdown(line));
     }
     out
 }
@@ -68,36 +70,12 @@ fn section(out: &mut String, title: &str, grid: &Grid, min_rows: usize) {
 
 pub fn table(grid: &Grid) -> String {
     let mut out = String::new();
-    let cells = |row: &[String]| row.iter().map(|c| escape_cell(c)).collect::<Vec<_>>().join(" | ");
+    let cells = |row: &[String]| row.iter().map(|c| escape::markdown(c)).collect::<Vec<_>>().join(" | ");
     let _ = writeln!(out, "| {} |", cells(&grid.header));
     let rule: Vec<&str> = grid.kinds.iter().map(|k| if k.is_numeric() { "---:" } else { "---" }).collect();
     let _ = writeln!(out, "| {} |", rule.join(" | "));
     for row in &grid.rows {
         let _ = writeln!(out, "| {} |", cells(row));
-    }
-    out
-}
-
-/// A table cell: one line, with the characters that would end the cell or
-/// start markup escaped.
-fn escape_cell(text: &str) -> String {
-    escape_text(text).replace('|', "\\|").replace(['\n', '\r'], " ")
-}
-
-/// Prose taken from the capture (server messages, names) must not turn into
-/// Markdown or HTML markup.
-fn escape_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '*' | '_' | '`' | '[' | ']' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            _ => out.push(c),
-        }
     }
     out
 }

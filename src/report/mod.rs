@@ -6,6 +6,7 @@
 
 mod attempt_json;
 pub mod csv;
+pub mod escape;
 mod evidence;
 pub mod html;
 pub mod json;

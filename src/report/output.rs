@@ -9,12 +9,13 @@ use super::{csv, html, json, markdown, ndjson, text, Format, Report};
 use crate::analysis::counts::OutcomeCounts;
 use crate::analysis::filter::Filter;
 use crate::analysis::summary::Summary;
+use crate::analysis::timeline::MAX_SHOWN;
 use crate::analysis::zone::Zone;
 use crate::capture::CaptureCounters;
 use crate::engine::Stats;
 use crate::record::AttemptRecord;
 use crate::redact::Redactor;
-use crate::time::Timestamp;
+use crate::time::{short, Timestamp};
 
 /// Clients kept in the per-client summary; further ones are counted together.
 const MAX_CLIENTS: usize = 100_000;
@@ -94,12 +95,31 @@ impl Output {
         }
     }
 
-    pub fn attempt(&mut self, mut record: AttemptRecord, capture_start: Timestamp) {
-        if !self.opts.filter.matches(&record, capture_start) {
+    pub fn attempt(&mut self, record: AttemptRecord, capture_start: Timestamp) {
+        self.attempt_observed(record, capture_start, None);
+    }
+
+    /// [`Self::attempt`], and `observe` sees every attempt, filtered or not,
+    /// as redaction left it: the live metrics, which must not show what
+    /// --redact hides.
+    pub fn attempt_observed(
+        &mut self,
+        mut record: AttemptRecord,
+        capture_start: Timestamp,
+        observe: Option<&mut dyn FnMut(&AttemptRecord)>,
+    ) {
+        let matched = self.opts.filter.matches(&record, capture_start);
+        if !matched && observe.is_none() {
             return;
         }
         if let Some(r) = &mut self.redactor {
             r.redact(&mut record);
+        }
+        if let Some(observe) = observe {
+            observe(&record);
+        }
+        if !matched {
+            return;
         }
         self.reported.add(record.outcome);
         self.write_csv_header();
@@ -131,9 +151,17 @@ impl Output {
         stats: &'a Stats,
         files: &'a [String],
         problems: Vec<String>,
-        input_notes: Vec<String>,
+        mut input_notes: Vec<String>,
         capture: Option<CaptureCounters>,
     ) -> Report<'a> {
+        if let Some((asked, shown)) = self.summary.timeline.widened() {
+            input_notes.push(format!(
+                "timeline buckets widened from {} to {}: the capture's span would need more than {} of them",
+                short(asked),
+                short(shown),
+                MAX_SHOWN
+            ));
+        }
         Report {
             summary: &self.summary,
             stats,

@@ -35,7 +35,7 @@ fn truncated_file_reports_the_packet_and_keeps_what_was_read() {
     let cut = temp_file("normal-cut.pcap", &bytes[..offsets[last - 1] + 16 + 5]);
     let path = cut.to_string_lossy().into_owned();
     let (doc, out) = analyze_json(&[&path]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(4), "damaged");
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains(&format!("normal-cut.pcap: packet {last}: cannot read further")), "{err}");
@@ -230,10 +230,39 @@ fn corrupt_record_length() {
     bytes[at + 8..at + 12].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
     let path = temp_file("corrupt.pcap", &bytes).to_string_lossy().into_owned();
     let out = pgreach(&["analyze", &path]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(4), "damaged");
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("corrupt.pcap: packet 6: cannot read further"), "{err}");
+    assert!(err.contains("the first 5 packets were analyzed"), "{err}");
+}
+
+/// An impossible record length in the middle of a capture: the report of
+/// what came before is exactly the report of the file cut before that
+/// record, and it says where the damage is and how much was analyzed.
+#[test]
+fn damage_mid_file_keeps_a_whole_report_of_what_came_before() {
+    let bytes = read_capture("incident.pcap");
+    let offsets = record_offsets(&bytes);
+    let k = offsets.len() / 2;
+    let clean = temp_file("incident-first-half.pcap", &bytes[..offsets[k]]).to_string_lossy().into_owned();
+    let (expected, out) = analyze_json(&[&clean]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for length in [0xffff_fff0u32, 0x0100_0000] {
+        let mut damaged = bytes.clone();
+        damaged[offsets[k] + 8..offsets[k] + 12].copy_from_slice(&length.to_le_bytes());
+        let path = temp_file("incident-damaged.pcap", &damaged).to_string_lossy().into_owned();
+        let (doc, out) = analyze_json(&[&path]);
+        assert_eq!(out.status.code(), Some(4), "{length:#x}: {}", stderr(&out));
+        assert_eq!(doc["totals"], expected["totals"], "{length:#x}");
+        assert!(doc["attempts"] == expected["attempts"], "{length:#x}: other attempts than the clean half's");
+        let notes = doc["input_notes"].to_string();
+        assert!(notes.contains(&format!("damaged at packet {}", k + 1)), "{notes}");
+        assert!(notes.contains(&format!("its first {k} packets")), "{notes}");
+        let table = pgreach(&["analyze", &path]);
+        assert_eq!(table.status.code(), Some(4));
+        assert!(String::from_utf8_lossy(&table.stdout).contains("note: "), "the table report says it too");
+    }
 }
 
 /// The explanation of a PostgreSQL outcome quotes what the server said.
@@ -310,7 +339,7 @@ fn gzip_captures_read_like_the_uncompressed_ones() {
     // Cut short: one line with the packet it stopped at, what came before is analyzed.
     let cut = temp_file("incident-cut.pcap.gz", &gz[..gz.len() / 2]).to_string_lossy().into_owned();
     let (partial, out) = analyze_json(&[&cut]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(4), "damaged");
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("incident-cut.pcap.gz: packet ") && err.contains("cannot read further"), "{err}");
@@ -371,4 +400,46 @@ fn tcpdump_habits_read_files_with_r_and_a_trailing_filter() {
     let none = pgreach(&["analyze"]);
     assert_eq!(none.status.code(), Some(2));
     assert!(stderr(&none).contains("-r FILE"), "{}", stderr(&none));
+}
+
+#[test]
+fn every_option_is_checked_before_anything_is_read() {
+    let incident = "captures/incident.pcap";
+    let cases: &[(&[&str], &str)] = &[
+        (&["--bucket", "0s"], "at least 1ms"),
+        (&["--bucket", "1us"], "at least 1ms"),
+        (&["--bucket", "soon"], "not a duration"),
+        (&["--since", "2026-11-24T10:00:00Z", "--until", "2026-11-24T09:00:00Z"], "--since must be before --until"),
+        (&["--since", "+5m", "--until", "+1m"], "--since must be before --until"),
+        (&["--syn-timeout", "0s"], "at least 1ms"),
+        (&["--syn-timeout", "3h"], "at most 1h"),
+        (&["-p", "0"], "not in 1..=65535"),
+        (&["-p", "65536"], "65536"),
+        (&["--max-rows", "0"], "not in 1..="),
+        (&["--max-listed", "99999999999"], "not in 0..="),
+        (&["--max-flows", "0"], "0"),
+    ];
+    for (args, says) in cases {
+        let mut full = vec!["analyze"];
+        full.extend_from_slice(args);
+        full.push(incident);
+        let out = pgreach(&full);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?} wrote a report");
+    }
+    let live: &[(&[&str], &str)] = &[
+        (&["-i", "lo", "-C", "99999999999999", "-w", "/nonexistent/x"], "--rotate"),
+        (&["-i", "lo", "--metrics", "127.0.0.1:0"], "port 0"),
+        (&["-i", "lo", "-c", "0"], "--count"),
+        (&["-i", "lo", "--duration", "0s"], "at least 1ms"),
+        (&["-i", ""], "--interface"),
+    ];
+    for (args, says) in live {
+        let mut full = vec!["live"];
+        full.extend_from_slice(args);
+        let out = pgreach(&full);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
 }

@@ -57,7 +57,7 @@ fn markdown_cells(line: &str) -> Vec<String> {
 
 /// The table under `## title`: header and rows, each checked to have the
 /// header's width and a delimiter row under the header.
-fn markdown_table(doc: &str, title: &str) -> (Vec<String>, Vec<Vec<String>>) {
+pub fn markdown_table(doc: &str, title: &str) -> (Vec<String>, Vec<Vec<String>>) {
     let heading = format!("## {title}\n\n");
     let start = doc.find(&heading).unwrap_or_else(|| panic!("no {title} section")) + heading.len();
     let mut lines = doc[start..].lines().take_while(|l| l.starts_with('|'));

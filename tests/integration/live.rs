@@ -20,7 +20,7 @@ const PASSWORD: &str = "live-test-secret";
 
 /// Whether this test can run: root, with PostgreSQL 15. Outside CI a
 /// machine without them skips; in CI that is a failure.
-fn can_run(what: &str) -> bool {
+pub(crate) fn can_run(what: &str) -> bool {
     let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     let ok = root && Path::new(PG_BIN).join("postgres").exists();
     if !ok {
@@ -30,11 +30,11 @@ fn can_run(what: &str) -> bool {
     ok
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-fn run_ok(cmd: &mut Command) -> Output {
+pub(crate) fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
@@ -113,17 +113,22 @@ impl Drop for PgServer {
 }
 
 /// A running `pgreach live`, its standard output and error read by threads.
-struct LiveRun {
+pub(crate) struct LiveRun {
     child: Child,
     stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
 }
 
 impl LiveRun {
-    fn start(prefix: &[&str], args: &[&str]) -> LiveRun {
-        let mut cmd = Command::new(prefix.first().copied().unwrap_or(env!("CARGO_BIN_EXE_pgreach")));
+    pub(crate) fn start(prefix: &[&str], args: &[&str]) -> LiveRun {
+        LiveRun::start_exe(env!("CARGO_BIN_EXE_pgreach"), prefix, args)
+    }
+
+    /// Runs `exe` (a copy of pgreach) rather than the built binary.
+    pub(crate) fn start_exe(exe: &str, prefix: &[&str], args: &[&str]) -> LiveRun {
+        let mut cmd = Command::new(prefix.first().copied().unwrap_or(exe));
         if !prefix.is_empty() {
-            cmd.args(&prefix[1..]).arg(env!("CARGO_BIN_EXE_pgreach"));
+            cmd.args(&prefix[1..]).arg(exe);
         }
         let mut child = cmd
             .arg("live")
@@ -155,12 +160,12 @@ impl LiveRun {
         run
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Ctrl-C, then everything it printed; asserts it exits 0.
-    fn interrupt(self) -> String {
+    pub(crate) fn interrupt(self) -> String {
         let (status, stdout, stderr) = self.stop_with("-INT");
         assert!(status.success(), "exit {status:?}: {stderr:?}");
         stdout
@@ -201,7 +206,7 @@ fn outcomes(doc: &Value) -> Vec<(String, Option<String>)> {
     v
 }
 
-fn http_get(port: u16, path: &str) -> String {
+pub(crate) fn http_get(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
     write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
     let mut body = String::new();
@@ -408,8 +413,16 @@ fn run_out(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
 
+/// tmux on the named session's own server (a `-L` socket named after it):
+/// tests running at once never share a server, so one whose last session
+/// ends cannot take the server away from another ("server exited unexpectedly").
 fn tmux(args: &[&str]) -> String {
-    String::from_utf8(run_ok(Command::new("tmux").args(args)).stdout).unwrap()
+    let session = args.windows(2).find(|w| w[0] == "-t" || w[0] == "-s").map(|w| w[1]);
+    let mut cmd = Command::new("tmux");
+    if let Some(session) = session {
+        cmd.args(["-L", session]);
+    }
+    String::from_utf8(run_ok(cmd.args(args)).stdout).unwrap()
 }
 
 /// A detached tmux session running a shell command; the pane stays after
@@ -426,17 +439,34 @@ impl TmuxSession {
         // One tmux command line, so the pane is kept even if the command exits at once.
         let (width, height) = (width.to_string(), height.to_string());
         let set = ["set-option", "-t", &name, "remain-on-exit", "on"];
+        let command = lingering(command);
         tmux(
-            &[&["new-session", "-d", "-s", &name, "-x", &width, "-y", &height, "bash", "-c", command, ";"][..], &set]
+            &[&["new-session", "-d", "-s", &name, "-x", &width, "-y", &height, "bash", "-c", &command, ";"][..], &set]
                 .concat(),
         );
         TmuxSession(name)
     }
 }
 
+/// The command, then a shell that stays until the session is killed: tmux
+/// may stop reading a pane whose process has exited before it has drained
+/// its output, cutting what a test waits for.
+fn lingering(command: &str) -> String {
+    format!("{command}; exec sleep 120")
+}
+
 impl Drop for TmuxSession {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
+        // The session's own server leaves its socket behind when it ends.
+        let socket = Command::new("tmux")
+            .args(["-L", &self.0, "display-message", "-p", "-t", &self.0, "#{socket_path}"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        let _ = Command::new("tmux").args(["-L", &self.0, "kill-session", "-t", &self.0]).output();
+        if let Some(socket) = socket.filter(|s| !s.is_empty()) {
+            let _ = std::fs::remove_file(socket);
+        }
     }
 }
 
@@ -587,7 +617,7 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     assert!(!plain.contains('\u{1b}'));
     // Straight on the terminal: red refused counts; with NO_COLOR none.
     let script = format!("cd {root} && {bin} analyze captures/nft_reject.pcap; echo ====; NO_COLOR=1 {bin} analyze captures/nft_reject.pcap; echo done-again");
-    tmux(&["respawn-pane", "-k", "-t", session, "bash", "-c", &script]);
+    tmux(&["respawn-pane", "-k", "-t", session, "bash", "-c", &lingering(&script)]);
     pane_shows(session, "done-again");
     let pane = tmux(&["capture-pane", "-e", "-p", "-S", "-200", "-t", session]);
     let (coloured, plain) = pane.rsplit_once("====").expect("both runs");

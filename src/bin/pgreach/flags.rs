@@ -61,16 +61,16 @@ pub struct AnalyzeArgs {
 #[derive(clap::Args)]
 pub struct LiveArgs {
     /// The interface (`any` for all of them; see `pgreach interfaces`).
-    #[arg(short, long, value_name = "IFACE")]
+    #[arg(short, long, value_name = "IFACE", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub interface: String,
     /// A libpcap filter replacing the default (the server ports and the ICMP errors that quote them).
     #[arg(short = 'f', long, value_name = "EXPR")]
     pub filter: Option<String>,
     /// Stop after this long (e.g. 10m).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_run_duration)]
     pub duration: Option<Duration>,
     /// Stop after this many packets.
-    #[arg(short = 'c', long, value_name = "N")]
+    #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// The kernel capture buffer, in MiB.
     #[arg(short = 'B', long, value_name = "MIB", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=2047))]
@@ -87,13 +87,13 @@ pub struct LiveArgs {
     #[arg(short = 'w', long, value_name = "FILE")]
     pub write: Option<PathBuf>,
     /// With -w: start a new file (FILE1, FILE2, …) every SIZE million bytes, as tcpdump -C.
-    #[arg(short = 'C', long, value_name = "SIZE", requires = "write", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'C', long, value_name = "SIZE", requires = "write", value_parser = clap::value_parser!(u64).range(1..=MAX_ROTATE_MB))]
     pub rotate: Option<u64>,
     /// Started as root: run as this user once the capture is open (as tcpdump -Z; `root` keeps root).
-    #[arg(short = 'Z', long, value_name = "USER", default_value = "nobody")]
+    #[arg(short = 'Z', long, value_name = "USER", default_value = "nobody", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub user: String,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187) at /metrics.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     pub metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub report: ReportArgs,
@@ -103,7 +103,7 @@ pub struct LiveArgs {
 #[derive(clap::Args)]
 pub struct ReportArgs {
     /// A server port: PostgreSQL or a pooler in front of it (repeatable).
-    #[arg(short, long = "port", value_name = "PORT", default_values_t = [5432, 6432])]
+    #[arg(short, long = "port", value_name = "PORT", default_values_t = [5432, 6432], value_parser = clap::value_parser!(u16).range(1..))]
     pub ports: Vec<u16>,
     /// Also list every attempt with its evidence.
     #[arg(long)]
@@ -120,16 +120,16 @@ pub struct ReportArgs {
     #[arg(long)]
     pub redact: bool,
     /// How long a SYN must go unanswered to count as a timeout (e.g. 3s, 500ms).
-    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_syn_timeout)]
     pub syn_timeout: Duration,
     /// The most connections tracked at once (bounds memory under a SYN flood).
     #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_flows: u64,
     /// Clients shown in the table, Markdown and HTML reports (JSON lists them all).
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_ROWS))]
     pub max_rows: usize,
     /// The most attempts listed by --connections and JSON (the totals count all).
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_LISTED))]
     pub max_listed: usize,
     /// A database server's DNS name (repeatable; `*.example.com` for a domain): its failed
     /// lookups are reported as dns_failed, beside the names clients were seen connecting with.
@@ -160,7 +160,7 @@ pub struct ReportArgs {
     #[arg(long = "fail-on", value_name = "OUTCOME|failures", value_delimiter = ',', value_parser = parse_fail_on)]
     pub fail_on: Vec<FailOn>,
     /// The timeline's bucket width (default: chosen from the capture's span).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_bucket)]
     pub bucket: Option<Duration>,
     /// A TLS key log (NSS format, as SSLKEYLOGFILE writes) to decrypt TLS sessions with (repeatable;
     /// SSLKEYLOGFILE is read too). Live, the file is followed as it grows.
@@ -199,6 +199,23 @@ impl From<FormatArg> for Format {
 }
 
 impl ReportArgs {
+    /// What no single flag's parser can see: --since after --until (when
+    /// both are absolute, both relative to the capture's start, or both
+    /// times of day).
+    pub fn check(&self) -> Result<(), String> {
+        let ordered = match (self.since, self.until) {
+            (Some(TimeBound::At(a)), Some(TimeBound::At(b))) => a < b,
+            (Some(TimeBound::AfterStart(a)), Some(TimeBound::AfterStart(b))) => a < b,
+            (Some(TimeBound::TimeOfDay(a)), Some(TimeBound::TimeOfDay(b))) => a < b,
+            _ => true,
+        };
+        if ordered {
+            Ok(())
+        } else {
+            Err("--since must be before --until: no attempt could start in that interval".to_owned())
+        }
+    }
+
     /// The engine's configuration, with the key logs' secrets, if any.
     pub fn engine_config(&self, keys: Option<KeyStore>) -> Config {
         Config {
@@ -294,6 +311,55 @@ fn parse_zone(s: &str) -> Result<Zone, String> {
     Zone::parse_fixed(s)
 }
 
+/// The narrowest timeline bucket: finer than the capture's timestamps are
+/// useful for, and each bucket is a row or a bar.
+const MIN_BUCKET: Duration = Duration::from_millis(1);
+/// The widest --syn-timeout: no client waits longer for a SYN-ACK.
+const MAX_SYN_TIMEOUT: Duration = Duration::from_secs(3600);
+/// -C in million bytes: a terabyte per file is beyond any disk it is for.
+const MAX_ROTATE_MB: u64 = 1_000_000;
+/// --max-rows: the summary keeps this many clients at most.
+const MAX_ROWS: u64 = 100_000;
+/// --max-listed: each listed attempt stays in memory until the report.
+const MAX_LISTED: u64 = 10_000_000;
+
+/// A duration within `[min, max]`, said in the flag's own terms when not.
+fn duration_within(s: &str, min: Duration, max: Option<Duration>) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: not a duration like 500ms, 3s or 10m ({e})"))?;
+    if d < min {
+        return Err(format!("{s:?}: at least {} is needed", humantime::format_duration(min)));
+    }
+    if let Some(max) = max.filter(|&max| d > max) {
+        return Err(format!("{s:?}: at most {} is allowed", humantime::format_duration(max)));
+    }
+    Ok(d)
+}
+
+/// `--bucket`: at least MIN_BUCKET; a width far below the capture's span is
+/// widened by the timeline, which says so.
+fn parse_bucket(s: &str) -> Result<Duration, String> {
+    duration_within(s, MIN_BUCKET, None)
+}
+
+fn parse_syn_timeout(s: &str) -> Result<Duration, String> {
+    duration_within(s, Duration::from_millis(1), Some(MAX_SYN_TIMEOUT))
+}
+
+/// `--duration`: a live run that stops at once would report nothing.
+fn parse_run_duration(s: &str) -> Result<Duration, String> {
+    duration_within(s, Duration::from_millis(1), None)
+}
+
+/// `--metrics`: an address with a port (port 0 would pick one nobody knows).
+fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr =
+        s.parse().map_err(|_| format!("{s:?}: not an address:port like 127.0.0.1:9187"))?;
+    if addr.port() == 0 {
+        return Err(format!("{s:?}: port 0 would serve on a port chosen at random"));
+    }
+    Ok(addr)
+}
+
 /// `--client`: an address or a CIDR block.
 fn parse_client(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
@@ -317,5 +383,17 @@ mod tests {
         assert_eq!(parse_client("192.0.2.0/25").unwrap().prefix_len(), 25);
         assert_eq!(parse_client("2001:db8::1").unwrap().prefix_len(), 128);
         assert!(parse_client("192.0.2.0/33").is_err());
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        assert!(parse_bucket("0s").is_err());
+        assert!(parse_bucket("1us").is_err());
+        assert_eq!(parse_bucket("1ms"), Ok(Duration::from_millis(1)));
+        assert!(parse_syn_timeout("0s").is_err());
+        assert!(parse_syn_timeout("2h").is_err());
+        assert!(parse_run_duration("0s").is_err());
+        assert!(parse_metrics_addr("127.0.0.1:0").is_err());
+        assert!(parse_metrics_addr("127.0.0.1:9187").is_ok());
     }
 }

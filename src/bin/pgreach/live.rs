@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pgreach::capture::live::metrics::{self, Metrics, SharedMetrics};
-use pgreach::capture::live::{self, LiveCapture, LiveOptions, LiveSink, LiveStatus, StopWhen};
+use pgreach::capture::live::{self, Dropped, LiveCapture, LiveOptions, LiveSink, LiveStatus, StopWhen};
 use pgreach::capture::Problems;
 use pgreach::decode::DecodeError;
 use pgreach::engine::Analyzer;
+use pgreach::outfile;
 use pgreach::record::AttemptRecord;
 use pgreach::report::output::Output;
 use pgreach::report::{text, Format};
@@ -21,10 +22,16 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::flags::ColorWhen;
 use crate::flags::LiveArgs;
 use crate::view::LiveView;
-use crate::{colour_allowed, exit_status, finish_output, open_output};
+use crate::{colour_allowed, exit_status, finish_output, open_output, report_path};
 
 pub fn live(args: LiveArgs) -> ExitCode {
     let r = &args.report;
+    if let (Some(w), Some(o)) = (&args.write, report_path(r)) {
+        if outfile::same_destination(w, o) {
+            eprintln!("pgreach: -w {} and -o {} name the same file", w.display(), o.display());
+            return ExitCode::from(crate::EXIT_USAGE);
+        }
+    }
     let opts = LiveOptions {
         interface: args.interface.clone(),
         ports: r.ports.clone(),
@@ -55,7 +62,17 @@ pub fn live(args: LiveArgs) -> ExitCode {
     };
     // -o is created before the drop too, wherever root may write.
     let view = io::stdout().is_terminal() && Format::from(r.format) != Format::Ndjson;
-    let Some(output) = open_output(r, args.filter.as_deref(), view) else { return ExitCode::from(crate::EXIT_USAGE) };
+    let Some((output, mut pending)) = open_output(r, args.filter.as_deref(), view) else {
+        return ExitCode::from(crate::EXIT_USAGE);
+    };
+    if capture.will_drop_privileges(&args.user) {
+        // The user may not write in the report's directory: rename it into
+        // place now, while root still can.
+        if let Err(e) = pending.as_mut().map_or(Ok(()), outfile::Pending::publish) {
+            eprintln!("pgreach: {e}");
+            return ExitCode::from(crate::EXIT_USAGE);
+        }
+    }
     // Key logs are read, and opened for following, while still privileged.
     let keylogs = crate::keylog::paths(&r.keylogs);
     let keys = match crate::keylog::load(&keylogs) {
@@ -67,8 +84,11 @@ pub fn live(args: LiveArgs) -> ExitCode {
     };
     let keylog_ends = crate::keylog::open_ends(&keylogs);
     match capture.drop_privileges(&args.user) {
-        Ok(true) => eprintln!("pgreach: capturing on {} as user {}", args.interface, args.user),
-        Ok(false) => eprintln!("pgreach: capturing on {}", args.interface),
+        Ok(Dropped::ToUser) => eprintln!("pgreach: capturing on {} as user {}", args.interface, args.user),
+        Ok(Dropped::Capabilities) => {
+            eprintln!("pgreach: capturing on {} (capabilities dropped)", args.interface)
+        }
+        Ok(Dropped::Nothing) => eprintln!("pgreach: capturing on {}", args.interface),
         Err(e) => {
             eprintln!("pgreach: {e}");
             return ExitCode::from(crate::EXIT_USAGE);
@@ -146,8 +166,15 @@ pub fn live(args: LiveArgs) -> ExitCode {
     }
     let interface = [format!("live:{}", args.interface)];
     let fail_on_matched = r.fail_on_matched(sink.output.reported());
-    let finished =
-        finish_output(sink.output, r, analyzer.stats(), &interface, sink.problems, notes, Some(status.counters));
+    let finished = finish_output(
+        (sink.output, pending),
+        r,
+        analyzer.stats(),
+        &interface,
+        sink.problems,
+        notes,
+        Some(status.counters),
+    );
     let code = match finished {
         Err(code) => code,
         Ok(()) => exit_status(fail_on_matched),
@@ -176,12 +203,17 @@ struct LiveReport {
 
 impl LiveSink for LiveReport {
     fn attempt(&mut self, record: AttemptRecord, capture_start: Timestamp) {
-        if let Some(m) = &self.metrics {
-            if let Ok(mut m) = m.lock() {
-                m.observe(&record);
+        match &self.metrics {
+            Some(metrics) => {
+                let mut observe = |r: &AttemptRecord| {
+                    if let Ok(mut m) = metrics.lock() {
+                        m.observe(r);
+                    }
+                };
+                self.output.attempt_observed(record, capture_start, Some(&mut observe));
             }
+            None => self.output.attempt(record, capture_start),
         }
-        self.output.attempt(record, capture_start);
         self.output.flush_rows();
     }
 

@@ -8,18 +8,19 @@ mod keylog;
 mod live;
 mod view;
 
-use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use flags::{AnalyzeArgs, Cli, ColorWhen, Command, ReportArgs};
 use pgreach::analysis::filter::Filter;
 use pgreach::capture::{analyze_files, CaptureCounters, Problems};
 use pgreach::engine::{Analyzer, Stats};
+use pgreach::outfile::{self, Pending, Target};
 use pgreach::report::output::{Output, OutputOptions};
 use pgreach::report::Format;
 
@@ -28,6 +29,15 @@ const PROGRESS_AFTER: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let report = match &cli.command {
+        Command::Analyze(a) => Some(&a.report),
+        Command::Live(l) => Some(&l.report),
+        _ => None,
+    };
+    if let Err(message) = report.map_or(Ok(()), ReportArgs::check) {
+        // clap's form and exit code (2), as for any other wrong flag.
+        Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message).exit();
+    }
     match cli.command {
         Command::Analyze(args) => analyze(args),
         Command::Live(args) => live::live(args),
@@ -45,6 +55,12 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Some(out) = report_path(&args.report) {
+        if let Some(input) = inputs.files.iter().find(|f| outfile::same_file(out, Path::new(f))) {
+            eprintln!("pgreach: -o {} is the input {input}: refusing to overwrite a capture", out.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
     let keys = match keylog::load(&keylog::paths(&args.report.keylogs)) {
         Ok(keys) => keys,
         Err(e) => {
@@ -54,7 +70,7 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
     };
     let mut analyzer = Analyzer::new(args.report.engine_config(keys));
     let mut problems = Problems::default();
-    let Some(mut output) = open_output(&args.report, inputs.filter.as_deref(), false) else {
+    let Some((mut output, pending)) = open_output(&args.report, inputs.filter.as_deref(), false) else {
         return ExitCode::from(EXIT_USAGE);
     };
     let progress = progress_bar(&inputs.files);
@@ -92,19 +108,23 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
         return ExitCode::from(EXIT_INPUT);
     }
     let matched = args.report.fail_on_matched(output.reported());
-    let written = finish_output(output, &args.report, analyzer.stats(), &inputs.files, lines, problems.notes(), None);
+    let written =
+        finish_output((output, pending), &args.report, analyzer.stats(), &inputs.files, lines, problems.notes(), None);
     match written {
         Err(code) => code,
         Ok(()) if !matched && problems.has_file_errors() => ExitCode::from(EXIT_INPUT),
+        Ok(()) if !matched && problems.has_damage() => ExitCode::from(EXIT_DAMAGED),
         Ok(()) => exit_status(matched),
     }
 }
 
-/// Exit statuses (the README lists them): an input could not be read (all of
-/// it, or some of it), a flag or the set-up was wrong, `--fail-on` matched.
+/// Exit statuses (the README lists them): an input could not be used, a
+/// flag or the set-up was wrong, `--fail-on` matched, an input was read
+/// only up to a damaged record (the report is whole for what came before).
 const EXIT_INPUT: u8 = 1;
 pub(crate) const EXIT_USAGE: u8 = 2;
 const EXIT_FAIL_ON: u8 = 3;
+const EXIT_DAMAGED: u8 = 4;
 
 /// Success, or `--fail-on`'s status when it matched.
 pub(crate) fn exit_status(fail_on_matched: bool) -> ExitCode {
@@ -141,23 +161,32 @@ fn interfaces() -> ExitCode {
     }
 }
 
-/// The report's destination, from -o: `None` after printing why it cannot be created.
-pub(crate) fn open_output(r: &ReportArgs, capture_filter: Option<&str>, live_view: bool) -> Option<Output> {
-    let out: Box<dyn Write> = match &r.output {
-        Some(path) => match File::create(path) {
-            Ok(f) => Box::new(BufWriter::new(f)),
-            Err(e) => {
-                eprintln!("pgreach: cannot create {}: {e}", path.display());
-                return None;
-            }
-        },
-        None => Box::new(BufWriter::new(io::stdout())),
+/// The file named by -o, unless it is `-` (standard output).
+pub(crate) fn report_path(r: &ReportArgs) -> Option<&Path> {
+    r.output.as_deref().filter(|p| p.as_os_str() != "-")
+}
+
+/// The report's destination, from -o, and the file to publish when the
+/// report is complete: `None` after printing why it cannot be created.
+pub(crate) fn open_output(
+    r: &ReportArgs,
+    capture_filter: Option<&str>,
+    live_view: bool,
+) -> Option<(Output, Option<Pending>)> {
+    let (out, pending): (Box<dyn Write>, _) = match report_path(r).map(outfile::create) {
+        Some(Ok(Target::File(f, pending))) => (Box::new(BufWriter::new(f)), Some(pending)),
+        Some(Ok(Target::Stream(f))) => (Box::new(BufWriter::new(f)), None),
+        Some(Err(e)) => {
+            eprintln!("pgreach: cannot create {}: {e}", r.output.as_deref().unwrap_or(Path::new("")).display());
+            return None;
+        }
+        None => (Box::new(BufWriter::new(io::stdout())), None),
     };
     let opts = OutputOptions {
         format: Format::from(r.format),
         connections: r.connections,
         colour: colour(r),
-        width: if r.output.is_none() { terminal_width() } else { None },
+        width: if report_path(r).is_none() { terminal_width() } else { None },
         filter: Filter {
             clients: r.clients.clone(),
             servers: r.servers.clone(),
@@ -178,12 +207,13 @@ pub(crate) fn open_output(r: &ReportArgs, capture_filter: Option<&str>, live_vie
         capture_filter: capture_filter.map(str::to_owned),
         recent_failures: live_view,
     };
-    Some(Output::new(opts, out))
+    Some((Output::new(opts, out), pending))
 }
 
-/// Writes the final report; on failure prints why and gives the exit code.
+/// Writes the final report and renames it into place; on failure prints
+/// why and gives the exit code.
 pub(crate) fn finish_output(
-    output: Output,
+    (output, pending): (Output, Option<Pending>),
     r: &ReportArgs,
     stats: &Stats,
     files: &[String],
@@ -191,8 +221,9 @@ pub(crate) fn finish_output(
     notes: Vec<String>,
     capture: Option<CaptureCounters>,
 ) -> Result<(), ExitCode> {
-    output.finish(stats, files, problems, notes, capture).map_err(|e| {
-        let to = r.output.as_ref().map_or("standard output".to_owned(), |p| p.display().to_string());
+    let written = output.finish(stats, files, problems, notes, capture);
+    written.and_then(|()| pending.map_or(Ok(()), |mut p| p.publish())).map_err(|e| {
+        let to = report_path(r).map_or("standard output".to_owned(), |p| p.display().to_string());
         eprintln!("pgreach: cannot write the report to {to}: {e}");
         ExitCode::FAILURE
     })
@@ -240,7 +271,7 @@ fn colour(r: &ReportArgs) -> bool {
     match r.color {
         ColorWhen::Always => true,
         ColorWhen::Never => false,
-        ColorWhen::Auto => r.output.is_none() && io::stdout().is_terminal() && colour_allowed(),
+        ColorWhen::Auto => report_path(r).is_none() && io::stdout().is_terminal() && colour_allowed(),
     }
 }
 

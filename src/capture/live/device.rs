@@ -120,25 +120,43 @@ impl LiveCapture {
         Ok(LiveCapture { capture, link, savefile, interface })
     }
 
-    /// Started as root: become `user` now that the capture and the first
-    /// `-w` file are open (that file is handed to the user, so rotation
-    /// files and it have one owner). Returns whether privileges changed.
-    pub fn drop_privileges(&mut self, user: &str) -> Result<bool, LiveError> {
+    /// Whether [`Self::drop_privileges`] will change user.
+    pub fn will_drop_privileges(&self, user: &str) -> bool {
+        nix::unistd::getuid().is_root() && user != "root"
+    }
+
+    /// Gives up what opening the capture needed, before any packet is
+    /// parsed. Started as root: become `user`; the `-w` file is renamed
+    /// into place first (the user may not write in its directory) and handed
+    /// to the user through its open descriptor, never by name, so that
+    /// rotation files and it have one owner. Started as another user with
+    /// file capabilities (setcap): clear them. Either way no capability is
+    /// left in the effective, permitted, inheritable or ambient set.
+    pub fn drop_privileges(&mut self, user: &str) -> Result<Dropped, LiveError> {
         use nix::unistd::{getuid, setgid, setgroups, setuid, User};
-        if !getuid().is_root() || user == "root" {
-            return Ok(false);
-        }
         let fail = |reason: String| LiveError::Privileges { user: user.to_owned(), reason };
+        if !getuid().is_root() {
+            let had = caps::read(None, caps::CapSet::Permitted).map_err(|e| fail(e.to_string()))?;
+            clear_capabilities().map_err(fail)?;
+            return Ok(if had.is_empty() { Dropped::Nothing } else { Dropped::Capabilities });
+        }
+        if user == "root" {
+            return Ok(Dropped::Nothing);
+        }
         let account =
             User::from_name(user).map_err(|e| fail(e.to_string()))?.ok_or_else(|| fail("no such user".into()))?;
-        if let Some(s) = &self.savefile {
-            std::os::unix::fs::chown(s.current_path(), Some(account.uid.as_raw()), Some(account.gid.as_raw()))
+        if let Some(s) = &mut self.savefile {
+            s.publish().map_err(|e| fail(format!("cannot put the -w file in place: {e}")))?;
+            s.hand_to(account.uid.as_raw(), account.gid.as_raw())
                 .map_err(|e| fail(format!("cannot hand the -w file to it: {e}")))?;
         }
         setgroups(&[account.gid]).map_err(|e| fail(e.to_string()))?;
         setgid(account.gid).map_err(|e| fail(e.to_string()))?;
         setuid(account.uid).map_err(|e| fail(e.to_string()))?;
-        Ok(true)
+        // The kernel clears the sets when root becomes another user; say so
+        // explicitly rather than rely on it.
+        clear_capabilities().map_err(fail)?;
+        Ok(Dropped::ToUser)
     }
 
     pub fn link(&self) -> LinkType {
@@ -201,7 +219,7 @@ fn spawn_reader(
             }
         }
         if let Some(s) = &mut live.savefile {
-            if let Err(e) = s.flush() {
+            if let Err(e) = s.publish() {
                 let _ = tx.blocking_send(FromCapture::Problem(format!("-w: {e}")));
             }
         }
@@ -209,6 +227,31 @@ fn spawn_reader(
             let _ = tx.blocking_send(FromCapture::Counters { at: now(), counters: counters.update(stat) });
         }
     })
+}
+
+/// What [`LiveCapture::drop_privileges`] gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Nothing to give up (not root, no capabilities; or `-Z root`).
+    Nothing,
+    /// Root became the `-Z` user.
+    ToUser,
+    /// The file capabilities were cleared.
+    Capabilities,
+}
+
+/// Empties the ambient, inheritable, effective and permitted capability
+/// sets of this process (all its threads, which do not exist yet).
+fn clear_capabilities() -> Result<(), String> {
+    use caps::CapSet;
+    // The ambient set exists since Linux 4.3; without it there is nothing to clear.
+    if caps::runtime::ambient_set_supported().is_ok() {
+        caps::clear(None, CapSet::Ambient).map_err(|e| format!("cannot clear the ambient capabilities: {e}"))?;
+    }
+    for set in [CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
+        caps::clear(None, set).map_err(|e| format!("cannot clear the {set:?} capabilities: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Waits until the capture has packets, or READ_WAIT_MS.

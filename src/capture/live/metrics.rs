@@ -17,6 +17,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use super::driver::LiveStatus;
+use super::guarded::GuardedListener;
 use crate::capture::CaptureCounters;
 use crate::record::AttemptRecord;
 
@@ -158,10 +159,11 @@ fn bounded(known: &mut HashSet<String>, key: String, max: usize) -> String {
 
 pub type SharedMetrics = Arc<Mutex<Metrics>>;
 
-/// Serves `/metrics` on an open listener until the process ends.
+/// Serves `/metrics` on an open listener until the process ends, with the
+/// bounds of [`GuardedListener`].
 pub async fn serve(listener: tokio::net::TcpListener, metrics: SharedMetrics) -> std::io::Result<()> {
     let app = Router::new().route("/metrics", get(scrape)).with_state(metrics);
-    axum::serve(listener, app).await
+    axum::serve(GuardedListener::new(listener), app).await
 }
 
 async fn scrape(State(metrics): State<SharedMetrics>) -> impl IntoResponse {

@@ -1,21 +1,19 @@
 //! `-w FILE`: the captured packets written as a pcap file (nanosecond
 //! timestamps), rotated every `-C` bytes as tcpdump does (FILE, FILE1,
 //! FILE2, …), so an incident can be analyzed again later. Written here
-//! rather than through libpcap's dumper so that files are created with
-//! owner-only permissions and rotation needs no unsafe file handles.
+//! rather than through libpcap's dumper so that files are created as
+//! [`crate::outfile`] makes them (owner only, beside the destination,
+//! renamed into place when complete) and rotation needs no unsafe file handles.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::outfile::{self, Pending, Target};
 use crate::time::Timestamp;
 
 /// pcap's magic for nanosecond timestamps.
 const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
-/// Captures may hold secrets a little longer than the owner wants: never
-/// readable or writable by others.
-const MODE: u32 = 0o600;
 
 pub struct Savefile {
     base: PathBuf,
@@ -24,6 +22,8 @@ pub struct Savefile {
     /// Rotate after this many bytes in one file; `None`: one file.
     rotate_bytes: Option<u64>,
     file: BufWriter<File>,
+    /// Where the current file goes when complete (none for a stream).
+    pending: Option<Pending>,
     written: u64,
     /// The number of the current file (0: the base name).
     index: u32,
@@ -33,13 +33,14 @@ pub struct Savefile {
 
 impl Savefile {
     pub fn create(base: &Path, linktype: u32, snaplen: u32, rotate_bytes: Option<u64>) -> io::Result<Savefile> {
-        let file = open(base)?;
+        let (file, pending) = open(base)?;
         let mut s = Savefile {
             base: base.to_owned(),
             linktype,
             snaplen,
             rotate_bytes,
             file,
+            pending,
             written: 0,
             index: 0,
             rotation_failed: false,
@@ -92,9 +93,10 @@ impl Savefile {
     fn rotate(&mut self) -> io::Result<()> {
         let next = numbered(&self.base, self.index + 1);
         match open(&next) {
-            Ok(file) => {
-                self.file.flush()?;
+            Ok((file, pending)) => {
+                self.publish()?;
                 self.file = file;
+                self.pending = pending;
                 self.index += 1;
                 self.write_header()
             }
@@ -108,16 +110,24 @@ impl Savefile {
         }
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+    /// Flushes the current file and renames it into place; it may go on
+    /// growing there.
+    pub fn publish(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.pending.as_mut().map_or(Ok(()), Pending::publish)
+    }
+
+    /// Gives the current file to another owner, through its descriptor.
+    pub fn hand_to(&self, uid: u32, gid: u32) -> io::Result<()> {
+        std::os::unix::fs::fchown(self.file.get_ref(), Some(uid), Some(gid))
     }
 }
 
-fn open(path: &Path) -> io::Result<BufWriter<File>> {
-    let file = OpenOptions::new().write(true).create(true).truncate(true).mode(MODE).open(path)?;
-    // An existing file keeps its mode when truncated: set it.
-    file.set_permissions(std::fs::Permissions::from_mode(MODE))?;
-    Ok(BufWriter::new(file))
+fn open(path: &Path) -> io::Result<(BufWriter<File>, Option<Pending>)> {
+    Ok(match outfile::create(path)? {
+        Target::File(file, pending) => (BufWriter::new(file), Some(pending)),
+        Target::Stream(file) => (BufWriter::new(file), None),
+    })
 }
 
 /// tcpdump's names: FILE, FILE1, FILE2, …
@@ -144,12 +154,12 @@ mod tests {
         for i in 0..25 {
             s.write(Timestamp::from_nanos(1_700_000_000_000_000_000 + i), 1500, &frame).unwrap();
         }
-        s.flush().unwrap();
+        s.publish().unwrap();
         let mut total = 0;
         for name in ["cap.pcap", "cap.pcap1", "cap.pcap2"] {
             let path = dir.join(name);
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600, "{name}");
+            let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+            assert_eq!(mode & 0o777, outfile::MODE, "{name}");
             let mut cap = pcap::Capture::from_file_with_precision(&path, pcap::Precision::Nano).unwrap();
             while let Ok(p) = cap.next_packet() {
                 assert_eq!((p.header.caplen, p.header.len), (1000, 1500));

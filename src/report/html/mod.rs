@@ -8,6 +8,7 @@ mod chart;
 
 use std::fmt::Write as _;
 
+use super::escape::html as escape;
 use super::tables::{self, Grid};
 use super::words::{self, headline, summary_line};
 use super::Report;
@@ -163,22 +164,6 @@ fn with_code(text: &str) -> String {
                 out.push('`');
             }
             out.push_str(&escape(part));
-        }
-    }
-    out
-}
-
-/// Text from the capture never becomes markup.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
         }
     }
     out

@@ -6,15 +6,16 @@ mod fit;
 
 use std::fmt::Write as _;
 
+use super::escape;
 use super::evidence::reason;
-use super::tables;
+use super::tables::{self, Grid};
 use super::words::{self, headline, summary_line};
 use super::Report;
 use crate::analysis::diagnosis::Diagnosis;
 
 /// The report; `width` is the terminal's (no wrapping without one).
 pub fn render(report: &Report<'_>, connections: bool, colour: bool, width: Option<usize>) -> String {
-    let draw = |grid: &tables::Grid| fit::grid(grid, colour, width);
+    let draw = |grid: &Grid| fit::grid(&visible(grid), colour, width);
     let mut out = String::new();
     let s = report.summary;
     if s.totals.attempts == 0 {
@@ -49,8 +50,25 @@ pub fn render(report: &Report<'_>, connections: bool, colour: bool, width: Optio
             out.push_str("\n\n");
         }
     }
-    out.push_str(&fit::wrap_lines(&summary_line(report), width));
+    out.push_str(&fit::wrap_lines(&lines(&summary_line(report)), width));
     out
+}
+
+/// Each line of a block escaped for the terminal, the block's own line breaks kept.
+fn lines(block: &str) -> String {
+    block.lines().map(|l| escape::terminal(l) + "\n").collect()
+}
+
+/// A grid with every cell escaped for the terminal: names and server words
+/// come from the wire.
+fn visible(grid: &Grid) -> Grid {
+    let cells = |row: &[String]| row.iter().map(|c| escape::terminal(c)).collect();
+    Grid {
+        header: cells(&grid.header),
+        rows: grid.rows.iter().map(|r| cells(r)).collect(),
+        kinds: grid.kinds.clone(),
+        more: grid.more,
+    }
 }
 
 fn diagnosis_text(report: &Report<'_>, d: &Diagnosis) -> String {
@@ -62,11 +80,11 @@ fn diagnosis_text(report: &Report<'_>, d: &Diagnosis) -> String {
             i + 1,
             f.outcome,
             words::finding_extent(report, f),
-            &f.client_sees,
+            escape::terminal(&f.client_sees),
             f.meaning
         );
         for e in &f.evidence {
-            let _ = writeln!(out, "   - [{}] {}", e.confidence.label(), e.text);
+            let _ = writeln!(out, "   - [{}] {}", e.confidence.label(), escape::terminal(&e.text));
         }
         let _ = writeln!(out, "   next: {}\n", f.next_steps);
     }
@@ -79,7 +97,10 @@ fn diagnosis_text(report: &Report<'_>, d: &Diagnosis) -> String {
 pub fn live_view(report: &Report<'_>, status: &[String], height: usize, width: usize, colour: bool) -> String {
     let mut lines: Vec<String> = status
         .iter()
-        .flat_map(|l| fit::wrap_lines(&format!("{l}\n"), Some(width)).lines().map(str::to_owned).collect::<Vec<_>>())
+        .flat_map(|l| {
+            let l = escape::terminal(l);
+            fit::wrap_lines(&format!("{l}\n"), Some(width)).lines().map(str::to_owned).collect::<Vec<_>>()
+        })
         .collect();
     lines.push(String::new());
     let s = report.summary;
@@ -92,6 +113,7 @@ pub fn live_view(report: &Report<'_>, status: &[String], height: usize, width: u
         .recent_failures()
         .map(|a| {
             let line = format!("{} {} → {} {}: {}", report.clock(a.start), a.client, a.server, a.outcome, reason(a));
+            let line = escape::terminal(&line);
             format!("  {}", line.chars().take(width.saturating_sub(2)).collect::<String>())
         })
         .collect();
@@ -103,7 +125,7 @@ pub fn live_view(report: &Report<'_>, status: &[String], height: usize, width: u
     // A table takes four lines besides its rows (borders and header).
     let room = height.saturating_sub(lines.len() + 5).max(1);
     let clients = tables::clients(report, room);
-    lines.extend(fit::grid(&clients, colour, Some(width)).lines().map(str::to_owned));
+    lines.extend(fit::grid(&visible(&clients), colour, Some(width)).lines().map(str::to_owned));
     for line in tables::clients_left_out(&clients, s) {
         lines.extend(fit::wrap_lines(&format!("{line}\n"), Some(width)).lines().map(str::to_owned));
     }
