@@ -3,7 +3,9 @@
 //! It does no I/O and reads no clock. Drivers feed `handle_packet` with
 //! each frame's timestamp, call `handle_timeout` when `poll_timeout` says so
 //! (live capture) and `finish` when the capture ends, and take finished
-//! attempts from `poll_finished`. Memory is bounded by `max_flows`.
+//! attempts from `poll_finished`. Memory is bounded by `max_flows` flows
+//! of bounded size each (see `FLOW_BYTES`) plus `max_held_bytes` of
+//! out-of-order data across them.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -14,12 +16,20 @@ use serde::Serialize;
 
 use crate::decode::{decode, DecodeError, Decoded, IcmpError, LinkType, TcpSegment, UdpDatagram};
 use crate::dns::{parse_response, DbNames, FailedLookups, Lookups};
+use crate::evict::IdleOrder;
 use crate::flow::{EndCause, Flow, State, Step};
 use crate::legs::Legs;
 use crate::outcome::{Outcome, Side};
 use crate::record::AttemptRecord;
+use crate::stream::HeldBudget;
 use crate::time::Timestamp;
 use crate::tls::KeyStore;
+
+/// A packet dated further than this from the engine's clock does not move
+/// the clock on its own (a flipped bit, a clock set wrong for a moment),
+/// unless the next packet confirms the jump. Following it would end every
+/// attempt in progress as a timeout.
+pub const MAX_CLOCK_JUMP: Duration = Duration::from_secs(3600);
 
 /// What the engine needs to know before the first packet.
 #[derive(Debug, Clone)]
@@ -29,8 +39,10 @@ pub struct Config {
     /// How long a SYN must go unanswered before it counts as a timeout
     /// (shorter waits at the end of a capture are reported as `capture_ended`).
     pub syn_timeout: Duration,
-    /// The most connections tracked at once; beyond it the flow nearest its
-    /// deadline is ended early (a SYN flood must not exhaust memory).
+    /// The most connections tracked at once (a SYN flood must not exhaust
+    /// memory). When the table is full, a connection joined midstream is
+    /// ended first, then the connection idle longest; a new SYN always finds
+    /// room, other packets of unknown connections go untracked.
     pub max_flows: usize,
     /// Database server names (`--db-host`; `*.domain` for a domain) whose
     /// failed lookups are `dns_failed` attempts, beside the names clients
@@ -38,6 +50,9 @@ pub struct Config {
     pub db_hosts: Vec<String>,
     /// TLS secrets (a key log's text, added by the driver) to decrypt with.
     pub keys: Option<KeyStore>,
+    /// The most out-of-order bytes held across all connections, waiting for
+    /// the segments before them; beyond it, holes are declared gaps at once.
+    pub max_held_bytes: usize,
 }
 
 impl Default for Config {
@@ -48,6 +63,7 @@ impl Default for Config {
             max_flows: 1_000_000,
             db_hosts: Vec::new(),
             keys: None,
+            max_held_bytes: 64 << 20,
         }
     }
 }
@@ -73,11 +89,20 @@ pub struct Stats {
     pub dns_answers: u64,
     /// Failed lookups beyond the bound kept for `dns_failed` (10,000), not reported.
     pub dns_failures_not_kept: u64,
-    /// Attempts ended early because the flow table was full.
+    /// Attempts seen from their SYN ended early because the flow table was full.
     pub evicted: u64,
-    /// Segments of new connections not tracked because the table was full
-    /// of established connections.
+    /// Connections joined midstream ended early to make room for a new SYN.
+    pub evicted_midstream: u64,
+    /// Segments of connections joined midstream not tracked because the
+    /// flow table was full (only a SYN may end another flow to make room).
     pub untracked: u64,
+    /// Out-of-order segments not held because the budget for held data
+    /// across connections was spent: the holes before them became gaps.
+    pub held_over_budget: u64,
+    /// Packets dated over an hour from the packets before them (or a first
+    /// packet as far from those after it) and not confirmed by the next:
+    /// the engine's clock did not follow them.
+    pub clock_jumps: u64,
     /// Attempts reported.
     pub attempts: u64,
     /// The first packet's time: where relative times (`--since +5m`) count from.
@@ -113,6 +138,10 @@ pub struct Analyzer {
     /// Deadlines, earliest first. An entry is current while it equals the
     /// flow's `armed`; others are stale and skipped (lazy deletion).
     timers: BinaryHeap<Reverse<(Timestamp, FlowKey)>>,
+    /// Who leaves a full table first: connections joined midstream, then
+    /// those seen from their SYN, each least recently active first.
+    midstream_order: IdleOrder<FlowKey>,
+    syn_order: IdleOrder<FlowKey>,
     finished: VecDeque<AttemptRecord>,
     /// Clients' recent DNS answers.
     lookups: Lookups,
@@ -125,20 +154,38 @@ pub struct Analyzer {
     /// A pooler's server leg, told apart and related to its clients.
     legs: Legs,
     stats: Stats,
+    held: HeldBudget,
     /// The latest time seen: packet timestamps can step back a little.
     clock: Timestamp,
+    clock_trust: ClockTrust,
     next_id: u64,
+}
+
+/// How far the engine's clock can be believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClockTrust {
+    /// No packet yet.
+    Unset,
+    /// Set by the first packet alone: if the next is far behind it, the
+    /// first was the odd one out.
+    FirstPacket,
+    /// Confirmed by packets near each other. `jump`: the latest packet
+    /// dated too far ahead, which a next one near it would confirm.
+    Settled { jump: Option<Timestamp> },
 }
 
 impl Analyzer {
     pub fn new(config: Config) -> Analyzer {
         let server_ports = PortSet::new(&config.server_ports);
+        let max_held_bytes = config.max_held_bytes;
         Analyzer {
             config,
             server_ports,
             flows: HashMap::new(),
             ending: Vec::new(),
             timers: BinaryHeap::new(),
+            midstream_order: IdleOrder::default(),
+            syn_order: IdleOrder::default(),
             finished: VecDeque::new(),
             lookups: Lookups::default(),
             failed_lookups: FailedLookups::default(),
@@ -146,13 +193,20 @@ impl Analyzer {
             failed_lookups_due: false,
             legs: Legs::default(),
             stats: Stats::default(),
+            held: HeldBudget::new(max_held_bytes),
             clock: Timestamp::default(),
+            clock_trust: ClockTrust::Unset,
             next_id: 0,
         }
     }
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Out-of-order bytes held now across all connections.
+    pub fn held_bytes(&self) -> usize {
+        self.held.used()
     }
 
     /// Connections being tracked now.
@@ -180,10 +234,14 @@ impl Analyzer {
     /// and its reason returned, for the driver to report with its position.
     pub fn handle_packet(&mut self, ts: Timestamp, link: LinkType, frame: &[u8]) -> Result<(), DecodeError> {
         self.stats.packets += 1;
-        self.stats.first_packet.get_or_insert(ts);
-        self.handle_timeout(ts);
+        if self.believe(ts) {
+            self.handle_timeout(ts);
+        }
         match decode(link, frame) {
-            Ok(Decoded::Tcp(seg)) => self.on_segment(&seg, ts),
+            Ok(Decoded::Tcp(seg)) => {
+                self.on_segment(&seg, ts);
+                self.stats.held_over_budget = self.held.refused();
+            }
             Ok(Decoded::IcmpError(icmp)) => self.on_icmp(&icmp, ts),
             Ok(Decoded::Udp(datagram)) => self.on_udp(&datagram, ts),
             Ok(Decoded::Ignored) => {}
@@ -193,6 +251,45 @@ impl Analyzer {
             }
         }
         Ok(())
+    }
+
+    /// Whether a packet's time may move the clock: not when it is far from
+    /// the packets before it, until a next packet near it confirms the jump
+    /// (see `MAX_CLOCK_JUMP`). The packet itself keeps its own time.
+    fn believe(&mut self, ts: Timestamp) -> bool {
+        let near = |a: Timestamp, b: Timestamp| a.since(b).max(b.since(a)) <= MAX_CLOCK_JUMP;
+        let far = !near(ts, self.clock);
+        match self.clock_trust {
+            ClockTrust::Unset => {
+                self.clock_trust = ClockTrust::FirstPacket;
+                self.stats.first_packet = Some(ts);
+            }
+            // The first packet was far from the second: it was the odd one
+            // out, and time starts again here.
+            ClockTrust::FirstPacket if far => {
+                self.stats.clock_jumps += 1;
+                self.clock = ts;
+                self.stats.first_packet = Some(ts);
+                self.clock_trust = ClockTrust::Settled { jump: None };
+            }
+            // A second packet near the first far one: the capture really
+            // went quiet, or the next file was recorded at another time.
+            ClockTrust::Settled { jump: Some(j) } if far && near(ts, j) => {
+                self.stats.clock_jumps -= 1;
+                self.clock = ts;
+                self.clock_trust = ClockTrust::Settled { jump: None };
+            }
+            ClockTrust::Settled { .. } if far => {
+                self.stats.clock_jumps += 1;
+                self.clock_trust = ClockTrust::Settled { jump: Some(ts) };
+                return false;
+            }
+            // A packet near the clock; a far one before it was a lone outlier.
+            ClockTrust::FirstPacket | ClockTrust::Settled { .. } => {
+                self.clock_trust = ClockTrust::Settled { jump: None };
+            }
+        }
+        true
     }
 
     /// Advances the clock to `now` and ends the flows whose deadline passed.
@@ -250,6 +347,8 @@ impl Analyzer {
         open.sort_by_key(|(_, f)| Reverse(f.id));
         self.ending = open;
         self.timers = BinaryHeap::new();
+        self.midstream_order.clear();
+        self.syn_order.clear();
         self.failed_lookups_due = true;
     }
 
@@ -278,7 +377,13 @@ impl Analyzer {
         }
         let opens = side == Side::Client && seg.flags.syn && !seg.flags.ack;
         let step = match self.flows.get_mut(&key) {
-            Some(flow) => flow.on_segment(seg, side, ts),
+            Some(flow) => {
+                let was = flow.last_seen();
+                let step = flow.on_segment(seg, side, ts, &self.held);
+                let (id, now, midstream) = (flow.id, flow.last_seen(), flow.is_midstream());
+                self.order(midstream).touch(key, id, was, now);
+                step
+            }
             None if opens => {
                 self.open(key, Box::new(Flow::from_syn(self.next_id, seg, ts)));
                 return;
@@ -289,7 +394,12 @@ impl Analyzer {
                 return;
             }
             None => {
-                self.open(key, Box::new(Flow::midstream(self.next_id, seg, side, ts)));
+                if self.flows.len() >= self.config.max_flows {
+                    // Only a SYN may end another flow to make room.
+                    self.stats.untracked += 1;
+                    return;
+                }
+                self.open(key, Box::new(Flow::midstream(self.next_id, seg, side, ts, &self.held)));
                 return;
             }
         };
@@ -298,7 +408,7 @@ impl Analyzer {
             Step::Duplicate => self.stats.duplicates += 1,
             Step::Finished => self.expire(key, self.clock, EndCause::Packet),
             Step::NewAttempt => {
-                if let Some(mut old) = self.flows.remove(&key) {
+                if let Some(mut old) = self.take(key) {
                     self.report(key, &mut old, EndCause::NewAttempt);
                 }
                 self.open(key, Box::new(Flow::from_syn(self.next_id, seg, ts)));
@@ -328,7 +438,14 @@ impl Analyzer {
             return;
         }
         self.stats.packets_on_port += 1;
-        let matched = self.flows.get_mut(&key).is_some_and(|flow| flow.on_icmp(icmp, ts));
+        let Some(flow) = self.flows.get_mut(&key) else {
+            self.stats.unmatched_icmp += 1;
+            return;
+        };
+        let (id, was) = (flow.id, flow.last_seen());
+        let matched = flow.on_icmp(icmp, ts);
+        let (now, midstream) = (flow.last_seen(), flow.is_midstream());
+        self.order(midstream).touch(key, id, was, now);
         if matched {
             self.arm(key);
         } else {
@@ -343,27 +460,37 @@ impl Analyzer {
             return;
         }
         flow.keys.clone_from(&self.config.keys);
+        let (id, last) = (flow.id, flow.last_seen());
+        let order = if flow.is_midstream() { &mut self.midstream_order } else { &mut self.syn_order };
+        order.insert(key, id, last);
+        let flows = &self.flows;
+        order.compact(flows.len(), |k, id| flows.get(k).is_some_and(|f| f.id == id));
         self.next_id += 1;
         self.legs.on_new_attempt(key.1);
         self.flows.insert(key, flow);
         self.arm(key);
     }
 
-    /// Ends the flow nearest its deadline. False when no flow has one
-    /// (all established): then the new flow goes untracked.
+    /// Ends one flow to make room: a connection joined midstream if there
+    /// is one (nothing shows it is real: forged ACKs open such flows), else
+    /// the attempt idle longest. False only when the table is empty.
     fn evict_one(&mut self) -> bool {
-        while let Some(Reverse((deadline, key))) = self.timers.pop() {
-            if self.flows.get(&key).is_some_and(|f| f.armed == Some(deadline)) {
-                if let Some(mut flow) = self.flows.remove(&key) {
-                    if flow.state != State::Closed {
-                        self.stats.evicted += 1;
-                    }
-                    self.report(key, &mut flow, EndCause::Evicted);
+        let flows = &self.flows;
+        let current = |k: &FlowKey, id: u64| flows.get(k).is_some_and(|f| f.id == id);
+        let Some(key) = self.midstream_order.pop_idlest(current).or_else(|| self.syn_order.pop_idlest(current)) else {
+            return false;
+        };
+        if let Some(mut flow) = self.flows.remove(&key) {
+            if flow.state != State::Closed {
+                if flow.is_midstream() {
+                    self.stats.evicted_midstream += 1;
+                } else {
+                    self.stats.evicted += 1;
                 }
-                return true;
             }
+            self.report(key, &mut flow, EndCause::Evicted);
         }
-        false
+        true
     }
 
     /// Makes sure the timer holds the flow's current deadline. A deadline
@@ -398,7 +525,7 @@ impl Analyzer {
                 Some(_) => {}
             }
             if flow.state == State::Closed {
-                self.flows.remove(&key);
+                self.take(key);
                 return;
             }
         }
@@ -406,6 +533,22 @@ impl Analyzer {
         // The closed entry lingers to absorb late packets.
         flow.armed = None;
         self.arm(key);
+    }
+
+    fn order(&mut self, midstream: bool) -> &mut IdleOrder<FlowKey> {
+        if midstream {
+            &mut self.midstream_order
+        } else {
+            &mut self.syn_order
+        }
+    }
+
+    /// Takes a flow out of the table and out of the eviction order.
+    fn take(&mut self, key: FlowKey) -> Option<Box<Flow>> {
+        let flow = self.flows.remove(&key)?;
+        let (id, last) = (flow.id, flow.last_seen());
+        self.order(flow.is_midstream()).remove(key, id, last);
+        Some(flow)
     }
 
     /// Reports a flow already taken out of the table.

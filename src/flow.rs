@@ -11,7 +11,7 @@ use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, Side, TcpOutcome, 
 use crate::pg::{PgSession, PgSummary};
 use crate::record::{Answer, AttemptRecord, Note, SynEvidence, Traffic};
 use crate::seq::SeqNumber;
-use crate::stream::Stream;
+use crate::stream::{HeldBudget, Stream};
 use crate::time::{millis, Timestamp};
 use crate::tls::KeyStore;
 
@@ -30,6 +30,11 @@ const CLOSING_GRACE: Duration = Duration::from_secs(30);
 /// How long an ended connection's entry stays to absorb its late packets
 /// (final ACKs, retransmitted FINs) so that they do not look like new flows.
 const CLOSED_LINGER: Duration = Duration::from_secs(30);
+/// How long a connection joined midstream may stay silent before it is
+/// reported and forgotten: nothing shows such a flow is real (a forged or
+/// stray ACK opens one), so it must not hold its table entry for ever. A
+/// quiet pooled connection that wakes up later starts a new midstream record.
+pub const MIDSTREAM_IDLE: Duration = Duration::from_secs(120);
 /// The longest initial retransmission time-out of common TCP stacks.
 const MAX_INITIAL_RTO: Duration = Duration::from_secs(3);
 
@@ -156,7 +161,7 @@ impl Flow {
     }
 
     /// A flow first seen after its SYN (a late capture start, or backscatter).
-    pub fn midstream(id: u64, seg: &TcpSegment<'_>, side: Side, ts: Timestamp) -> Flow {
+    pub fn midstream(id: u64, seg: &TcpSegment<'_>, side: Side, ts: Timestamp, budget: &HeldBudget) -> Flow {
         let state = if seg.flags.syn { State::SynReceived } else { State::Established };
         let mut flow = Flow::empty(id, ts, state, Origin::Midstream);
         flow.last_segment[side as usize] = Some((SegmentId::of(seg), ts));
@@ -165,7 +170,7 @@ impl Flow {
             flow.server_ttl = Some(seg.ttl);
         }
         flow.count(side, seg, ts);
-        flow.feed_midstream(seg, side, ts);
+        flow.feed_midstream(seg, side, ts, budget);
         if seg.flags.fin {
             flow.close(side, false);
         }
@@ -200,6 +205,16 @@ impl Flow {
         }
     }
 
+    /// Whether the capture joined this connection after its handshake.
+    pub fn is_midstream(&self) -> bool {
+        self.origin == Origin::Midstream
+    }
+
+    /// The time of its latest packet.
+    pub fn last_seen(&self) -> Timestamp {
+        self.last
+    }
+
     /// Whether a client SYN with this sequence number starts a new attempt
     /// rather than retransmitting this one's.
     pub fn is_new_syn(&self, seq: SeqNumber) -> bool {
@@ -207,7 +222,7 @@ impl Flow {
     }
 
     /// Feeds one segment of this flow, sent by `side`.
-    pub fn on_segment(&mut self, seg: &TcpSegment<'_>, side: Side, ts: Timestamp) -> Step {
+    pub fn on_segment(&mut self, seg: &TcpSegment<'_>, side: Side, ts: Timestamp, budget: &HeldBudget) -> Step {
         if side == Side::Client && seg.flags.syn && !seg.flags.ack && self.is_new_syn(seg.seq) {
             return Step::NewAttempt;
         }
@@ -221,17 +236,17 @@ impl Flow {
         }
         *slot = Some((id, ts));
         self.count(side, seg, ts);
-        let step = self.transition(seg, side, ts);
+        let step = self.transition(seg, side, ts, budget);
         if let Some(track) = self.pg.as_deref_mut() {
             track.on_segment(seg, side, ts);
         } else {
-            self.feed_midstream(seg, side, ts);
+            self.feed_midstream(seg, side, ts, budget);
         }
         step
     }
 
     /// The TCP state change one segment makes.
-    fn transition(&mut self, seg: &TcpSegment<'_>, side: Side, ts: Timestamp) -> Step {
+    fn transition(&mut self, seg: &TcpSegment<'_>, side: Side, ts: Timestamp, budget: &HeldBudget) -> Step {
         let f = seg.flags;
         match (self.state, side) {
             // A retransmitted SYN: the client has heard nothing valid yet.
@@ -251,7 +266,7 @@ impl Flow {
             // if the capture missed it.
             (State::SynSent, Side::Client) => {
                 self.note(Note::HandshakeInferred);
-                self.establish(seg, side)
+                self.establish(seg, side, budget)
             }
             (State::SynSent, Side::Server) if f.syn && f.ack => {
                 if Some(seg.ack) == self.client_isn.map(|isn| isn + 1) {
@@ -285,7 +300,7 @@ impl Flow {
             // Any other segment from the server means the handshake went on unseen.
             (State::SynSent, Side::Server) => {
                 self.note(Note::HandshakeInferred);
-                self.establish(seg, side)
+                self.establish(seg, side, budget)
             }
             (State::SynReceived, Side::Server) if f.syn => {
                 self.note(Note::SynAckRetransmitted);
@@ -295,7 +310,7 @@ impl Flow {
                 self.session_end = Some(SessionEnd::by(side, true));
                 Step::Finished
             }
-            (State::SynReceived, _) => self.establish(seg, side),
+            (State::SynReceived, _) => self.establish(seg, side, budget),
             (State::Established | State::Closing, _) if f.rst => self.close(side, true),
             (State::Established | State::Closing, _) if f.fin => self.close(side, false),
             (State::Established | State::Closing, _) => Step::Continue,
@@ -331,6 +346,7 @@ impl Flow {
         match self.state {
             State::SynSent => Some(self.last_syn() + self.give_up_after(syn_timeout)),
             State::SynReceived => Some(self.last + SYN_RECEIVED_GRACE),
+            State::Established if self.origin == Origin::Midstream => Some(self.last + MIDSTREAM_IDLE),
             State::Established => None,
             State::Closing => Some(self.last + CLOSING_GRACE),
             State::Closed => Some(self.last + CLOSED_LINGER),
@@ -467,19 +483,19 @@ impl Flow {
 
     /// A connection joined mid-session is read as PostgreSQL from its first
     /// segment with data: pure ACKs (an ACK flood, say) allocate nothing.
-    fn feed_midstream(&mut self, seg: &TcpSegment<'_>, side: Side, ts: Timestamp) {
+    fn feed_midstream(&mut self, seg: &TcpSegment<'_>, side: Side, ts: Timestamp, budget: &HeldBudget) {
         let readable = self.origin == Origin::Midstream && self.state == State::Established && !seg.flags.syn;
         if readable && self.pg.is_none() && seg.wire_payload_len > 0 {
-            let mut track = Box::new(PgTrack::midstream());
+            let mut track = Box::new(PgTrack::midstream(budget));
             track.on_segment(seg, side, ts);
             self.pg = Some(track);
         }
     }
 
-    fn establish(&mut self, seg: &TcpSegment<'_>, side: Side) -> Step {
+    fn establish(&mut self, seg: &TcpSegment<'_>, side: Side, budget: &HeldBudget) -> Step {
         self.state = State::Established;
         if self.origin == Origin::Syn {
-            self.pg = Some(Box::new(PgTrack::new(self.client_isn, self.server_isn, self.keys.clone())));
+            self.pg = Some(Box::new(PgTrack::new([self.client_isn, self.server_isn], self.keys.clone(), budget)));
         }
         if seg.flags.rst || seg.flags.fin {
             return self.close(side, seg.flags.rst);
@@ -544,9 +560,9 @@ struct PgTrack {
 }
 
 impl PgTrack {
-    fn new(client_isn: Option<SeqNumber>, server_isn: Option<SeqNumber>, keys: Option<KeyStore>) -> PgTrack {
-        let mut streams = [Stream::default(), Stream::default()];
-        for (stream, isn) in streams.iter_mut().zip([client_isn, server_isn]) {
+    fn new(isns: [Option<SeqNumber>; 2], keys: Option<KeyStore>, budget: &HeldBudget) -> PgTrack {
+        let mut streams = [Stream::with_budget(budget.clone()), Stream::with_budget(budget.clone())];
+        for (stream, isn) in streams.iter_mut().zip(isns) {
             if let Some(isn) = isn {
                 stream.start_after_syn(isn);
             }
@@ -555,8 +571,9 @@ impl PgTrack {
     }
 
     /// For a connection the capture joined after its handshake.
-    fn midstream() -> PgTrack {
-        PgTrack { streams: [Stream::default(), Stream::default()], session: PgSession::midstream() }
+    fn midstream(budget: &HeldBudget) -> PgTrack {
+        let streams = [Stream::with_budget(budget.clone()), Stream::with_budget(budget.clone())];
+        PgTrack { streams, session: PgSession::midstream() }
     }
 
     fn on_segment(&mut self, seg: &TcpSegment<'_>, side: Side, ts: Timestamp) {

@@ -13,6 +13,7 @@
 //! - [`record`]: a finished attempt with its evidence, the engine's output.
 //! - [`legs`]: a pooler's two legs: its own server connections, related to its clients'.
 //! - [`engine`]: the flow table; takes frames and time, yields records; no I/O, no clock.
+//! - [`evict`]: which flow leaves a full table first.
 //! - [`capture`]: the input adapters around the engine, files and live interfaces.
 //! - [`redact`]: stable pseudonyms for names and addresses in records.
 //! - [`analysis`]: what the records add up to (summary, timeline, diagnosis).
@@ -27,6 +28,7 @@ pub mod capture;
 pub mod decode;
 pub mod dns;
 pub mod engine;
+pub mod evict;
 pub mod flow;
 pub mod legs;
 pub mod outcome;

@@ -2,12 +2,20 @@
 //! retransmitted bytes dropped, out-of-order segments held up to a bound,
 //! and bytes the capture never had reported as a gap of known length.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use crate::seq::SeqNumber;
 
 /// At most this many out-of-order segments are held per direction…
-const MAX_HELD_SEGMENTS: usize = 16;
-/// …and at most this many bytes; beyond either, the hole is declared a gap.
-const MAX_HELD_BYTES: usize = 64 * 1024;
+pub const MAX_HELD_SEGMENTS: usize = 16;
+/// …and at most this many bytes (sixteen full segments of a 1500-byte MTU
+/// fit; jumbo frames do not); beyond either, the hole is declared a gap.
+pub const MAX_HELD_BYTES: usize = 32 * 1024;
+/// What holding a segment costs beyond its bytes (its entry and the
+/// allocator's share), charged to the budget so that one-byte segments
+/// cannot hold more memory than the budget says.
+pub const HELD_SEGMENT_OVERHEAD: usize = 64;
 /// An acknowledgment further ahead than this is not believed (a corrupt or
 /// unrelated segment), so it cannot fabricate a gap.
 const MAX_ACK_JUMP: i32 = 1 << 30;
@@ -20,13 +28,66 @@ pub enum Chunk<'a> {
     Gap(u32),
 }
 
+/// The out-of-order bytes all streams together may hold: one budget shared
+/// by every stream of an engine, so that many flows each holding a little
+/// cannot add up to an unbounded amount.
+#[derive(Debug, Clone)]
+pub struct HeldBudget(Arc<BudgetState>);
+
+#[derive(Debug)]
+struct BudgetState {
+    limit: usize,
+    used: AtomicUsize,
+    refused: AtomicU64,
+}
+
+impl HeldBudget {
+    pub fn new(limit: usize) -> HeldBudget {
+        HeldBudget(Arc::new(BudgetState { limit, used: AtomicUsize::new(0), refused: AtomicU64::new(0) }))
+    }
+
+    /// Bytes held now across all streams.
+    pub fn used(&self) -> usize {
+        self.0.used.load(Ordering::Relaxed)
+    }
+
+    /// Out-of-order segments not held because the budget was spent: the
+    /// holes before them were declared gaps at once.
+    pub fn refused(&self) -> u64 {
+        self.0.refused.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, n: usize) -> bool {
+        let used = self.used();
+        if used + n > self.0.limit {
+            self.0.refused.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.0.used.store(used + n, Ordering::Relaxed);
+        true
+    }
+
+    fn give_back(&self, n: usize) {
+        self.0.used.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+impl Default for HeldBudget {
+    /// Unlimited, for a stream on its own (tests).
+    fn default() -> Self {
+        HeldBudget::new(usize::MAX)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Stream {
     /// The sequence number of the next byte to hand on; unknown until the
     /// SYN or the first segment.
     next: Option<SeqNumber>,
     held: Vec<Held>,
+    /// What `held` costs, as charged to `budget`.
     held_bytes: usize,
+    budget: HeldBudget,
     /// The sender's FIN has been handed on: nothing more is expected.
     finished: bool,
     /// Bytes reported as gaps so far.
@@ -44,7 +105,20 @@ struct Held {
     fin: bool,
 }
 
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.budget.give_back(self.held_bytes);
+    }
+}
+
 impl Stream {
+    /// A stream whose held data counts against `budget`.
+    pub fn with_budget(budget: HeldBudget) -> Stream {
+        let mut stream = Stream::default();
+        stream.budget = budget;
+        stream
+    }
+
     /// The stream starts after the SYN's sequence number.
     pub fn start_after_syn(&mut self, isn: SeqNumber) {
         self.next = Some(isn + 1);
@@ -125,22 +199,49 @@ impl Stream {
         if self.held.iter().any(|h| h.seq == seq) {
             return; // a retransmission of a held segment
         }
-        if self.held.len() >= MAX_HELD_SEGMENTS || self.held_bytes + bytes.len() > MAX_HELD_BYTES {
-            // No room: the hole before the lowest held segment is lost.
-            if let Some(first) = self.lowest_held() {
-                let target = self.held[first].seq;
-                self.flush_to(target, out);
-                self.release_held(out);
-            }
+        let cost = bytes.len() + HELD_SEGMENT_OVERHEAD;
+        // No room in this stream: the hole before the lowest held segment is lost.
+        while !self.held.is_empty() && (self.held.len() >= MAX_HELD_SEGMENTS || self.held_bytes + cost > MAX_HELD_BYTES)
+        {
+            self.flush_lowest(out);
+        }
+        if !self.budget.take(cost) {
+            // No room across all streams: this hole is lost now, not later.
+            self.flush_through(seq, out);
+            self.deliver(seq, bytes, wire_len, fin, out);
+            self.release_held(out);
+            return;
         }
         let cut = wire_len - (bytes.len() as u32).min(wire_len);
-        self.held_bytes += bytes.len();
+        self.held_bytes += cost;
         self.held.push(Held { seq, bytes: bytes.to_vec(), cut, fin });
-        if self.held.len() > MAX_HELD_SEGMENTS || self.held_bytes > MAX_HELD_BYTES {
-            let target = self.held[self.lowest_held().unwrap_or(0)].seq;
+        if self.held_bytes > MAX_HELD_BYTES {
+            // A single segment larger than the whole allowance.
+            self.flush_lowest(out);
+        }
+    }
+
+    /// Declares the hole before the lowest held segment lost.
+    fn flush_lowest(&mut self, out: &mut impl FnMut(Chunk<'_>)) {
+        if let Some(first) = self.lowest_held() {
+            let target = self.held[first].seq;
             self.flush_to(target, out);
             self.release_held(out);
         }
+    }
+
+    /// Declares every hole before `target` lost, handing on the held
+    /// segments between them.
+    fn flush_through(&mut self, target: SeqNumber, out: &mut impl FnMut(Chunk<'_>)) {
+        while let (Some(first), Some(next)) = (self.lowest_held(), self.next) {
+            let seq = self.held[first].seq;
+            if target.distance_from(next) <= 0 || target.distance_from(seq) <= 0 {
+                break;
+            }
+            self.flush_to(seq, out);
+            self.release_held(out);
+        }
+        self.flush_to(target, out);
     }
 
     /// Declares the bytes from `next` up to `target` lost, handing on held
@@ -165,7 +266,9 @@ impl Stream {
                 return;
             }
             let h = self.held.swap_remove(i);
-            self.held_bytes -= h.bytes.len();
+            let cost = h.bytes.len() + HELD_SEGMENT_OVERHEAD;
+            self.held_bytes -= cost;
+            self.budget.give_back(cost);
             let wire = h.bytes.len() as u32 + h.cut;
             self.deliver(h.seq, &h.bytes, wire, h.fin, out);
         }

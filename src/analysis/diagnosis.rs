@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::explain::explain;
 use super::median::median;
 use super::summary::{Endpoint, NameSet, OutcomeDetail, Summary};
+use crate::engine::Stats;
 use crate::outcome::{AnswerKind, GaveUp, Outcome};
 use crate::time::{short, Timestamp};
 
@@ -69,6 +70,38 @@ pub struct Diagnosis {
     /// Clients where one login failed to the end while another worked:
     /// another application on the same host, not a recovery.
     pub other_logins_clients: Vec<IpAddr>,
+    /// What a limit kept the engine from following: failures there would not show.
+    pub blind_spots: Vec<BlindSpot>,
+}
+
+/// A limit that cut something: how much, what, and the flag that sets it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlindSpot {
+    pub count: u64,
+    pub what: &'static str,
+    pub flag: &'static str,
+}
+
+/// The limits the engine hit during the capture.
+pub fn blind_spots(st: &Stats) -> Vec<BlindSpot> {
+    [
+        (st.evicted, "attempts ended early to make room (flow table full): how they ended is unknown", "--max-flows"),
+        (
+            st.evicted_midstream,
+            "connections joined midstream ended early to make room (flow table full)",
+            "--max-flows",
+        ),
+        (st.untracked, "packets of unknown connections not tracked (flow table full)", "--max-flows"),
+        (
+            st.held_over_budget,
+            "out-of-order segments not held (held-data budget spent): the holes before them were read as lost",
+            "--max-held-mib",
+        ),
+    ]
+    .into_iter()
+    .filter(|(count, ..)| *count > 0)
+    .map(|(count, what, flag)| BlindSpot { count, what, flag })
+    .collect()
 }
 
 /// How the capture was taken, as far as it bears on the diagnosis.
@@ -78,6 +111,8 @@ pub struct CaptureFacts {
     pub unmatched_icmp: u64,
     /// The capture filter the user gave (`-f`), if any.
     pub filter: Option<String>,
+    /// What the engine's limits cut (see [`blind_spots`]).
+    pub blind_spots: Vec<BlindSpot>,
 }
 
 pub fn diagnose(s: &Summary, syn_timeout: Duration, capture: &CaptureFacts) -> Diagnosis {
@@ -118,7 +153,7 @@ pub fn diagnose(s: &Summary, syn_timeout: Duration, capture: &CaptureFacts) -> D
     let recovered_clients = clients.iter().filter(|c| c.recovered > 0).map(|c| c.client).collect();
     let other_logins_clients =
         clients.iter().filter(|c| c.others_logged_in && c.logins_still_failing > 0).map(|c| c.client).collect();
-    Diagnosis { findings, recovered_clients, other_logins_clients }
+    Diagnosis { findings, recovered_clients, other_logins_clients, blind_spots: capture.blind_spots.clone() }
 }
 
 fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureFacts) -> Vec<Inference> {

@@ -107,7 +107,11 @@ impl Report<'_> {
 
     /// The diagnosis of this report's attempts.
     pub fn diagnose(&self) -> Diagnosis {
-        let capture = CaptureFacts { unmatched_icmp: self.stats.unmatched_icmp, filter: self.capture_filter.clone() };
+        let capture = CaptureFacts {
+            unmatched_icmp: self.stats.unmatched_icmp,
+            filter: self.capture_filter.clone(),
+            blind_spots: diagnosis::blind_spots(self.stats),
+        };
         diagnosis::diagnose(self.summary, self.syn_timeout, &capture)
     }
 

@@ -53,6 +53,10 @@ pub fn headline(report: &Report<'_>, d: &Diagnosis) -> String {
         let _ = write!(out, " — {}", failed.join(", "));
     }
     out.push_str(".\n");
+    if !d.blind_spots.is_empty() {
+        let cut: Vec<String> = d.blind_spots.iter().map(|b| format!("{} {} ({})", b.count, b.what, b.flag)).collect();
+        let _ = writeln!(out, "Not everything was followed — failures there would not show: {}.", cut.join("; "));
+    }
     if !d.recovered_clients.is_empty() {
         let _ = writeln!(
             out,
@@ -102,7 +106,10 @@ pub fn summary_line(report: &Report<'_>) -> String {
         (st.stray_answers, "stray answers (RST/SYN-ACK with no SYN)"),
         (st.unmatched_icmp, "ICMP errors matching no SYN"),
         (st.evicted, "attempts ended early (flow table full)"),
+        (st.evicted_midstream, "midstream connections ended early (flow table full)"),
         (st.untracked, "packets untracked (flow table full)"),
+        (st.held_over_budget, "out-of-order segments over the held-data budget"),
+        (st.clock_jumps, "packets dated far from the others (the clock did not follow them)"),
     ] {
         if n > 0 {
             let _ = write!(line, "; {n} {what}");

@@ -2,6 +2,7 @@
 //! binary run on the recorded captures and the shared corpus, and every
 //! input error path.
 
+mod bounds;
 mod captures;
 mod cli;
 mod corpus;

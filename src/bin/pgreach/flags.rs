@@ -125,6 +125,9 @@ pub struct ReportArgs {
     /// The most connections tracked at once (bounds memory under a SYN flood).
     #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_flows: u64,
+    /// The most out-of-order data held across all connections, in MiB (bounds memory under loss).
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    pub max_held_mib: u64,
     /// Clients shown in the table, Markdown and HTML reports (JSON lists them all).
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_ROWS))]
     pub max_rows: usize,
@@ -224,6 +227,7 @@ impl ReportArgs {
             max_flows: usize::try_from(self.max_flows).unwrap_or(usize::MAX),
             db_hosts: self.db_hosts.clone(),
             keys,
+            max_held_bytes: usize::try_from(self.max_held_mib << 20).unwrap_or(usize::MAX),
         }
     }
 }
