@@ -29,6 +29,6 @@ need_pkg libpcap-dev
 
 case "${1:-}" in
   demo) cargo run --quiet --release -- analyze captures/incident.pcap ;;
-  test) need_pkg chromium tmux nftables iproute2 tshark python3 openssl libcap2-bin; cargo test --workspace --release ;;
+  test) need_pkg chromium tmux nftables iproute2 tshark python3 openssl libcap2-bin time; cargo test --workspace --release ;;
   *) echo "usage: ./setup.sh demo|test" >&2; exit 2 ;;
 esac

@@ -595,3 +595,4 @@ impl PortSet {
         self.0[usize::from(port / 64)] & (1 << (port % 64)) != 0
     }
 }
+
