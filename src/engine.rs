@@ -595,4 +595,3 @@ impl PortSet {
         self.0[usize::from(port / 64)] & (1 << (port % 64)) != 0
     }
 }
-

@@ -209,7 +209,6 @@ impl Flow {
     pub fn is_midstream(&self) -> bool {
         self.origin == Origin::Midstream
     }
-
     /// The time of its latest packet.
     pub fn last_seen(&self) -> Timestamp {
         self.last
@@ -522,8 +521,10 @@ impl Flow {
 
     fn record_syn(&mut self, ts: Timestamp) {
         self.syn_count = self.syn_count.saturating_add(1);
-        if self.syn_times.len() < MAX_SYN_TIMES {
-            self.syn_times.push(ts);
+        // Past the bound the latest replaces the last kept: deadlines follow it.
+        match self.syn_times.len() {
+            n if n < MAX_SYN_TIMES => self.syn_times.push(ts),
+            n => self.syn_times[n - 1] = ts,
         }
     }
 

@@ -50,7 +50,9 @@ fn totals(doc: &serde_json::Value) -> BTreeMap<String, u64> {
 
 /// Runs pgreach under `time` and returns its output and peak resident memory in KiB.
 pub fn peak_rss_kib(args: &[&str]) -> (Output, u64) {
-    let report = std::env::temp_dir().join(format!("pgreach-rss-{}-{}", std::process::id(), args.len()));
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let report = std::env::temp_dir().join(format!("pgreach-rss-{}-{run}", std::process::id()));
     let out = Command::new("/usr/bin/time")
         .args(["-f", "%M", "-o"])
         .arg(&report)
@@ -61,6 +63,7 @@ pub fn peak_rss_kib(args: &[&str]) -> (Output, u64) {
         .output()
         .expect("run pgreach under /usr/bin/time (Debian package `time`)");
     let text = std::fs::read_to_string(&report).expect("time's report");
+    std::fs::remove_file(&report).ok();
     let kib = text.lines().last().and_then(|l| l.trim().parse().ok()).expect("peak RSS");
     (out, kib)
 }

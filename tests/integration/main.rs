@@ -14,6 +14,7 @@ mod hostile;
 mod listen;
 mod live;
 mod live_tls;
+mod malformed;
 mod outputs;
 mod poolers;
 mod postgres;

@@ -136,7 +136,7 @@ fn pg_seed(target: &str, to_server: bool, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The engine target's record format: link, signed time step in ms, length, frame.
-fn engine_seed(link: LinkType, records: &[(i64, Vec<u8>)]) -> Vec<u8> {
+fn engine_seed(link: LinkType, records: &[Record]) -> Vec<u8> {
     let pick = ENGINE_LINKS.iter().position(|l| *l == link).unwrap_or(0) as u8;
     let mut seed = Vec::new();
     let mut last = records.first().map_or(0, |r| r.0);
@@ -151,8 +151,11 @@ fn engine_seed(link: LinkType, records: &[(i64, Vec<u8>)]) -> Vec<u8> {
     seed
 }
 
-/// A little-endian classic pcap's link type and records (nanoseconds, frame).
-fn classic_pcap(bytes: &[u8]) -> Option<(LinkType, Vec<(i64, Vec<u8>)>)> {
+/// A packet's time in nanoseconds and its frame.
+type Record = (i64, Vec<u8>);
+
+/// A little-endian classic pcap's link type and records.
+fn classic_pcap(bytes: &[u8]) -> Option<(LinkType, Vec<Record>)> {
     let word = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
     let scale = match word(0)? {
         0xa1b2_c3d4 => 1000,
