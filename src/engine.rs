@@ -103,6 +103,9 @@ pub struct Stats {
     /// packet as far from those after it) and not confirmed by the next:
     /// the engine's clock did not follow them.
     pub clock_jumps: u64,
+    /// Attempts whose PostgreSQL messages a limit cut short or left out
+    /// (`pg.limits_cut`): a long text, a large error body, many notices.
+    pub pg_limits_cut: u64,
     /// Attempts reported.
     pub attempts: u64,
     /// The first packet's time: where relative times (`--since +5m`) count from.
@@ -572,6 +575,7 @@ fn conclude(
     match flow.finish(key, cause, clock, config.syn_timeout) {
         Some(record) => {
             stats.attempts += 1;
+            stats.pg_limits_cut += u64::from(record.pg.as_ref().is_some_and(|pg| pg.limits_cut > 0));
             finished.push_back(record);
         }
         None if was_open => stats.stray_answers += 1,

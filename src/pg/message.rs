@@ -265,6 +265,12 @@ pub fn error_fields(body: &[u8]) -> ErrorFields {
     f
 }
 
+/// Whether a NUL-separated field of this body is longer than the text kept
+/// of it (each field's type byte or name aside).
+pub fn has_long_text(body: &[u8]) -> bool {
+    body.split(|&b| b == 0).any(|field| field.len() > MAX_TEXT + 1)
+}
+
 /// A cursor over a message body; every read checks the bounds.
 struct Reader<'a>(&'a [u8]);
 

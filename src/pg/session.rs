@@ -246,6 +246,9 @@ impl PgSession {
         while let Some(frame) = self.client.next_frame(&mut data, keep) {
             let Frame::Message { tag, body, .. } = frame else { continue };
             self.summary.client_messages += 1;
+            if tag == 0 && message::has_long_text(body) {
+                self.summary.limits_cut = self.summary.limits_cut.saturating_add(1);
+            }
             match tag {
                 0 => match message::startup_packet(body) {
                     // The answer decides; until then, assume the refusal.
@@ -320,7 +323,11 @@ impl PgSession {
                         _ => self.enter(Phase::AwaitStartup, ts),
                     }
                 }
-                Frame::Message { tag, body, .. } => {
+                Frame::Message { tag, body, len } => {
+                    let texts = matches!(tag, b'E' | b'N' | b'S');
+                    if texts && (body.len() < len as usize || message::has_long_text(body)) {
+                        self.summary.limits_cut = self.summary.limits_cut.saturating_add(1);
+                    }
                     let (tag, body) = (tag, body.to_vec());
                     self.server_message(tag, &body, ts);
                 }
@@ -394,7 +401,9 @@ impl PgSession {
             }
             b'N' => {
                 self.summary.notices = self.summary.notices.saturating_add(1);
-                if self.summary.first_notices.len() < MAX_NOTICES_KEPT {
+                let kept = self.summary.first_notices.len() < MAX_NOTICES_KEPT;
+                self.summary.limits_cut = self.summary.limits_cut.saturating_add(u32::from(!kept));
+                if kept {
                     self.summary.first_notices.push(message::error_fields(body));
                 }
             }
@@ -405,6 +414,7 @@ impl PgSession {
     fn count_session_error(&mut self, code: &str) {
         let errors = &mut self.summary.session_errors;
         let key = if errors.contains_key(code) || errors.len() < MAX_ERROR_CODES { code } else { "other" };
+        self.summary.limits_cut = self.summary.limits_cut.saturating_add(u32::from(key == "other"));
         *errors.entry(key.to_owned()).or_default() += 1;
     }
 

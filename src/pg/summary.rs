@@ -92,6 +92,10 @@ pub struct PgSummary {
     /// starts with whole messages): later messages were still read.
     #[serde(skip_serializing_if = "is_zero")]
     pub framing_resyncs: u32,
+    /// Messages a limit cut short or left out: bodies read only in part,
+    /// texts over 1 KiB, NoticeResponses past those kept, SQLSTATEs past 32.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub limits_cut: u32,
     /// The TLS layer, for encrypted connections (boxed: most have none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Box<TlsSummary>>,

@@ -110,6 +110,7 @@ pub fn summary_line(report: &Report<'_>) -> String {
         (st.untracked, "packets untracked (flow table full)"),
         (st.held_over_budget, "out-of-order segments over the held-data budget"),
         (st.clock_jumps, "packets dated far from the others (the clock did not follow them)"),
+        (st.pg_limits_cut, "attempts with PostgreSQL messages cut to pgreach's limits"),
     ] {
         if n > 0 {
             let _ = write!(line, "; {n} {what}");

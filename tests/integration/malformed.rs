@@ -396,6 +396,20 @@ mod postgres {
         client.extend(typed(b'p', b"md5deadbeef\0"));
         let r = run_frames("many_fields.pcap", conversation(client, server));
         assert_eq!(only(&r), "auth_failed");
+        // The body is over the 8 KiB read of it: said, per attempt and in all.
+        assert_eq!(r.doc()["attempts"][0]["pg"]["limits_cut"], 1);
+        assert_eq!(r.stat("pg_limits_cut"), 1);
+    }
+
+    /// A 5,000-byte user name: a login, the name kept in part, and said so.
+    #[test]
+    fn a_user_name_over_the_kept_length() {
+        let user = "u".repeat(5000);
+        let r = run_frames("long_user.pcap", conversation(startup(&user), auth_ok_ready()));
+        assert_eq!(only(&r), "success");
+        let pg = &r.doc()["attempts"][0]["pg"];
+        assert!(pg["user"].as_str().unwrap().len() <= 1024);
+        assert_eq!(pg["limits_cut"], 1);
     }
 
     /// 10,000 NoticeResponses during a login that succeeds.
@@ -410,7 +424,10 @@ mod postgres {
         assert_eq!(only(&r), "success");
         let pg = &r.doc()["attempts"][0]["pg"];
         assert_eq!(pg["notices"], 10_000);
-        assert!(pg["first_notices"].as_array().is_some_and(|n| n.len() <= 4));
+        let kept = pg["first_notices"].as_array().map_or(0, Vec::len);
+        assert!(kept <= 4);
+        assert_eq!(pg["limits_cut"], 10_000 - kept as u64, "every notice not kept is said");
+        assert_eq!(r.stat("pg_limits_cut"), 1);
     }
 
     /// 256 MB of DataRows in one stream after a login: the login is read,

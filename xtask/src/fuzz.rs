@@ -59,7 +59,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         }
     }
     if !crashed.is_empty() {
-        bail!("crashes in {} (inputs in fuzz/artifacts/)", crashed.join(", "));
+        bail!("failed: {} (a crashing input is kept in fuzz/artifacts/TARGET/)", crashed.join(", "));
     }
     Ok(())
 }
