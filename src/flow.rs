@@ -30,10 +30,8 @@ const CLOSING_GRACE: Duration = Duration::from_secs(30);
 /// How long an ended connection's entry stays to absorb its late packets
 /// (final ACKs, retransmitted FINs) so that they do not look like new flows.
 const CLOSED_LINGER: Duration = Duration::from_secs(30);
-/// How long a connection joined midstream may stay silent before it is
-/// reported and forgotten: nothing shows such a flow is real (a forged or
-/// stray ACK opens one), so it must not hold its table entry for ever. A
-/// quiet pooled connection that wakes up later starts a new midstream record.
+/// Silence after which a connection joined midstream is reported and forgotten:
+/// a forged ACK opens one, so it must not hold its table entry for ever.
 pub const MIDSTREAM_IDLE: Duration = Duration::from_secs(120);
 /// The longest initial retransmission time-out of common TCP stacks.
 const MAX_INITIAL_RTO: Duration = Duration::from_secs(3);
