@@ -4,8 +4,8 @@
 //! each frame's timestamp, call `handle_timeout` when `poll_timeout` says so
 //! (live capture) and `finish` when the capture ends, and take finished
 //! attempts from `poll_finished`. Memory is bounded by `max_flows` flows
-//! of bounded size each (see `FLOW_BYTES`) plus `max_held_bytes` of
-//! out-of-order data across them.
+//! of bounded size each (the README's Limits give the figures) plus
+//! `max_held_bytes` of out-of-order data across them.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -173,7 +173,7 @@ enum ClockTrust {
     /// first was the odd one out.
     FirstPacket,
     /// Confirmed by packets near each other. `jump`: the latest packet
-    /// dated too far ahead, which a next one near it would confirm.
+    /// dated too far from the clock, which a next one near it would confirm.
     Settled { jump: Option<Timestamp> },
 }
 

@@ -30,7 +30,9 @@ pub enum Chunk<'a> {
 
 /// The out-of-order bytes all streams together may hold: one budget shared
 /// by every stream of an engine, so that many flows each holding a little
-/// cannot add up to an unbounded amount.
+/// cannot add up to an unbounded amount. Shared through an `Arc` so that a
+/// stream dropped with data held gives it back, and the engine stays `Send`
+/// for the live driver's thread.
 #[derive(Debug, Clone)]
 pub struct HeldBudget(Arc<BudgetState>);
 
