@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::decode::{decode, DecodeError, Decoded, IcmpError, LinkType, TcpSegment, UdpDatagram};
 use crate::dns::{parse_response, DbNames, FailedLookups, Lookups};
 use crate::evict::IdleOrder;
-use crate::flow::{EndCause, Flow, State, Step};
+use crate::flow::{EndCause, Flow, Origin, State, Step};
 use crate::legs::Legs;
 use crate::outcome::{Outcome, Side};
 use crate::record::AttemptRecord;
@@ -381,9 +381,9 @@ impl Analyzer {
         let opens = side == Side::Client && seg.flags.syn && !seg.flags.ack;
         let step = match self.flows.get_mut(&key) {
             Some(flow) => {
-                let was = flow.last_seen();
+                let was = flow.last;
                 let step = flow.on_segment(seg, side, ts, &self.held);
-                let (id, now, midstream) = (flow.id, flow.last_seen(), flow.is_midstream());
+                let (id, now, midstream) = (flow.id, flow.last, (flow.origin == Origin::Midstream));
                 self.order(midstream).touch(key, id, was, now);
                 step
             }
@@ -445,9 +445,9 @@ impl Analyzer {
             self.stats.unmatched_icmp += 1;
             return;
         };
-        let (id, was) = (flow.id, flow.last_seen());
+        let (id, was) = (flow.id, flow.last);
         let matched = flow.on_icmp(icmp, ts);
-        let (now, midstream) = (flow.last_seen(), flow.is_midstream());
+        let (now, midstream) = (flow.last, (flow.origin == Origin::Midstream));
         self.order(midstream).touch(key, id, was, now);
         if matched {
             self.arm(key);
@@ -463,8 +463,8 @@ impl Analyzer {
             return;
         }
         flow.keys.clone_from(&self.config.keys);
-        let (id, last) = (flow.id, flow.last_seen());
-        let order = if flow.is_midstream() { &mut self.midstream_order } else { &mut self.syn_order };
+        let (id, last) = (flow.id, flow.last);
+        let order = if flow.origin == Origin::Midstream { &mut self.midstream_order } else { &mut self.syn_order };
         order.insert(key, id, last);
         let flows = &self.flows;
         order.compact(flows.len(), |k, id| flows.get(k).is_some_and(|f| f.id == id));
@@ -485,7 +485,7 @@ impl Analyzer {
         };
         if let Some(mut flow) = self.flows.remove(&key) {
             if flow.state != State::Closed {
-                if flow.is_midstream() {
+                if flow.origin == Origin::Midstream {
                     self.stats.evicted_midstream += 1;
                 } else {
                     self.stats.evicted += 1;
@@ -549,8 +549,8 @@ impl Analyzer {
     /// Takes a flow out of the table and out of the eviction order.
     fn take(&mut self, key: FlowKey) -> Option<Box<Flow>> {
         let flow = self.flows.remove(&key)?;
-        let (id, last) = (flow.id, flow.last_seen());
-        self.order(flow.is_midstream()).remove(key, id, last);
+        let (id, last) = (flow.id, flow.last);
+        self.order(flow.origin == Origin::Midstream).remove(key, id, last);
         Some(flow)
     }
 

@@ -118,11 +118,11 @@ pub enum EndCause {
 pub struct Flow {
     pub id: u64,
     pub state: State,
-    origin: Origin,
+    pub origin: Origin,
     client_isn: Option<SeqNumber>,
     server_isn: Option<SeqNumber>,
     pub start: Timestamp,
-    last: Timestamp,
+    pub last: Timestamp,
     syn_count: u32,
     syn_times: Vec<Timestamp>,
     syn_ack_at: Option<Timestamp>,
@@ -201,15 +201,6 @@ impl Flow {
             armed: None,
             keys: None,
         }
-    }
-
-    /// Whether the capture joined this connection after its handshake.
-    pub fn is_midstream(&self) -> bool {
-        self.origin == Origin::Midstream
-    }
-    /// The time of its latest packet.
-    pub fn last_seen(&self) -> Timestamp {
-        self.last
     }
 
     /// Whether a client SYN with this sequence number starts a new attempt
@@ -520,10 +511,8 @@ impl Flow {
     fn record_syn(&mut self, ts: Timestamp) {
         self.syn_count = self.syn_count.saturating_add(1);
         // Past the bound the latest replaces the last kept: deadlines follow it.
-        match self.syn_times.len() {
-            n if n < MAX_SYN_TIMES => self.syn_times.push(ts),
-            n => self.syn_times[n - 1] = ts,
-        }
+        self.syn_times.truncate(MAX_SYN_TIMES - 1);
+        self.syn_times.push(ts);
     }
 
     fn count(&mut self, side: Side, seg: &TcpSegment<'_>, ts: Timestamp) {
