@@ -28,5 +28,5 @@ fuzz_target!(|data: &[u8]| {
         rest = after;
     }
     let start = Timestamp::from_secs_nanos(1_700_000_000, 0);
-    let _ = session.finish(control & 2 != 0, control & 4 != 0, start);
+    let _ = session.finish(control & 2 != 0, control & 4 != 0, start, ts);
 });
