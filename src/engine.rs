@@ -25,10 +25,9 @@ use crate::stream::HeldBudget;
 use crate::time::Timestamp;
 use crate::tls::KeyStore;
 
-/// A packet dated further than this from the engine's clock does not move
-/// the clock on its own (a flipped bit, a clock set wrong for a moment),
-/// unless the next packet confirms the jump. Following it would end every
-/// attempt in progress as a timeout.
+/// A packet dated further than this from the engine's clock (a flipped bit, a clock set wrong
+/// for a moment) does not move it unless the next packet confirms the jump: following it
+/// would end every attempt in progress as a timeout.
 pub const MAX_CLOCK_JUMP: Duration = Duration::from_secs(3600);
 
 /// What the engine needs to know before the first packet.

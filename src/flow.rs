@@ -15,7 +15,7 @@ use crate::stream::{HeldBudget, Stream};
 use crate::time::{millis, Timestamp};
 use crate::tls::KeyStore;
 
-/// How many SYN times an attempt keeps (Linux sends 7 by default).
+/// How many SYN times an attempt keeps (Linux sends 7 by default); past it the latest replaces the last.
 const MAX_SYN_TIMES: usize = 16;
 /// How long a SYN-ACK may wait for the client's ACK: Linux retransmits a
 /// SYN-ACK 5 times over about 63 s before giving up.
@@ -30,8 +30,7 @@ const CLOSING_GRACE: Duration = Duration::from_secs(30);
 /// How long an ended connection's entry stays to absorb its late packets
 /// (final ACKs, retransmitted FINs) so that they do not look like new flows.
 const CLOSED_LINGER: Duration = Duration::from_secs(30);
-/// Silence after which a connection joined midstream is reported and forgotten:
-/// a forged ACK opens one, so it must not hold its table entry for ever.
+/// Silence after which a connection joined midstream (a forged ACK opens one) is reported and forgotten.
 pub const MIDSTREAM_IDLE: Duration = Duration::from_secs(120);
 /// The longest initial retransmission time-out of common TCP stacks.
 const MAX_INITIAL_RTO: Duration = Duration::from_secs(3);
@@ -510,7 +509,6 @@ impl Flow {
 
     fn record_syn(&mut self, ts: Timestamp) {
         self.syn_count = self.syn_count.saturating_add(1);
-        // Past the bound the latest replaces the last kept: deadlines follow it.
         self.syn_times.truncate(MAX_SYN_TIMES - 1);
         self.syn_times.push(ts);
     }
@@ -558,10 +556,8 @@ impl PgTrack {
         PgTrack { streams, session: PgSession::with_keys(keys) }
     }
 
-    /// For a connection the capture joined after its handshake.
     fn midstream(budget: &HeldBudget) -> PgTrack {
-        let streams = [Stream::with_budget(budget.clone()), Stream::with_budget(budget.clone())];
-        PgTrack { streams, session: PgSession::midstream() }
+        PgTrack { session: PgSession::midstream(), ..PgTrack::new([None, None], None, budget) }
     }
 
     fn on_segment(&mut self, seg: &TcpSegment<'_>, side: Side, ts: Timestamp) {
