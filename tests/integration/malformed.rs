@@ -139,7 +139,7 @@ mod files {
         bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0xf0, 0xff, 0xff, 0xff, 0xf0, 0xff, 0xff, 0xff]);
         bytes.extend_from_slice(&[0; 64]);
         let r = run_file("impossible_length.pcap", &bytes, SMALL_CEILING_KIB);
-        assert_eq!(r.code, 1, "the damage is reported");
+        assert_eq!(r.code, 4, "exit 4: a damaged file, read up to the damage");
         assert!(r.stderr.contains("impossible_length.pcap"), "{}", r.stderr);
         assert_eq!(r.outcomes(), ["refused"], "the refusal before the damage is reported");
     }
@@ -149,7 +149,7 @@ mod files {
         let mut bytes = one_syn_pcap();
         bytes.truncate(bytes.len() - 10);
         let r = run_file("cut_record.pcap", &bytes, SMALL_CEILING_KIB);
-        assert_eq!(r.code, 1);
+        assert_eq!(r.code, 4, "exit 4: a damaged file");
         assert!(r.stderr.contains("cut_record.pcap"), "{}", r.stderr);
     }
 
