@@ -278,6 +278,42 @@ fn sigterm_and_sighup_end_a_live_run_with_its_final_report() {
     }
 }
 
+#[test]
+fn w_dash_writes_the_capture_to_standard_output_and_the_report_to_standard_error() {
+    if !can_run("live -w -") {
+        return;
+    }
+    let closed = free_port();
+    let dir = temp_file("w-dash", b"");
+    std::fs::remove_file(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("out.pcap");
+    let child = Command::new(env!("CARGO_BIN_EXE_pgreach"))
+        .args(["live", "-i", "lo", "-p", &closed.to_string(), "-w", "-", "--format", "json", "--duration", "3s"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&pcap).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pgreach live");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(TcpStream::connect(("127.0.0.1", closed)).is_err());
+    let out = child.wait_with_output().expect("pgreach live ends at --duration");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    let report: Value = serde_json::from_str(&err[err.find('{').expect("a JSON report on stderr")..]).expect("JSON");
+    assert_eq!(outcomes(&report), vec![("refused".to_owned(), None)]);
+    // What went to standard output is a capture that reads back the same.
+    let again = pgreach(&["analyze", "--format", "json", "-p", &closed.to_string(), pcap.to_str().unwrap()]);
+    let doc: Value = serde_json::from_slice(&again.stdout).expect("the capture analyzes");
+    assert_eq!(outcomes(&doc), vec![("refused".to_owned(), None)]);
+    // Standard output cannot be rotated, and -W needs a rotation.
+    let rotate = pgreach(&["live", "-i", "lo", "-w", "-", "-C", "1"]);
+    assert_eq!(rotate.status.code(), Some(2));
+    let ring = pgreach(&["live", "-i", "lo", "-w", "x.pcap", "-W", "3"]);
+    assert_eq!(ring.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&ring.stderr).contains("give -C or -G"));
+}
+
 /// Network namespaces with a veth pair, removed on drop.
 struct Namespaces(Vec<String>);
 

@@ -83,12 +83,20 @@ pub struct LiveArgs {
     /// Put the interface in promiscuous mode (off by default).
     #[arg(long)]
     pub promisc: bool,
-    /// Also write the captured packets to this pcap file.
+    /// Also write the captured packets to this pcap file (`-`: standard output, and the
+    /// report goes to standard error unless -o says where).
     #[arg(short = 'w', long, value_name = "FILE")]
     pub write: Option<PathBuf>,
-    /// With -w: start a new file (FILE1, FILE2, …) every SIZE million bytes, as tcpdump -C.
-    #[arg(short = 'C', long, value_name = "SIZE", requires = "write", value_parser = clap::value_parser!(u64).range(1..=MAX_ROTATE_MB))]
+    /// With -w: start a new file (FILE1, FILE2, …) every SIZE bytes, as tcpdump -C: millions
+    /// of bytes, or with a suffix k, m, g (KiB, MiB, GiB).
+    #[arg(short = 'C', long, value_name = "SIZE", requires = "write", value_parser = parse_rotate_size)]
     pub rotate: Option<u64>,
+    /// With -w: start a new file every SECONDS, as tcpdump -G.
+    #[arg(short = 'G', long = "rotate-seconds", value_name = "SECONDS", requires = "write", value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub rotate_seconds: Option<u64>,
+    /// With -C or -G: keep at most COUNT files, writing over the oldest (a ring, as tcpdump -C -W).
+    #[arg(short = 'W', long = "file-count", value_name = "COUNT", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub file_count: Option<u32>,
     /// Started as root: run as this user once the capture is open (as tcpdump -Z; `root` keeps root).
     #[arg(short = 'Z', long, value_name = "USER", default_value = "nobody", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub user: String,
@@ -320,12 +328,34 @@ fn parse_zone(s: &str) -> Result<Zone, String> {
 const MIN_BUCKET: Duration = Duration::from_millis(1);
 /// The widest --syn-timeout: no client waits longer for a SYN-ACK.
 const MAX_SYN_TIMEOUT: Duration = Duration::from_secs(3600);
-/// -C in million bytes: a terabyte per file is beyond any disk it is for.
-const MAX_ROTATE_MB: u64 = 1_000_000;
+/// -C: a terabyte per file is beyond any disk it is for.
+const MAX_ROTATE_BYTES: u64 = 1_000_000_000_000;
 /// --max-rows: the summary keeps this many clients at most.
 const MAX_ROWS: u64 = 100_000;
 /// --max-listed: each listed attempt stays in memory until the report.
 const MAX_LISTED: u64 = 10_000_000;
+
+/// `-C SIZE`: millions of bytes as tcpdump takes it (`100`), or with a
+/// suffix as newer tcpdump does (`512k`, `100m`, `2g`: KiB, MiB, GiB).
+fn parse_rotate_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?}: not a size (millions of bytes, or a number with k, m or g)");
+    let (digits, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_lowercase()),
+        _ => (s, ' '),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let unit: u64 = match unit {
+        ' ' => 1_000_000,
+        'k' => 1 << 10,
+        'm' => 1 << 20,
+        'g' => 1 << 30,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(unit) {
+        Some(bytes) if bytes > 0 && bytes <= MAX_ROTATE_BYTES => Ok(bytes),
+        _ => Err(format!("{s:?}: a file size from 1 byte to 1 TB")),
+    }
+}
 
 /// A duration within `[min, max]`, said in the flag's own terms when not.
 fn duration_within(s: &str, min: Duration, max: Option<Duration>) -> Result<Duration, String> {
@@ -374,6 +404,17 @@ fn parse_client(s: &str) -> Result<IpNet, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotation_sizes_as_tcpdump_takes_them() {
+        assert_eq!(parse_rotate_size("100"), Ok(100_000_000));
+        assert_eq!(parse_rotate_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_rotate_size("100M"), Ok(100 << 20));
+        assert_eq!(parse_rotate_size("2g"), Ok(2 << 30));
+        for bad in ["", "0", "k", "10x", "-1", "99999999999g"] {
+            assert!(parse_rotate_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn fail_on_takes_failures_or_an_outcome() {

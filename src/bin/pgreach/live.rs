@@ -3,11 +3,13 @@
 //! the metrics and the terminal view.
 
 use std::io::{self, IsTerminal};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pgreach::capture::live::metrics::{self, Metrics, SharedMetrics};
+use pgreach::capture::live::savefile::Rotation;
 use pgreach::capture::live::{self, Dropped, LiveCapture, LiveOptions, LiveSink, LiveStatus, StopWhen};
 use pgreach::capture::Problems;
 use pgreach::decode::DecodeError;
@@ -26,6 +28,20 @@ use crate::{colour_allowed, exit_status, finish_output, open_output, report_path
 
 pub fn live(args: LiveArgs) -> ExitCode {
     let r = &args.report;
+    // -w -: the packets go to standard output, as tcpdump -w - writes them.
+    let capture_to_stdout = args.write.as_deref() == Some(Path::new("-"));
+    let rotates = args.rotate.is_some() || args.rotate_seconds.is_some();
+    let misuse = if capture_to_stdout && rotates {
+        Some("-C and -G rotate files; standard output (-w -) cannot be rotated")
+    } else if args.file_count.is_some() && !rotates {
+        Some("-W counts the files of a rotation: give -C or -G with it")
+    } else {
+        None
+    };
+    if let Some(line) = misuse {
+        eprintln!("pgreach: {line}");
+        return ExitCode::from(crate::EXIT_USAGE);
+    }
     if let (Some(w), Some(o)) = (&args.write, report_path(r)) {
         if outfile::same_destination(w, o) {
             eprintln!("pgreach: -w {} and -o {} name the same file", w.display(), o.display());
@@ -39,7 +55,14 @@ pub fn live(args: LiveArgs) -> ExitCode {
         snaplen: args.snaplen as i32,
         buffer_bytes: (args.buffer_size as i32).saturating_mul(1 << 20),
         promiscuous: args.promisc,
-        write: args.write.clone().map(|w| (w, args.rotate.map(|mb| mb * 1_000_000))),
+        write: args.write.clone().map(|w| {
+            let rotation = Rotation {
+                bytes: args.rotate,
+                every: args.rotate_seconds.map(Duration::from_secs),
+                files: args.file_count,
+            };
+            (if capture_to_stdout { PathBuf::from("/dev/stdout") } else { w }, rotation)
+        }),
     };
     // Everything that needs privileges first: the capture, the -w file and
     // the metrics port; then the drop; then the threads.
@@ -61,8 +84,8 @@ pub fn live(args: LiveArgs) -> ExitCode {
         }
     };
     // -o is created before the drop too, wherever root may write.
-    let view = io::stdout().is_terminal() && Format::from(r.format) != Format::Ndjson;
-    let Some((output, mut pending)) = open_output(r, args.filter.as_deref(), view) else {
+    let view = io::stdout().is_terminal() && Format::from(r.format) != Format::Ndjson && !capture_to_stdout;
+    let Some((output, mut pending)) = open_output(r, args.filter.as_deref(), view, capture_to_stdout) else {
         return ExitCode::from(crate::EXIT_USAGE);
     };
     if capture.will_drop_privileges(&args.user) {

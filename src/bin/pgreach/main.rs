@@ -70,7 +70,7 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
     };
     let mut analyzer = Analyzer::new(args.report.engine_config(keys));
     let mut problems = Problems::default();
-    let Some((mut output, pending)) = open_output(&args.report, inputs.filter.as_deref(), false) else {
+    let Some((mut output, pending)) = open_output(&args.report, inputs.filter.as_deref(), false, false) else {
         return ExitCode::from(EXIT_USAGE);
     };
     let progress = progress_bar(&inputs.files);
@@ -168,10 +168,13 @@ pub(crate) fn report_path(r: &ReportArgs) -> Option<&Path> {
 
 /// The report's destination, from -o, and the file to publish when the
 /// report is complete: `None` after printing why it cannot be created.
+/// Without -o the report goes to standard output, or to standard error when
+/// `stdout_taken` (the packets go there: `live -w -`).
 pub(crate) fn open_output(
     r: &ReportArgs,
     capture_filter: Option<&str>,
     live_view: bool,
+    stdout_taken: bool,
 ) -> Option<(Output, Option<Pending>)> {
     let (out, pending): (Box<dyn Write>, _) = match report_path(r).map(outfile::create) {
         Some(Ok(Target::File(f, pending))) => (Box::new(BufWriter::new(f)), Some(pending)),
@@ -180,6 +183,7 @@ pub(crate) fn open_output(
             eprintln!("pgreach: cannot create {}: {e}", r.output.as_deref().unwrap_or(Path::new("")).display());
             return None;
         }
+        None if stdout_taken => (Box::new(BufWriter::new(io::stderr())), None),
         None => (Box::new(BufWriter::new(io::stdout())), None),
     };
     let opts = OutputOptions {

@@ -11,7 +11,7 @@ use pcap::{Active, Capture, Precision};
 use tokio::sync::mpsc;
 
 use super::driver::{now, Feed, FromCapture, TICK};
-use super::savefile::Savefile;
+use super::savefile::{Rotation, Savefile};
 use crate::capture::{CaptureCounters, FilterError, UnsupportedLink};
 use crate::decode::LinkType;
 use crate::time::Timestamp;
@@ -34,8 +34,8 @@ pub struct LiveOptions {
     pub snaplen: i32,
     pub buffer_bytes: i32,
     pub promiscuous: bool,
-    /// `-w FILE` and `-C` bytes.
-    pub write: Option<(PathBuf, Option<u64>)>,
+    /// `-w FILE` and when it rotates (`-C`, `-G`, `-W`).
+    pub write: Option<(PathBuf, Rotation)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,8 +111,8 @@ impl LiveCapture {
         let expr = opts.filter.clone().unwrap_or_else(|| default_filter(&opts.ports, link));
         capture.filter(&expr, true).map_err(|e| FilterError { expr, reason: e.to_string() })?;
         let savefile = match &opts.write {
-            Some((path, rotate)) => Some(
-                Savefile::create(path, dlt as u32, opts.snaplen as u32, *rotate)
+            Some((path, rotation)) => Some(
+                Savefile::create(path, dlt as u32, opts.snaplen as u32, *rotation)
                     .map_err(|e| LiveError::Savefile { path: path.display().to_string(), reason: e.to_string() })?,
             ),
             None => None,

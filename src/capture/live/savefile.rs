@@ -15,12 +15,23 @@ use crate::time::Timestamp;
 /// pcap's magic for nanosecond timestamps.
 const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
 
+/// When `-w` starts a new file: after so many bytes (`-C`), after so long
+/// (`-G`), and how many files at most before the oldest is written over
+/// (`-W`, a ring as tcpdump keeps with `-C`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rotation {
+    pub bytes: Option<u64>,
+    pub every: Option<std::time::Duration>,
+    pub files: Option<u32>,
+}
+
 pub struct Savefile {
     base: PathBuf,
     linktype: u32,
     snaplen: u32,
-    /// Rotate after this many bytes in one file; `None`: one file.
-    rotate_bytes: Option<u64>,
+    rotation: Rotation,
+    /// The first packet's time in the current file (for `-G`).
+    file_started: Option<Timestamp>,
     file: BufWriter<File>,
     /// Where the current file goes when complete (none for a stream).
     pending: Option<Pending>,
@@ -32,13 +43,14 @@ pub struct Savefile {
 }
 
 impl Savefile {
-    pub fn create(base: &Path, linktype: u32, snaplen: u32, rotate_bytes: Option<u64>) -> io::Result<Savefile> {
+    pub fn create(base: &Path, linktype: u32, snaplen: u32, rotation: Rotation) -> io::Result<Savefile> {
         let (file, pending) = open(base)?;
         let mut s = Savefile {
             base: base.to_owned(),
             linktype,
             snaplen,
-            rotate_bytes,
+            rotation,
+            file_started: None,
             file,
             pending,
             written: 0,
@@ -73,11 +85,15 @@ impl Savefile {
     /// is returned as an error once, and the current file goes on growing.
     pub fn write(&mut self, ts: Timestamp, original_len: u32, data: &[u8]) -> io::Result<()> {
         let mut rotation = Ok(());
-        if let Some(limit) = self.rotate_bytes {
-            if self.written >= limit && !self.rotation_failed {
-                rotation = self.rotate();
-            }
+        let full = self.rotation.bytes.is_some_and(|limit| self.written >= limit);
+        let old = match (self.rotation.every, self.file_started) {
+            (Some(every), Some(started)) => ts.since(started) >= every,
+            _ => false,
+        };
+        if (full || old) && !self.rotation_failed {
+            rotation = self.rotate();
         }
+        self.file_started.get_or_insert(ts);
         let nanos = ts.as_nanos();
         let mut rec = Vec::with_capacity(16);
         rec.extend_from_slice(&(nanos.div_euclid(1_000_000_000) as u32).to_le_bytes());
@@ -91,13 +107,19 @@ impl Savefile {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        let next = numbered(&self.base, self.index + 1);
+        // With -W, the numbers go round and the oldest file is written over.
+        let index = match self.rotation.files {
+            Some(files) => (self.index + 1) % files.max(1),
+            None => self.index + 1,
+        };
+        let next = numbered(&self.base, index);
         match open(&next) {
             Ok((file, pending)) => {
                 self.publish()?;
                 self.file = file;
                 self.pending = pending;
-                self.index += 1;
+                self.index = index;
+                self.file_started = None;
                 self.write_header()
             }
             Err(e) => {
@@ -149,7 +171,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pgreach-savefile-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let base = dir.join("cap.pcap");
-        let mut s = Savefile::create(&base, 1, 65535, Some(10_000)).unwrap();
+        let mut s = Savefile::create(&base, 1, 65535, Rotation { bytes: Some(10_000), ..Rotation::default() }).unwrap();
         let frame = [0xabu8; 1000];
         for i in 0..25 {
             s.write(Timestamp::from_nanos(1_700_000_000_000_000_000 + i), 1500, &frame).unwrap();
@@ -169,5 +191,49 @@ mod tests {
         assert!(!dir.join("cap.pcap3").exists());
         assert_eq!(total, 25);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Packets' times in seconds, written with a rotation; the packets each
+    /// file holds, by file name.
+    fn write_with(rotation: Rotation, times: &[u64], label: &str) -> Vec<(String, usize)> {
+        let dir = std::env::temp_dir().join(format!("pgreach-savefile-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = dir.join("cap.pcap");
+        let mut s = Savefile::create(&base, 1, 65535, rotation).unwrap();
+        for &t in times {
+            s.write(Timestamp::from_secs_nanos(1_700_000_000 + t as i64, 0), 100, &[0u8; 100]).unwrap();
+        }
+        s.publish().unwrap();
+        let mut files: Vec<(String, usize)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                let mut cap = pcap::Capture::from_file_with_precision(&p, pcap::Precision::Nano).unwrap();
+                let mut n = 0;
+                while cap.next_packet().is_ok() {
+                    n += 1;
+                }
+                (p.file_name().unwrap().to_string_lossy().into_owned(), n)
+            })
+            .collect();
+        files.sort();
+        std::fs::remove_dir_all(&dir).unwrap();
+        files
+    }
+
+    #[test]
+    fn rotates_by_time_and_keeps_a_ring_of_files() {
+        let every = Some(std::time::Duration::from_secs(60));
+        // One packet every 30 s for 5 minutes: a new file each minute.
+        let times: Vec<u64> = (0..10).map(|i| i * 30).collect();
+        let by_time = write_with(Rotation { every, ..Rotation::default() }, &times, "g");
+        let names: Vec<&str> = by_time.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["cap.pcap", "cap.pcap1", "cap.pcap2", "cap.pcap3", "cap.pcap4"]);
+        assert!(by_time.iter().all(|(_, n)| *n == 2), "{by_time:?}");
+        // With -W 3 the same run keeps three files, the latest minutes.
+        let ring = write_with(Rotation { every, files: Some(3), ..Rotation::default() }, &times, "w");
+        let names: Vec<&str> = ring.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["cap.pcap", "cap.pcap1", "cap.pcap2"]);
+        assert_eq!(ring.iter().map(|(_, n)| n).sum::<usize>(), 6, "the oldest two minutes were written over");
     }
 }
