@@ -25,6 +25,15 @@ pub struct SessionSecrets {
     pub server_traffic: Option<Vec<u8>>,
 }
 
+impl SessionSecrets {
+    /// Whether they decrypt a session: TLS 1.2's master secret, or both of
+    /// TLS 1.3's traffic secrets (an application writes them one line at a
+    /// time, so a session can be half known for a moment).
+    pub fn is_complete(&self) -> bool {
+        self.master.is_some() || (self.client_traffic.is_some() && self.server_traffic.is_some())
+    }
+}
+
 impl fmt::Debug for SessionSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SessionSecrets { .. }")
@@ -185,15 +194,19 @@ impl KeyStore {
     /// A copy of one session's secrets; when missing, the text appended
     /// since is read first (live).
     pub fn lookup(&self, client_random: &[u8; 32]) -> Option<SessionSecrets> {
-        if let Some(found) = self.get(client_random) {
-            return Some(found);
+        let known = self.get(client_random);
+        if known.as_ref().is_some_and(SessionSecrets::is_complete) {
+            return known;
         }
-        let text = self.0.more.lock().ok()?.as_mut().map(|more| more())?;
-        if text.is_empty() {
-            return None;
+        // Missing, or half written when last read: read what was appended since.
+        let more = self.0.more.lock().ok().and_then(|mut more| more.as_mut().map(|read| read()));
+        match more {
+            Some(text) if !text.is_empty() => {
+                self.add_text(&text);
+                self.get(client_random)
+            }
+            _ => known,
         }
-        self.add_text(&text);
-        self.get(client_random)
     }
 
     fn get(&self, client_random: &[u8; 32]) -> Option<SessionSecrets> {
@@ -257,5 +270,22 @@ mod tests {
             log.add_text(text);
         }
         assert!(log.partial_line.len() <= 512);
+    }
+
+    #[test]
+    fn a_session_half_written_when_first_read_is_read_again() {
+        // The application writes its client secret, then (a moment later,
+        // after pgreach already looked) the server's.
+        let store = KeyStore::default();
+        let mut pieces = vec![
+            format!("SERVER_TRAFFIC_SECRET_0 {RANDOM} {}\n", "bb".repeat(32)),
+            format!("CLIENT_TRAFFIC_SECRET_0 {RANDOM} {}\n", "aa".repeat(32)),
+        ];
+        store.set_more_text(Box::new(move || pieces.pop().unwrap_or_default()));
+        let random: [u8; 32] = hex(RANDOM).unwrap().try_into().unwrap();
+        let first = store.lookup(&random).expect("the client's secret is there");
+        assert!(!first.is_complete());
+        let second = store.lookup(&random).expect("both now");
+        assert!(second.is_complete(), "the server's secret, appended later, is read");
     }
 }
