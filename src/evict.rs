@@ -2,6 +2,10 @@
 //! packet, so that the one idle longest can be found at once and a new SYN
 //! always finds room.
 //!
+//! Entries hold the latest packet time cut to GRAIN: a busy flow's entry
+//! moves once per GRAIN, not on every packet (the hot path), and which of
+//! two flows is the idler within GRAIN does not matter for eviction.
+//!
 //! The engine moves a flow's entry when its latest packet time changes and
 //! drops entries when flows leave; an entry it missed (a flow ended by its
 //! own packet) is skipped when met, and such entries are dropped in bulk
@@ -11,6 +15,13 @@
 use std::collections::BTreeSet;
 
 use crate::time::Timestamp;
+
+/// The precision of "idle longest", in nanoseconds.
+const GRAIN: i64 = 100_000_000;
+
+fn coarse(t: Timestamp) -> Timestamp {
+    Timestamp::from_nanos(t.as_nanos().div_euclid(GRAIN) * GRAIN)
+}
 
 /// Flows of one kind by latest packet time, identified by their key and
 /// their id (a key is reused by a later attempt from the same client port).
@@ -28,11 +39,12 @@ impl<K: Ord + Copy> Default for IdleOrder<K> {
 impl<K: Ord + Copy> IdleOrder<K> {
     /// A new flow, last active at `at`.
     pub fn insert(&mut self, key: K, id: u64, at: Timestamp) {
-        self.by_last.insert((at, id, key));
+        self.by_last.insert((coarse(at), id, key));
     }
 
     /// A flow's latest packet moved from `was` to `now`.
     pub fn touch(&mut self, key: K, id: u64, was: Timestamp, now: Timestamp) {
+        let (was, now) = (coarse(was), coarse(now));
         if was != now && self.by_last.remove(&(was, id, key)) {
             self.by_last.insert((now, id, key));
         }
@@ -40,7 +52,7 @@ impl<K: Ord + Copy> IdleOrder<K> {
 
     /// A flow left the table.
     pub fn remove(&mut self, key: K, id: u64, last: Timestamp) {
-        self.by_last.remove(&(last, id, key));
+        self.by_last.remove(&(coarse(last), id, key));
     }
 
     /// Takes the flow idle longest. `current` says whether an entry still
@@ -87,6 +99,21 @@ mod tests {
         assert_eq!(q.pop_idlest(|_, _| true), Some(2));
         assert_eq!(q.pop_idlest(|_, _| true), Some(0));
         assert_eq!(q.pop_idlest(|_, _| true), None);
+    }
+
+    #[test]
+    fn a_busy_flow_moves_once_per_grain() {
+        let mut q = IdleOrder::default();
+        q.insert(0usize, 0, at(1));
+        let ms = |n: i64| Timestamp::from_nanos(1_000_000_000 + n * 1_000_000);
+        // Packets 1 ms apart within one grain leave the entry where it is...
+        q.touch(0, 0, ms(0), ms(1));
+        assert!(q.by_last.contains(&(at(1), 0, 0)));
+        // ...and the next grain moves it; removal finds it by the exact time.
+        q.touch(0, 0, ms(1), ms(150));
+        assert!(q.by_last.contains(&(ms(100), 0, 0)));
+        q.remove(0, 0, ms(150));
+        assert!(q.by_last.is_empty());
     }
 
     #[test]
