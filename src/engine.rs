@@ -20,6 +20,7 @@ use crate::evict::IdleOrder;
 use crate::flow::{EndCause, Flow, Origin, State, Step};
 use crate::legs::Legs;
 use crate::outcome::{Outcome, Side};
+use crate::ports::PortSet;
 use crate::record::AttemptRecord;
 use crate::stream::HeldBudget;
 use crate::time::Timestamp;
@@ -82,6 +83,10 @@ pub struct Stats {
     pub duplicates: u64,
     /// RSTs and SYN-ACKs with no SYN before them (backscatter, late capture start).
     pub stray_answers: u64,
+    /// Connections joined midstream that were only bare segments from one
+    /// side, never answered (forged ACKs, a scan, backscatter): not
+    /// connections, and not reported as attempts.
+    pub stray_segments: u64,
     /// ICMP errors quoting a port connection that matched no waiting SYN.
     pub unmatched_icmp: u64,
     /// DNS answers (A/AAAA questions) seen, to tie attempts to the names behind them.
@@ -573,6 +578,11 @@ fn conclude(
     stats: &mut Stats,
     finished: &mut VecDeque<AttemptRecord>,
 ) {
+    if flow.is_stray_segments() {
+        flow.state = State::Closed;
+        stats.stray_segments += 1;
+        return;
+    }
     let was_open = flow.state != State::Closed;
     match flow.finish(key, cause, clock, config.syn_timeout) {
         Some(record) => {
@@ -582,22 +592,5 @@ fn conclude(
         }
         None if was_open => stats.stray_answers += 1,
         None => {}
-    }
-}
-
-/// A set of TCP ports, one bit each: one lookup per packet, no hashing.
-struct PortSet(Box<[u64; 1024]>);
-
-impl PortSet {
-    fn new(ports: &[u16]) -> PortSet {
-        let mut bits = Box::new([0u64; 1024]);
-        for &p in ports {
-            bits[usize::from(p / 64)] |= 1 << (p % 64);
-        }
-        PortSet(bits)
-    }
-
-    fn contains(&self, port: u16) -> bool {
-        self.0[usize::from(port / 64)] & (1 << (port % 64)) != 0
     }
 }

@@ -6,7 +6,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::decode::{IcmpError, TcpFlags, TcpSegment};
+use crate::decode::{IcmpError, TcpSegment};
+use crate::duplicate::LastSegments;
 use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, Side, TcpOutcome, UnreachableKind};
 use crate::pg::{PgSession, PgSummary};
 use crate::record::{Answer, AttemptRecord, Note, SynEvidence, Traffic};
@@ -20,11 +21,6 @@ const MAX_SYN_TIMES: usize = 16;
 /// How long a SYN-ACK may wait for the client's ACK: Linux retransmits a
 /// SYN-ACK 5 times over about 63 s before giving up.
 const SYN_RECEIVED_GRACE: Duration = Duration::from_secs(64);
-/// A segment identical to the previous one from the same side within this
-/// window is a second copy of it (`tcpdump -i any` on a bridge or a
-/// bond captures every packet twice), not a retransmission: no TCP stack
-/// retransmits a SYN sooner than 1 s.
-const DUPLICATE_WINDOW: Duration = Duration::from_millis(100);
 /// How long a half-closed connection waits for the other side's FIN.
 const CLOSING_GRACE: Duration = Duration::from_secs(30);
 /// How long an ended connection's entry stays to absorb its late packets
@@ -83,21 +79,6 @@ pub enum Step {
     Duplicate,
 }
 
-/// What makes two captured segments copies of one another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SegmentId {
-    seq: SeqNumber,
-    ack: SeqNumber,
-    flags: TcpFlags,
-    len: u32,
-}
-
-impl SegmentId {
-    fn of(seg: &TcpSegment<'_>) -> SegmentId {
-        SegmentId { seq: seg.seq, ack: seg.ack, flags: seg.flags, len: seg.wire_payload_len }
-    }
-}
-
 /// Why the engine ends a flow that is still in progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndCause {
@@ -134,8 +115,7 @@ pub struct Flow {
     fin_server: bool,
     traffic: Traffic,
     notes: Vec<Note>,
-    /// The last segment from the client and from the server, for duplicates.
-    last_segment: [Option<(SegmentId, Timestamp)>; 2],
+    last_segments: LastSegments,
     /// The PostgreSQL conversation, once the handshake is done (boxed: most
     /// flows in a SYN flood never get one).
     pg: Option<Box<PgTrack>>,
@@ -151,7 +131,7 @@ impl Flow {
         let mut flow = Flow::empty(id, ts, State::SynSent, Origin::Syn);
         flow.client_isn = Some(seg.seq);
         flow.client_ttl = Some(seg.ttl);
-        flow.last_segment[Side::Client as usize] = Some((SegmentId::of(seg), ts));
+        flow.last_segments.is_copy(seg, Side::Client, ts);
         flow.record_syn(ts);
         flow.count(Side::Client, seg, ts);
         flow
@@ -161,7 +141,7 @@ impl Flow {
     pub fn midstream(id: u64, seg: &TcpSegment<'_>, side: Side, ts: Timestamp, budget: &HeldBudget) -> Flow {
         let state = if seg.flags.syn { State::SynReceived } else { State::Established };
         let mut flow = Flow::empty(id, ts, state, Origin::Midstream);
-        flow.last_segment[side as usize] = Some((SegmentId::of(seg), ts));
+        flow.last_segments.is_copy(seg, side, ts);
         if seg.flags.syn {
             flow.server_isn = Some(seg.seq);
             flow.server_ttl = Some(seg.ttl);
@@ -195,7 +175,7 @@ impl Flow {
             fin_server: false,
             traffic: Traffic::default(),
             notes: Vec::new(),
-            last_segment: [None, None],
+            last_segments: LastSegments::default(),
             pg: None,
             armed: None,
             keys: None,
@@ -216,12 +196,9 @@ impl Flow {
         if self.state == State::Closed {
             return Step::Continue;
         }
-        let id = SegmentId::of(seg);
-        let slot = &mut self.last_segment[side as usize];
-        if slot.is_some_and(|(prev, at)| prev == id && ts.since(at) < DUPLICATE_WINDOW) {
+        if self.last_segments.is_copy(seg, side, ts) {
             return Step::Duplicate;
         }
-        *slot = Some((id, ts));
         self.count(side, seg, ts);
         let step = self.transition(seg, side, ts, budget);
         if let Some(track) = self.pg.as_deref_mut() {
@@ -363,6 +340,16 @@ impl Flow {
     /// `clock` is the engine's time now: the capture's end, for `CaptureEnd`.
     /// `key`: the (client, server) addresses the table holds it under (the
     /// flow does not keep a second copy).
+    /// Joined midstream and only ever bare segments from one side: nothing
+    /// shows a connection was there (forged ACKs, a scan, backscatter).
+    pub fn is_stray_segments(&self) -> bool {
+        let t = &self.traffic;
+        self.origin == Origin::Midstream
+            && matches!(self.state, State::Established | State::Closing)
+            && t.client_bytes + t.server_bytes == 0
+            && (t.client_packets == 0 || t.server_packets == 0)
+    }
+
     pub fn finish(
         &mut self,
         key: (SocketAddr, SocketAddr),

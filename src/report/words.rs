@@ -104,6 +104,7 @@ pub fn summary_line(report: &Report<'_>) -> String {
         (st.payload_cut, "with payload cut by the snap length"),
         (st.duplicates, "duplicate copies ignored"),
         (st.stray_answers, "stray answers (RST/SYN-ACK with no SYN)"),
+        (st.stray_segments, "stray segments (one side only, no data: not a connection)"),
         (st.unmatched_icmp, "ICMP errors matching no SYN"),
         (st.evicted, "attempts ended early (flow table full)"),
         (st.evicted_midstream, "midstream connections ended early (flow table full)"),

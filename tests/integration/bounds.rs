@@ -109,6 +109,9 @@ mod flow_table {
         assert_eq!(untracked.expect("untracked reported")["count"], 1000);
         assert_eq!(doc["stats"]["untracked"], 1000);
         assert_eq!(doc["stats"]["evicted"], 0, "no real attempt was ended early");
+        // The forged ACKs that were tracked are not connections: none is an attempt.
+        assert_eq!(doc["stats"]["stray_segments"], 1000);
+        assert_eq!(got.get("attempts"), Some(&want.values().sum::<u64>()), "{got:?}");
 
         let mut table = vec!["analyze"];
         table.extend_from_slice(&args);
@@ -162,12 +165,29 @@ mod flow_table {
     fn silent_midstream_flows_age_out() {
         let mut engine = Analyzer::new(Config::default());
         engine.handle_packet(at(0.0), LinkType::Ethernet, &tcp_frame(CLIENT, SERVER, ack(5, 9))).unwrap();
+        engine.handle_packet(at(0.001), LinkType::Ethernet, &tcp_frame(SERVER, CLIENT, ack(9, 5))).unwrap();
         assert_eq!(engine.live_flows(), 1);
         let due = engine.poll_timeout().expect("a midstream flow has a deadline");
         engine.handle_timeout(due);
+        // The answer moved the deadline on: the first one passes with nothing due.
+        let due = engine.poll_timeout().unwrap_or(due);
+        engine.handle_timeout(due);
         let a = engine.poll_finished().expect("reported when it aged out");
         assert_eq!(a.tcp_outcome, TcpOutcome::Midstream);
-        assert!(due.since(at(0.0)) <= pgreach::flow::MIDSTREAM_IDLE);
+        assert!(due.since(at(0.001)) <= pgreach::flow::MIDSTREAM_IDLE);
+    }
+
+    /// A lone bare ACK that nothing answers is no connection: it ages out
+    /// as a stray segment, not as an attempt.
+    #[test]
+    fn a_lone_unanswered_ack_is_not_an_attempt() {
+        let mut engine = Analyzer::new(Config::default());
+        engine.handle_packet(at(0.0), LinkType::Ethernet, &tcp_frame(CLIENT, SERVER, ack(5, 9))).unwrap();
+        let due = engine.poll_timeout().expect("a midstream flow has a deadline");
+        engine.handle_timeout(due);
+        assert!(engine.poll_finished().is_none());
+        assert_eq!(engine.stats().stray_segments, 1);
+        assert_eq!(engine.live_flows(), 0);
     }
 
     /// 1 M distinct SYNs at the defaults: every one reported, memory bounded.
