@@ -98,12 +98,12 @@ impl Stager<'_> {
     }
 
     /// One psql run whose TCP outcome is `staged`, failed at `location`.
-    fn attempt(&mut self, p: &Psql<'_>, staged: Staged, location: Option<Location>) -> Result<&mut Expected> {
+    fn attempt(&mut self, p: &Psql<'_>, staged: Staged, location: Option<Location>) -> Result<()> {
         let c = self.client();
         let said = c.run(p)?;
         let attempt = self.rec.expect(&c, p, staged, &said)?;
         self.attempts.push(PointAttempt { attempt, location, nat: self.nat.map(|kind| Nat { kind }) });
-        Ok(&mut self.attempts.last_mut().context("just pushed")?.attempt)
+        Ok(())
     }
 
     /// One psql login that ends as `want`, with nothing lost.
@@ -246,14 +246,24 @@ fn scram() -> Psql<'static> {
     Psql { user: "app_scram", password: Some("scram-pass"), ..Routed::psql(false) }
 }
 
-/// A pcap file does not say when the capture stopped, only when its last
-/// packet came: after a dropped attempt the client waits, the rule of
-/// `hook` in `ns` goes, and it connects again, so the captures show they
-/// still ran after it gave up.
-fn then_connects(st: &mut Stager<'_>, ns: &str, hook: &str) -> Result<()> {
+/// A connection that goes through: failure scenarios open and close with
+/// one, so that every point's file shows it was capturing before and
+/// after the failure (a pcap file does not say when its capture started
+/// or stopped, only when its packets came), and shares packets with the
+/// other points to set their clocks against.
+fn connects(st: &mut Stager<'_>) -> Result<()> {
+    st.attempt(&Routed::psql(false), Staged::Connects, None).map(drop)
+}
+
+/// A dropped attempt between two that go through: the client gives up,
+/// silence long enough to show it, then `hook`'s rules in `ns` go.
+fn dropped(st: &mut Stager<'_>, ns: &str, hook: &str, rules: &str, location: Location) -> Result<()> {
+    connects(st)?;
+    filter(ns, hook, rules)?;
+    st.attempt(&Routed::psql(false), Staged::Dropped, Some(location))?;
     sleep(GIVE_UP_TAIL);
     filter(ns, hook, "")?;
-    st.attempt(&Routed::psql(false), Staged::Connects, None).map(drop)
+    connects(st)
 }
 
 fn login(st: &mut Stager<'_>) -> Result<()> {
@@ -261,15 +271,11 @@ fn login(st: &mut Stager<'_>) -> Result<()> {
 }
 
 fn server_drop(st: &mut Stager<'_>) -> Result<()> {
-    filter(SERVER_NS, "input", "    tcp dport 5432 drop")?;
-    st.attempt(&Routed::psql(false), Staged::Dropped, Some(DROPPED_AT_SERVER))?;
-    then_connects(st, SERVER_NS, "input")
+    dropped(st, SERVER_NS, "input", "    tcp dport 5432 drop", DROPPED_AT_SERVER)
 }
 
 fn forward_drop(st: &mut Stager<'_>) -> Result<()> {
-    filter(ROUTER_NS, "forward", "    iifname \"lan\" tcp dport 5432 drop")?;
-    st.attempt(&Routed::psql(false), Staged::Dropped, Some(LOST_BEFORE_ROUTER))?;
-    then_connects(st, ROUTER_NS, "forward")
+    dropped(st, ROUTER_NS, "forward", "    iifname \"lan\" tcp dport 5432 drop", LOST_BEFORE_ROUTER)
 }
 
 /// The connection's SYN marks it; its SYN-ACKs are dropped for as long as the
@@ -277,26 +283,36 @@ fn forward_drop(st: &mut Stager<'_>) -> Result<()> {
 fn synack_drop(st: &mut Stager<'_>) -> Result<()> {
     let drop_answers = "    iifname \"wan\" ct mark 1 tcp flags & (syn | ack) == syn | ack drop";
     let mark = "    iifname \"lan\" tcp dport 5432 tcp flags & (syn | ack) == syn ct mark set 1";
+    connects(st)?;
     filter(ROUTER_NS, "forward", &format!("{mark}\n{drop_answers}"))?;
     st.attempt(&Routed::psql(false), Staged::Dropped, Some(ANSWER_LOST_AFTER_ROUTER))?;
     sleep(GIVE_UP_TAIL);
     filter(ROUTER_NS, "forward", drop_answers)?;
-    st.attempt(&Routed::psql(false), Staged::Connects, None).map(drop)
+    connects(st)
+}
+
+/// An attempt the router rejects with `rule`, between two that go through;
+/// `answer_from`: the forged answer's source address, if not the server's.
+fn rejected(st: &mut Stager<'_>, rule: &str, staged: Staged, answer_from: Option<&str>) -> Result<()> {
+    connects(st)?;
+    filter(ROUTER_NS, "forward", rule)?;
+    st.attempt(&Routed::psql(false), staged, Some(FORGED_BEFORE_ROUTER))?;
+    if let (Some(from), Some(rejected)) = (answer_from, st.attempts.last_mut()) {
+        rejected.attempt.answer_from = Some(from.to_owned());
+    }
+    filter(ROUTER_NS, "forward", "")?;
+    connects(st)
 }
 
 /// nft's reset carries the server's address as its source.
 fn router_reset(st: &mut Stager<'_>) -> Result<()> {
-    filter(ROUTER_NS, "forward", "    iifname \"lan\" tcp dport 5432 reject with tcp reset")?;
-    st.attempt(&Routed::psql(false), Staged::Rst, Some(FORGED_BEFORE_ROUTER)).map(drop)
+    rejected(st, "    iifname \"lan\" tcp dport 5432 reject with tcp reset", Staged::Rst, None)
 }
 
 /// The router's ICMP error comes from its own client-side address.
 fn router_admin(st: &mut Stager<'_>) -> Result<()> {
     let rule = "    iifname \"lan\" meta nfproto ipv4 tcp dport 5432 reject with icmp type admin-prohibited";
-    filter(ROUTER_NS, "forward", rule)?;
-    let attempt = st.attempt(&Routed::psql(false), Staged::IcmpAdmin, Some(FORGED_BEFORE_ROUTER))?;
-    attempt.answer_from = Some(ROUTER_LAN_V4.to_owned());
-    Ok(())
+    rejected(st, rule, Staged::IcmpAdmin, Some(ROUTER_LAN_V4))
 }
 
 fn snat_login(st: &mut Stager<'_>) -> Result<()> {
