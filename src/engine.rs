@@ -262,7 +262,10 @@ impl Analyzer {
         let near = |a: Timestamp, b: Timestamp| a.since(b).max(b.since(a)) <= MAX_CLOCK_JUMP;
         let far = !near(ts, self.clock);
         match self.clock_trust {
+            // The clock starts at the first packet, not at 1970: a capture
+            // dated before it must not find every deadline already passed.
             ClockTrust::Unset => {
+                self.clock = ts;
                 self.clock_trust = ClockTrust::FirstPacket;
                 self.stats.first_packet = Some(ts);
             }

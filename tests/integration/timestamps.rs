@@ -96,6 +96,13 @@ fn pcapng_before_1970_prints() {
     let out = pgreach(&["analyze", &path]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("from 1906-08-16T20:26:40.001000Z"), "{text}");
+    // The engine's clock starts at the first packet, not at 1970: a SYN a
+    // minute before 1970 waits for its answer as in any other year.
+    let path = pcapng_with_offset("ts-1969.pcapng", -60, 1000);
+    let (doc, _) = crate::util::analyze_json(&[&path]);
+    let outcomes: Vec<&str> =
+        doc["attempts"].as_array().expect("attempts").iter().filter_map(|a| a["outcome"].as_str()).collect();
+    assert_eq!(outcomes, ["refused"]);
 }
 
 #[test]

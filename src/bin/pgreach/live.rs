@@ -13,7 +13,7 @@ use pgreach::capture::live::savefile::Rotation;
 use pgreach::capture::live::{self, Dropped, LiveCapture, LiveOptions, LiveSink, LiveStatus, StopWhen};
 use pgreach::capture::Problems;
 use pgreach::decode::DecodeError;
-use pgreach::engine::Analyzer;
+use pgreach::engine::{Analyzer, Stats};
 use pgreach::outfile;
 use pgreach::record::AttemptRecord;
 use pgreach::report::output::Output;
@@ -243,7 +243,7 @@ impl LiveSink for LiveReport {
     fn refresh(&mut self, status: &LiveStatus, analyzer: &Analyzer) {
         if let Some(m) = &self.metrics {
             if let Ok(mut m) = m.lock() {
-                m.status(status);
+                m.status(status, analyzer.stats());
             }
         }
         let Some(view) = &mut self.view else { return };
@@ -263,7 +263,8 @@ impl LiveSink for LiveReport {
                 status.connections.handshaking,
                 status.connections.unanswered_syns,
                 short(self.syn_timeout)
-            ),        ];
+            ) + &flow_table_full(analyzer.stats()),
+        ];
         let report = self.output.report(analyzer.stats(), &[], Vec::new(), Vec::new(), Some(status.counters));
         view.draw(&text::live_view(&report, &lines, view.height(), view.width(), self.colour));
     }
@@ -278,6 +279,18 @@ impl LiveSink for LiveReport {
     fn bad_packet(&mut self, packet: u64, error: &DecodeError) {
         self.bad_packets.bad_packet(&self.source, packet, error);
     }
+}
+
+/// What a full flow table has cost so far, for the status line: a flood
+/// must not pass unseen while it lasts.
+fn flow_table_full(stats: &Stats) -> String {
+    if stats.evicted + stats.evicted_midstream + stats.untracked == 0 {
+        return String::new();
+    }
+    format!(
+        "; flow table full: {} attempts and {} midstream connections ended early, {} packets untracked",
+        stats.evicted, stats.evicted_midstream, stats.untracked
+    )
 }
 
 /// The signals that end a live run: Ctrl-C, SIGTERM and SIGHUP.

@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use super::driver::LiveStatus;
 use super::guarded::GuardedListener;
 use crate::capture::CaptureCounters;
+use crate::engine::Stats;
 use crate::record::AttemptRecord;
 
 /// Client addresses given their own series; the rest share `client="other"`,
@@ -45,6 +46,11 @@ struct DropLabels {
     by: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LostLabels {
+    what: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     attempts: Family<ServerLabels, Counter>,
@@ -53,11 +59,14 @@ pub struct Metrics {
     login: Histogram,
     captured: Counter,
     dropped: Family<DropLabels, Counter>,
+    /// What a full flow table cost: a flood must not pass unseen here either.
+    lost_track: Family<LostLabels, Counter>,
     unanswered: Gauge,
     open: Gauge,
     clients: HashSet<String>,
     servers: HashSet<String>,
     last_counters: CaptureCounters,
+    last_stats: Stats,
 }
 
 impl Default for Metrics {
@@ -81,6 +90,12 @@ impl Default for Metrics {
         registry.register("capture_packets", "Packets libpcap's filter passed", captured.clone());
         let dropped = Family::<DropLabels, Counter>::default();
         registry.register("capture_dropped_packets", "Packets the capture lost, by=kernel|interface", dropped.clone());
+        let lost_track = Family::<LostLabels, Counter>::default();
+        registry.register(
+            "flow_table_full",
+            "What the full flow table cost: what=attempts_ended_early|midstream_ended_early|packets_untracked",
+            lost_track.clone(),
+        );
         let unanswered = Gauge::default();
         registry.register("unanswered_syns", "SYNs waiting longer than the SYN time-out now", unanswered.clone());
         let open = Gauge::default();
@@ -97,11 +112,13 @@ impl Default for Metrics {
             login,
             captured,
             dropped,
+            lost_track,
             unanswered,
             open,
             clients: HashSet::new(),
             servers: HashSet::new(),
             last_counters: CaptureCounters::default(),
+            last_stats: Stats::default(),
         }
     }
 }
@@ -121,7 +138,7 @@ impl Metrics {
         }
     }
 
-    pub fn status(&mut self, status: &LiveStatus) {
+    pub fn status(&mut self, status: &LiveStatus, stats: &Stats) {
         let c = status.counters;
         let last = self.last_counters;
         self.captured.inc_by(c.received.saturating_sub(last.received));
@@ -132,6 +149,15 @@ impl Metrics {
             .get_or_create(&DropLabels { by: "interface" })
             .inc_by(c.interface_dropped.saturating_sub(last.interface_dropped));
         self.last_counters = c;
+        let last = &self.last_stats;
+        for (what, now, before) in [
+            ("attempts_ended_early", stats.evicted, last.evicted),
+            ("midstream_ended_early", stats.evicted_midstream, last.evicted_midstream),
+            ("packets_untracked", stats.untracked, last.untracked),
+        ] {
+            self.lost_track.get_or_create(&LostLabels { what }).inc_by(now.saturating_sub(before));
+        }
+        self.last_stats = stats.clone();
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.unanswered.set(gauge(status.connections.unanswered_syns));
         self.open.set(gauge(status.connections.open));
@@ -169,4 +195,36 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: SharedMetrics) ->
 async fn scrape(State(metrics): State<SharedMetrics>) -> impl IntoResponse {
     let body = metrics.lock().map(|m| m.encode()).unwrap_or_default();
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ConnectionsNow;
+    use crate::time::Timestamp;
+
+    fn status() -> LiveStatus {
+        LiveStatus {
+            started: Timestamp::default(),
+            now: Timestamp::default(),
+            packets: 0,
+            counters: CaptureCounters::default(),
+            connections: ConnectionsNow::default(),
+        }
+    }
+
+    /// Evictions are counted as they happen, each refresh adding only what
+    /// is new since the last.
+    #[test]
+    fn a_full_flow_table_is_counted() {
+        let mut metrics = Metrics::default();
+        let mut stats = Stats { evicted: 3, untracked: 5, ..Stats::default() };
+        metrics.status(&status(), &stats);
+        stats.evicted = 4;
+        metrics.status(&status(), &stats);
+        let text = metrics.encode();
+        assert!(text.contains("pgreach_flow_table_full_total{what=\"attempts_ended_early\"} 4"), "{text}");
+        assert!(text.contains("pgreach_flow_table_full_total{what=\"packets_untracked\"} 5"), "{text}");
+        assert!(text.contains("pgreach_flow_table_full_total{what=\"midstream_ended_early\"} 0"), "{text}");
+    }
 }
