@@ -13,7 +13,7 @@ const MAX_LINES: usize = 600;
 
 /// The I/O-free core: these take bytes and time and return values.
 const CORE: &[&str] =
-    &["time", "seq", "decode", "stream", "outcome", "tls", "pg", "flow", "record", "legs", "evict", "engine"];
+    &["time", "seq", "decode", "stream", "dns", "outcome", "tls", "pg", "flow", "record", "legs", "evict", "engine"];
 /// Names the core must not mention: I/O crates and clocks.
 const CORE_FORBIDDEN: &[&str] = &["pcap::", "tokio", "axum", "clap", "SystemTime::now", "Instant::now"];
 /// The report modules that render one format each.
