@@ -64,6 +64,8 @@ pub struct Psql<'a> {
     /// More conninfo, e.g. `replication=database`.
     pub extra: &'a str,
     pub application_name: &'a str,
+    /// Another server address or name than the lab's own (the routed lab's).
+    pub host: Option<&'a str>,
     pub connect_timeout: u32,
     /// Each is one `-c` command.
     pub commands: &'a [&'a str],
@@ -85,6 +87,7 @@ impl Default for Psql<'_> {
             sslmode: "prefer",
             extra: "",
             application_name: "pgreach-lab",
+            host: None,
             connect_timeout: 2,
             commands: &["select 1"],
             stdin_from: None,
@@ -94,8 +97,10 @@ impl Default for Psql<'_> {
 }
 
 impl Psql<'_> {
-    pub fn host(&self) -> &'static str {
-        if self.v6 {
+    pub fn host(&self) -> &str {
+        if let Some(host) = self.host {
+            host
+        } else if self.v6 {
             SERVER_V6
         } else {
             SERVER_V4
@@ -182,7 +187,6 @@ impl Lab {
     /// interrupted run are removed first.
     pub fn up(client_count: usize) -> Result<Lab> {
         teardown();
-        sh(&format!("mkdir -p {WORK} && chown postgres {WORK}"))?;
         sh(&format!("ip netns add {SERVER_NS}"))?;
         let srv = |c: &str| sh(&format!("ip netns exec {SERVER_NS} {c}"));
         srv("ip link set lo up")?;
@@ -206,6 +210,14 @@ impl Lab {
             cli(&format!("ip link set c{i} up"))?;
             clients.push(Client { ns, v4, v6 });
         }
+        Lab::serve(clients)
+    }
+
+    /// Starts PostgreSQL in the server namespace, which must exist, for
+    /// `clients`: listening on every address, the lab's pg_hba.conf, a
+    /// self-signed certificate and the lab's roles.
+    pub fn serve(clients: Vec<Client>) -> Result<Lab> {
+        sh(&format!("mkdir -p {WORK} && chown postgres {WORK}"))?;
         let data_dir = Path::new(WORK).join("data");
         let pg = |c: &str| sh(&format!("su postgres -c '{PG_BIN}/{c}'"));
         pg(&format!("initdb -D {} -A trust --no-sync -E UTF8 --locale=C.UTF-8", data_dir.display()))?;
@@ -306,7 +318,9 @@ impl Drop for Lab {
     }
 }
 
-fn teardown() {
+/// Stops the lab's PostgreSQL and deletes every `pgr-` namespace and the
+/// lab's directory: what an interrupted run may have left.
+pub fn teardown() {
     let _ = sh(&format!(
         "su postgres -c '{PG_BIN}/pg_ctl -D {WORK}/data -m immediate stop' >/dev/null 2>&1; \
          for ns in $(ip netns list | awk '{{print $1}}' | grep -E '^pgr-'); do ip netns del $ns; done; rm -rf {WORK}"
@@ -320,17 +334,28 @@ pub enum Sniffer {
     Dumpcap,
 }
 
-/// A running capture in the server namespace.
+/// A running capture in a namespace.
 pub struct Capture {
     child: Child,
     sniffer: Sniffer,
+    /// The sniffer's standard error: its packet counts.
+    log: PathBuf,
 }
 
 impl Capture {
-    /// Starts capturing on `iface` into `file` (extra flags in `extra`).
-    pub fn start(sniffer: Sniffer, iface: &str, file: &Path, extra: &[&str]) -> Result<Capture> {
+    /// Starts capturing in namespace `ns` on `iface` into `file` (extra
+    /// flags in `extra`), and waits until the sniffer listens.
+    pub fn start(ns: &str, sniffer: Sniffer, iface: &str, file: &Path, extra: &[&str]) -> Result<Capture> {
+        let capture = Capture::begin(ns, sniffer, iface, file, extra)?;
+        Capture::settle();
+        Ok(capture)
+    }
+
+    /// Starts the sniffer without waiting: call `settle` before the first
+    /// packet that matters (once for several captures).
+    pub fn begin(ns: &str, sniffer: Sniffer, iface: &str, file: &Path, extra: &[&str]) -> Result<Capture> {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", SERVER_NS]);
+        cmd.args(["netns", "exec", ns]);
         match sniffer {
             // Immediate mode: without it the last packets wait in a TPACKET_V3
             // block and are lost when tcpdump stops.
@@ -339,11 +364,16 @@ impl Capture {
                 .args(["-n", "-Z", "root", "-w"]),
             Sniffer::Dumpcap => cmd.args(["dumpcap", "-i", iface, "-B", "32", "-n", "-w"]),
         };
-        cmd.arg(file).args(extra).stdout(Stdio::null()).stderr(std::fs::File::create(format!("{WORK}/capture.log"))?);
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let log = Path::new(WORK).join(format!("{name}.log"));
+        cmd.arg(file).args(extra).stdout(Stdio::null()).stderr(std::fs::File::create(&log)?);
         let child = cmd.spawn().context("starting the capture (tcpdump / dumpcap installed?)")?;
-        // The sniffer needs a moment to open the interface.
+        Ok(Capture { child, sniffer, log })
+    }
+
+    /// The sniffer needs a moment to open the interface.
+    pub fn settle() {
         sleep(Duration::from_millis(1500));
-        Ok(Capture { child, sniffer })
     }
 
     pub fn stop(mut self) -> Result<()> {
@@ -351,7 +381,7 @@ impl Capture {
         sh(&format!("kill -INT {}", self.child.id()))?;
         self.child.wait()?;
         // The sniffer's own count: a capture that lost packets is no ground truth.
-        let log = std::fs::read_to_string(format!("{WORK}/capture.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let counts: Vec<&str> = log.lines().filter(|l| l.contains("packets") || l.contains("Packets")).collect();
         eprintln!("  capture: {}", counts.join("; "));
         let dropped = match self.sniffer {

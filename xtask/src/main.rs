@@ -10,6 +10,7 @@ mod fuzz;
 mod lab;
 mod pooler;
 mod record;
+mod routed;
 
 use std::path::Path;
 use std::process::ExitCode;

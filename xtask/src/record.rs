@@ -14,9 +14,10 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 mod keylog;
+mod points;
 mod tls;
 
-use crate::lab::{finished, sh, Capture, Client, ClientResult, Lab, Psql, Sniffer, SERVER_V4, SERVER_V6};
+use crate::lab::{finished, sh, Capture, Client, ClientResult, Lab, Psql, Sniffer, SERVER_NS, SERVER_V4};
 
 /// One expected attempt, in the order the client made them.
 #[derive(Serialize, Clone)]
@@ -139,14 +140,17 @@ impl Recorder<'_> {
     /// One psql attempt from `client` with the staged outcome; fails the
     /// recording if libpq did not see what the staging should produce.
     pub(crate) fn attempt(&mut self, client: &Client, v6: bool, port: u16, staged: Staged) -> Result<()> {
-        let result = client.run(&Psql { v6, port, ..Psql::default() })?;
-        let expected = self.expect(client, v6, port, staged, &result)?;
+        let p = Psql { v6, port, ..Psql::default() };
+        let result = client.run(&p)?;
+        let expected = self.expect(client, &p, staged, &result)?;
         self.expected.push(expected);
         Ok(())
     }
 
-    fn expect(&self, client: &Client, v6: bool, port: u16, staged: Staged, r: &ClientResult) -> Result<Expected> {
-        let host = if v6 { SERVER_V6 } else { SERVER_V4 };
+    /// What `staged` makes of psql run `p` from `client`, checked against
+    /// what libpq said (`r`).
+    pub(crate) fn expect(&self, client: &Client, p: &Psql<'_>, staged: Staged, r: &ClientResult) -> Result<Expected> {
+        let (host, v6, port) = (p.host(), p.v6, p.port);
         let (outcome, kind, code, gave_up, libpq_says) = match staged {
             // Trust authentication and `select 1`: a complete login.
             Staged::Connects => ("success", None, None, None, ""),
@@ -379,11 +383,21 @@ pub fn run(names: &[String]) -> Result<()> {
     }
     let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../captures");
     std::fs::create_dir_all(&out_dir)?;
-    let chosen: Vec<_> =
-        scenarios().into_iter().filter(|(n, ..)| names.is_empty() || names.iter().any(|x| x == n)).collect();
-    if chosen.is_empty() {
+    let wanted = |n: &str| names.is_empty() || names.iter().any(|x| x == n);
+    let chosen: Vec<_> = scenarios().into_iter().filter(|(n, ..)| wanted(n)).collect();
+    let at_points: Vec<&str> = points::names().into_iter().filter(|n| wanted(n)).collect();
+    if chosen.is_empty() && at_points.is_empty() {
         bail!("no such scenario: {}", names.join(", "));
     }
+    if !chosen.is_empty() {
+        record_flat(&out_dir, chosen)?;
+    }
+    // The routed lab replaces the flat one: both hold the server namespace.
+    points::record(&out_dir.join("points"), &at_points)
+}
+
+/// Records scenarios captured at one point, on the server's bridge.
+fn record_flat(out_dir: &Path, chosen: Vec<(&str, &str, Vec<&str>, Scenario)>) -> Result<()> {
     let lab = Lab::up(INCIDENT_CLIENTS)?;
     for (name, description, args, stage) in chosen {
         eprintln!("recording {name}…");
@@ -415,7 +429,7 @@ pub(crate) fn captured(
     body: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     let sniffer = if pcap.extension().is_some_and(|e| e == "pcapng") { Sniffer::Dumpcap } else { Sniffer::Tcpdump };
-    let dump = Capture::start(sniffer, iface, pcap, extra)?;
+    let dump = Capture::start(SERVER_NS, sniffer, iface, pcap, extra)?;
     let result = body();
     sleep(tail);
     dump.stop()?;
@@ -433,7 +447,7 @@ pub(crate) const BRIDGE: &str = "br0";
 pub(crate) const NO_TAIL: Duration = Duration::from_millis(200);
 /// Long enough after a given-up SYN for its silence to show (twice the last
 /// retransmission gap plus a second, and more).
-const GIVE_UP_TAIL: Duration = Duration::from_secs(6);
+pub(crate) const GIVE_UP_TAIL: Duration = Duration::from_secs(6);
 
 fn normal(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
     let c = rec.lab.clients[0].clone();
@@ -632,7 +646,7 @@ fn incident(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
                     handles.into_iter().map(|h| h.join().unwrap_or_else(|_| bail!("client thread panicked"))).collect()
                 });
                 for (c, r) in clients.iter().zip(results) {
-                    let e = rec.expect(c, false, 5432, outcome_for(c), &r?)?;
+                    let e = rec.expect(c, &Psql::default(), outcome_for(c), &r?)?;
                     rec.expected.push(e);
                 }
                 sleep(Duration::from_secs(4));
