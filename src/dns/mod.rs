@@ -80,9 +80,10 @@ impl Dns {
             if let Some(lookup) = parse_response(payload, from.ip(), at) {
                 self.answers += 1;
                 self.pending.answered(to.ip(), &lookup.name);
+                // An empty answer (an IPv4-only name asked for AAAA) ties no attempt.
                 if lookup.failed() {
                     self.failed.add(to, lookup);
-                } else {
+                } else if !lookup.addresses.is_empty() {
                     self.lookups.add(to.ip(), lookup);
                 }
                 return;
