@@ -62,6 +62,7 @@ const SCENARIOS: &[&str] = &[
     "dns_tcp",
     "listen_localhost",
     "second_cluster",
+    "localhost_in_client",
 ];
 
 fn client_ip(socket: &str) -> String {
@@ -281,7 +282,8 @@ scenario_tests!(
     dns_no_answer,
     dns_tcp,
     listen_localhost,
-    second_cluster
+    second_cluster,
+    localhost_in_client
 );
 
 /// No capture in captures/ goes unchecked: each has an expected file and a test above.

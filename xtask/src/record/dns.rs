@@ -206,10 +206,11 @@ impl Drop for ResolvConf {
 const NAMES: &str = "192.0.2.66 db.lab.test moving.lab.test\n192.0.2.77 stale.lab.test\n";
 
 /// Where a scenario captures: the client's interface, or every interface
-/// of the server host (loopback too).
+/// (loopback too) of the client or of the server host.
 #[derive(Clone, Copy)]
 enum Tap {
     Client,
+    ClientAny,
     ServerAny,
 }
 
@@ -272,6 +273,15 @@ fn scenarios() -> Vec<Scenario> {
             Tap::ServerAny,
             second_cluster,
         ),
+        (
+            "localhost_in_client",
+            "psql host=127.0.0.1 on a client host without PostgreSQL (as in a container), captured with -i any \
+             there: refused on loopback",
+            vec![],
+            "",
+            Tap::ClientAny,
+            localhost_in_client,
+        ),
     ]
 }
 
@@ -295,6 +305,7 @@ pub(crate) fn record(out_dir: &Path, chosen: &[&str]) -> Result<()> {
         let pcap = out_dir.join(format!("{name}.pcap"));
         let point = match tap {
             Tap::Client => Point::client(0),
+            Tap::ClientAny => Point { ns: routed.lab.clients[0].ns.clone(), iface: "any".to_owned() },
             Tap::ServerAny => Point { ns: SERVER_NS.to_owned(), iface: "any".to_owned() },
         };
         let mut st = Stager {
@@ -434,5 +445,17 @@ fn second_cluster(st: &mut Stager<'_>) -> Result<()> {
         "likely",
         format!("{SERVER_V4} refused port 5432 while it took connections on port {SECOND_PORT}"),
     );
+    Ok(())
+}
+
+/// The client's own loopback: nothing listens there.
+fn localhost_in_client(st: &mut Stager<'_>) -> Result<()> {
+    let c = st.client();
+    let p = Psql { host: Some("127.0.0.1"), ..Psql::default() };
+    let said = c.run(&p)?;
+    let mut attempt = st.rec.expect(&c, &p, Staged::Rst, &said)?;
+    attempt.client = "127.0.0.1".to_owned();
+    st.attempts.push(DnsAttempt { attempt, dns: None });
+    st.infer("refused", "possible", "127.0.0.1:5432 was refused and nothing on loopback took a connection".to_owned());
     Ok(())
 }
