@@ -81,7 +81,7 @@ impl Stager<'_> {
     }
 
     /// psql to `name`, which the staging sends to `address`, ending as `staged`.
-    fn to_name(&mut self, name: &'static str, address: &'static str, staged: Staged) -> Result<&mut Expected> {
+    fn psql_to_name(&mut self, name: &'static str, address: &'static str, staged: Staged) -> Result<&mut Expected> {
         let c = self.client();
         let p = Psql { host: Some(name), connect_timeout: 10, ..Psql::default() };
         let said = c.run(&p)?;
@@ -98,7 +98,7 @@ impl Stager<'_> {
     /// psql to `name` at the stale address: the router's ICMP host unreachable.
     fn unreachable(&mut self, name: &'static str, address: &'static str) -> Result<()> {
         // libpq says "No route to host" for ICMP host unreachable as for admin-prohibited.
-        let attempt = self.to_name(name, address, Staged::IcmpAdmin)?;
+        let attempt = self.psql_to_name(name, address, Staged::IcmpAdmin)?;
         attempt.answer_from = Some(ROUTER_LAN_V4.to_owned());
         attempt.icmp_code = Some(1);
         Ok(())
@@ -328,9 +328,9 @@ pub(crate) fn record(out_dir: &Path, chosen: &[&str]) -> Result<()> {
 }
 
 fn names(st: &mut Stager<'_>) -> Result<()> {
-    st.to_name("db.lab.test", SERVER_V4, Staged::Connects)?;
+    st.psql_to_name("db.lab.test", SERVER_V4, Staged::Connects)?;
     st.unreachable("stale.lab.test", STALE)?;
-    st.to_name("moving.lab.test", SERVER_V4, Staged::Connects)?;
+    st.psql_to_name("moving.lab.test", SERVER_V4, Staged::Connects)?;
     st.dnsmasq.hosts(&format!("{SERVER_V4} db.lab.test\n{MOVED_TO} moving.lab.test\n{STALE} stale.lab.test\n"))?;
     st.unreachable("moving.lab.test", MOVED_TO)?;
     st.infer("unreachable", "certain", format!("looked up stale.lab.test just before and got {STALE}"));
@@ -353,13 +353,13 @@ fn no_answer(st: &mut Stager<'_>) -> Result<()> {
     // the client logs in, well after it stopped asking.
     sleep(NO_ANSWER_TAIL);
     filter(ROUTER_NS, "input", "")?;
-    st.to_name("db.lab.test", SERVER_V4, Staged::Connects)?;
+    st.psql_to_name("db.lab.test", SERVER_V4, Staged::Connects)?;
     st.infer("dns_failed", "certain", "looked up db.lab.test and got no address".to_owned());
     Ok(())
 }
 
 fn over_tcp(st: &mut Stager<'_>) -> Result<()> {
-    st.to_name("db.lab.test", SERVER_V4, Staged::Connects)?;
+    st.psql_to_name("db.lab.test", SERVER_V4, Staged::Connects)?;
     st.unreachable("stale.lab.test", STALE)?;
     st.infer("unreachable", "certain", format!("looked up stale.lab.test just before and got {STALE}"));
     Ok(())
