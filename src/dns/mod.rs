@@ -14,12 +14,12 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
-pub use lookups::{DbNames, FailedLookups, Lookups};
 pub use message::{parse_query, parse_response, Lookup, Rcode};
 pub use pending::UNANSWERED_AFTER;
 
 use crate::decode::{TcpSegment, UdpDatagram};
 use crate::time::Timestamp;
+use lookups::{DbNames, FailedLookups, Lookups};
 use pending::Pending;
 use tcp::TcpStreams;
 
