@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::decode::{decode, DecodeError, Decoded, IcmpError, LinkType, TcpSegment, UdpDatagram};
-use crate::dns::{parse_response, DbNames, FailedLookups, Lookups};
+use crate::decode::{decode, DecodeError, Decoded, IcmpError, LinkType, TcpSegment};
+use crate::dns::{Dns, DnsCounts};
 use crate::evict::IdleOrder;
 use crate::flow::{EndCause, Flow, Origin, State, Step};
 use crate::legs::Legs;
@@ -89,10 +89,9 @@ pub struct Stats {
     pub stray_segments: u64,
     /// ICMP errors quoting a port connection that matched no waiting SYN.
     pub unmatched_icmp: u64,
-    /// DNS answers (A/AAAA questions) seen, to tie attempts to the names behind them.
-    pub dns_answers: u64,
-    /// Failed lookups beyond the bound kept for `dns_failed` (10,000), not reported.
-    pub dns_failures_not_kept: u64,
+    /// What the DNS traffic held (`dns_answers`, `dns_unanswered`, …).
+    #[serde(flatten)]
+    pub dns: DnsCounts,
     /// Attempts seen from their SYN ended early because the flow table was full.
     pub evicted: u64,
     /// Connections joined midstream ended early to make room for a new SYN.
@@ -128,9 +127,6 @@ pub struct ConnectionsNow {
 
 /// A connection is keyed by its client and server addresses; repeated
 /// attempts from one client port are told apart by their SYN sequence.
-/// Where DNS answers come from.
-const DNS_PORT: u16 = 53;
-
 type FlowKey = (SocketAddr, SocketAddr);
 
 pub struct Analyzer {
@@ -150,12 +146,10 @@ pub struct Analyzer {
     midstream_order: IdleOrder<FlowKey>,
     syn_order: IdleOrder<FlowKey>,
     finished: VecDeque<AttemptRecord>,
-    /// Clients' recent DNS answers.
-    lookups: Lookups,
-    /// Lookups that failed, and the names behind attempts: at the end, the
-    /// failures of database names become `dns_failed` attempts.
-    failed_lookups: FailedLookups,
-    db_names: DbNames,
+    /// Clients' recent DNS answers, failed lookups and the names behind
+    /// attempts: at the end, the failures of database names become
+    /// `dns_failed` attempts.
+    dns: Dns,
     /// Set by `finish`: the failed lookups are still to be reported.
     failed_lookups_due: bool,
     /// A pooler's server leg, told apart and related to its clients.
@@ -194,9 +188,7 @@ impl Analyzer {
             midstream_order: IdleOrder::default(),
             syn_order: IdleOrder::default(),
             finished: VecDeque::new(),
-            lookups: Lookups::default(),
-            failed_lookups: FailedLookups::default(),
-            db_names: DbNames::default(),
+            dns: Dns::default(),
             failed_lookups_due: false,
             legs: Legs::default(),
             stats: Stats::default(),
@@ -245,18 +237,20 @@ impl Analyzer {
             self.handle_timeout(ts);
         }
         match decode(link, frame) {
+            Ok(Decoded::Tcp(seg)) if Dns::carries(&seg) && !self.on_port(&seg) => self.dns.on_tcp(&seg, ts),
             Ok(Decoded::Tcp(seg)) => {
                 self.on_segment(&seg, ts);
                 self.stats.held_over_budget = self.held.refused();
             }
             Ok(Decoded::IcmpError(icmp)) => self.on_icmp(&icmp, ts),
-            Ok(Decoded::Udp(datagram)) => self.on_udp(&datagram, ts),
+            Ok(Decoded::Udp(datagram)) => self.dns.on_udp(&datagram, ts),
             Ok(Decoded::Ignored) => {}
             Err(e) => {
                 self.stats.undecodable += 1;
                 return Err(e);
             }
         }
+        self.stats.dns = self.dns.counts();
         Ok(())
     }
 
@@ -312,6 +306,8 @@ impl Analyzer {
             self.timers.pop();
             self.expire(key, deadline, EndCause::Silence);
         }
+        self.dns.handle_timeout(self.clock);
+        self.stats.dns = self.dns.counts();
     }
 
     /// The next time `handle_timeout` has work, if any.
@@ -325,10 +321,10 @@ impl Analyzer {
         loop {
             if let Some(mut record) = self.finished.pop_front() {
                 if record.dns.is_none() {
-                    record.dns = self.lookups.behind(record.client.ip(), record.server.ip(), record.start).cloned();
+                    record.dns = self.dns.behind(record.client.ip(), record.server.ip(), record.start).cloned();
                 }
                 if let Some(lookup) = record.dns.as_ref().filter(|_| record.outcome != Outcome::DnsFailed) {
-                    self.db_names.add(&lookup.name);
+                    self.dns.used(&lookup.name);
                 }
                 self.legs.relate(&mut record);
                 return Some(record);
@@ -364,9 +360,9 @@ impl Analyzer {
 
     /// The failed lookups of database names, as `dns_failed` attempts.
     fn report_failed_lookups(&mut self) {
-        let failed = std::mem::take(&mut self.failed_lookups);
-        self.stats.dns_failures_not_kept = failed.dropped;
-        for (client, lookup) in failed.of_database_names(&self.db_names, &self.config.db_hosts) {
+        let failed = self.dns.take_failures(&self.config.db_hosts, self.clock);
+        self.stats.dns = self.dns.counts();
+        for (client, lookup) in failed {
             self.stats.attempts += 1;
             self.finished.push_back(AttemptRecord::dns_failed(self.next_id, client, lookup));
             self.next_id += 1;
@@ -426,20 +422,9 @@ impl Analyzer {
         }
     }
 
-    /// A DNS answer to a client (from port 53) is remembered for the
-    /// attempts that follow it.
-    fn on_udp(&mut self, datagram: &UdpDatagram<'_>, ts: Timestamp) {
-        if datagram.src.port() != DNS_PORT {
-            return;
-        }
-        if let Some(lookup) = parse_response(datagram.payload, datagram.src.ip(), ts) {
-            self.stats.dns_answers += 1;
-            if lookup.rcode.is_failure() {
-                self.failed_lookups.add(datagram.dst, lookup);
-            } else {
-                self.lookups.add(datagram.dst.ip(), lookup);
-            }
-        }
+    /// Whether a segment is to or from a PostgreSQL server port.
+    fn on_port(&self, seg: &TcpSegment<'_>) -> bool {
+        self.server_ports.contains(seg.dst.port()) || self.server_ports.contains(seg.src.port())
     }
 
     fn on_icmp(&mut self, icmp: &IcmpError, ts: Timestamp) {

@@ -418,6 +418,10 @@ fn dns_evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, say: &mut impl
         );
     }
     for (name, got) in &d.dns_names {
+        if got.is_empty() {
+            say(Confidence::Certain, format!("the clients looked up {name} and got no address: it did not resolve"));
+            continue;
+        }
         say(Confidence::Certain, format!("the clients looked up {name} just before and got {}", addresses(got)));
         let worked = s.details.get(&Outcome::Success).and_then(|ok| ok.dns_names.get(name));
         if let Some(worked) = worked.filter(|w| outcome.is_failure() && w.is_disjoint(got)) {

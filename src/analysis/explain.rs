@@ -24,9 +24,10 @@ pub fn explain(outcome: Outcome, syn_timeout: Duration) -> Explanation {
         ),
         Outcome::DnsFailed => e(
             "could not translate host name \"…\" to address: Name or service not known (NXDOMAIN), or \
-             Temporary failure in name resolution (SERVFAIL, REFUSED)",
-            "The client looked up the database server's name and the resolver said it does not exist (NXDOMAIN) or \
-             could not answer (SERVFAIL, REFUSED): no connection was even tried.",
+             Temporary failure in name resolution (SERVFAIL, REFUSED, no answer)",
+            "The client looked up the database server's name and the resolver said it does not exist (NXDOMAIN), \
+             could not answer (SERVFAIL, REFUSED) or said nothing before the client gave up: no connection was \
+             even tried.",
             "Check the name in the client's configuration (a typo, a decommissioned alias, a search domain), the \
              record in its zone (`dig NAME @RESOLVER`), and the resolver the client uses (/etc/resolv.conf, a \
              container's DNS).",

@@ -401,7 +401,8 @@ impl Summary {
         if let Some(lookup) = &a.dns {
             if d.dns_names.contains_key(&lookup.name) || d.dns_names.len() < MAX_NAMES {
                 let addresses = d.dns_names.entry(lookup.name.clone()).or_default();
-                if addresses.len() < MAX_NAMES {
+                // A failed lookup gave no address (its server is the resolver).
+                if addresses.len() < MAX_NAMES && a.outcome != Outcome::DnsFailed {
                     addresses.insert(a.server.ip());
                 }
             }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::words::ms;
-use crate::dns::Lookup;
+use crate::dns::{Lookup, UNANSWERED_AFTER};
 use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, UnreachableKind};
 use crate::pg::{Encryption, PgSummary};
 use crate::record::AttemptRecord;
@@ -228,9 +228,21 @@ fn tls_evidence(tls: &TlsSummary) -> Vec<String> {
     parts
 }
 
-/// `looked up db.lab.test (via db-1.lab.test) → 192.0.2.77, 192.0.2.78 (ttl 60s) from 192.0.2.53, 1.2ms before`
+/// `looked up db.lab.test (via db-1.lab.test) → 192.0.2.77, 192.0.2.78 (ttl 60s) from 192.0.2.53, 1.2ms before`;
+/// for a failure, `looked up missing.lab.test: NXDOMAIN from 192.0.2.53` or
+/// `looked up slow.lab.test: no answer from 192.0.2.53 within 5s`.
 fn lookup_text(a: &AttemptRecord, l: &Lookup) -> String {
     let via = if l.aliases.is_empty() { String::new() } else { format!(" (via {})", l.aliases.join(" → ")) };
+    match l.rcode {
+        None => {
+            let wait = UNANSWERED_AFTER.as_secs();
+            return format!("looked up {}: no answer from {} within {wait}s", l.name, l.resolver);
+        }
+        Some(rcode) if l.failed() => {
+            return format!("looked up {}{via}: {} from {}", l.name, rcode.mnemonic(), l.resolver)
+        }
+        Some(_) => {}
+    }
     let addresses: Vec<String> = l.addresses.iter().map(ToString::to_string).collect();
     let ttl = l.ttl.map_or(String::new(), |t| format!(" (ttl {t}s)"));
     let before = short(a.start.since(l.at));

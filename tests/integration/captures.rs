@@ -56,6 +56,13 @@ const SCENARIOS: &[&str] = &[
     "tls_keylog_database_missing",
     "tls12_keylog_wrong_password",
     "tls12_keylog_chacha_login",
+    "dns_names",
+    "dns_nxdomain",
+    "dns_no_answer",
+    "dns_tcp",
+    "listen_localhost",
+    "second_cluster",
+    "localhost_in_client",
 ];
 
 fn client_ip(socket: &str) -> String {
@@ -80,6 +87,7 @@ fn check_scenario(name: &str) {
     assert!(stderr(&out).is_empty(), "{name}: error lines: {}", stderr(&out));
 
     check_without_keys(name, &expected, &pcap);
+    check_inferences(name, &expected, &doc);
     let mut actual: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     let (legs, attempts): (Vec<&Value>, Vec<&Value>) =
         doc["attempts"].as_array().expect("attempts").iter().partition(|a| a["pooler_leg"] == true);
@@ -153,11 +161,39 @@ fn check_scenario(name: &str) {
             if extra.iter().any(|a| a == "--keylog") && w.get("encryption").is_some_and(|e| e == "ssl") {
                 assert_eq!(g["pg"]["tls"]["decryption"], "decrypted", "{at}: decrypted with the key log");
             }
+            if let Some(lookup) = w.get("dns") {
+                for field in ["name", "rcode", "addresses"] {
+                    assert_eq!(&g["dns"][field], &lookup[field], "{at}: the lookup's {field}");
+                }
+            }
             if let Some(min) = w.get("min_syns").and_then(Value::as_u64) {
                 let syns = g["syn"]["count"].as_u64().unwrap_or(0);
                 assert!(syns >= min, "{at}: {syns} SYNs, expected at least {min}");
             }
         }
+    }
+}
+
+/// The diagnosis holds each line the staging implies, under its outcome
+/// and with its confidence.
+fn check_inferences(name: &str, expected: &Value, doc: &Value) {
+    let Some(wanted) = expected.get("inferences").and_then(Value::as_array) else { return };
+    let findings = doc["diagnosis"]["findings"].as_array().expect("findings");
+    for want in wanted {
+        let said: Vec<&Value> = findings
+            .iter()
+            .filter(|f| f["outcome"] == want["outcome"])
+            .flat_map(|f| f["evidence"].as_array().into_iter().flatten())
+            .collect();
+        let contains = want["contains"].as_str().expect("contains");
+        assert!(
+            said.iter()
+                .any(|e| e["confidence"] == want["confidence"]
+                    && e["text"].as_str().is_some_and(|t| t.contains(contains))),
+            "{name}: no {} line with {contains:?} under {}: {said:?}",
+            want["confidence"],
+            want["outcome"]
+        );
     }
 }
 
@@ -240,7 +276,14 @@ scenario_tests!(
     tls_keylog_wrong_password,
     tls_keylog_database_missing,
     tls12_keylog_wrong_password,
-    tls12_keylog_chacha_login
+    tls12_keylog_chacha_login,
+    dns_names,
+    dns_nxdomain,
+    dns_no_answer,
+    dns_tcp,
+    listen_localhost,
+    second_cluster,
+    localhost_in_client
 );
 
 /// No capture in captures/ goes unchecked: each has an expected file and a test above.

@@ -152,3 +152,124 @@ fn a_database_name_that_does_not_resolve_is_a_failure() {
     assert_eq!(failed["dns"]["name"], "db2.lab.test");
     assert_eq!(failed["dns"]["rcode"], "serv_fail");
 }
+
+/// A DNS message for `name` (A question) with the given flags and A records (ttl 60).
+fn message(name: &str, flags: [u8; 2], addresses: &[[u8; 4]]) -> Vec<u8> {
+    let mut m = vec![0x56, 0x78, flags[0], flags[1], 0, 1, 0, addresses.len() as u8, 0, 0, 0, 0];
+    for label in name.split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    for a in addresses {
+        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        m.extend_from_slice(a);
+    }
+    m
+}
+
+/// A query (recursion desired) for `name`'s A records.
+fn query(name: &str) -> Vec<u8> {
+    message(name, [0x01, 0x00], &[])
+}
+
+/// Bytes that live as long as the test binary: the frame builders take `'static` payloads.
+fn kept(bytes: Vec<u8>) -> &'static [u8] {
+    Box::leak(bytes.into_boxed_slice())
+}
+
+#[test]
+fn an_answer_over_tcp_names_the_attempt() {
+    // The UDP answer was too long (TC set, no records): the client asks
+    // again over TCP and gets 30 addresses, in pieces, one of them sent twice.
+    let (client, dns_tcp) = ("192.0.2.100:33000", "192.0.2.100:41000");
+    let addresses: Vec<[u8; 4]> = (1..=30).map(|i| [192, 0, 2, i]).collect();
+    let answer = message("big.lab.test", [0x81, 0x80], &addresses);
+    let framed = [&(answer.len() as u16).to_be_bytes()[..], &answer].concat();
+    let ask = query("big.lab.test");
+    let ask = kept([&(ask.len() as u16).to_be_bytes()[..], &ask].concat());
+    let (first, rest) = framed.split_at(1);
+    let (middle, last) = rest.split_at(100);
+    let (first, middle, last) = (kept(first.to_vec()), kept(middle.to_vec()), kept(last.to_vec()));
+    let n = |b: &[u8]| b.len() as u32;
+    let frames = vec![
+        (at(0.0), udp_frame(client, RESOLVER, &query("big.lab.test"))),
+        (at(0.001), udp_frame(RESOLVER, client, &message("big.lab.test", [0x83, 0x80], &[]))),
+        (at(0.002), tcp_frame(dns_tcp, RESOLVER, syn(100))),
+        (at(0.003), tcp_frame(RESOLVER, dns_tcp, syn_ack(900, 101))),
+        (at(0.004), tcp_frame(dns_tcp, RESOLVER, data(101, 901, ask))),
+        (at(0.005), tcp_frame(RESOLVER, dns_tcp, data(901, 101 + n(ask), first))),
+        (at(0.006), tcp_frame(RESOLVER, dns_tcp, data(902, 101 + n(ask), middle))),
+        (at(0.007), tcp_frame(RESOLVER, dns_tcp, data(902, 101 + n(ask), middle))),
+        (at(0.008), tcp_frame(RESOLVER, dns_tcp, data(902 + n(middle), 101 + n(ask), last))),
+        (at(0.010), tcp_frame("192.0.2.100:40000", "192.0.2.7:5432", syn(500))),
+        (at(0.011), tcp_frame("192.0.2.7:5432", "192.0.2.100:40000", rst_ack(0, 501))),
+    ];
+    let path = write("dns-tcp.pcap", frames);
+    let (doc, out) = analyze_json(&[&path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(doc["stats"]["dns_tcp_skipped"], 0);
+    assert_eq!(doc["stats"]["dns_unanswered"], 0, "the query was answered (over TCP)");
+    let attempt = &doc["attempts"][0];
+    assert_eq!(attempt["outcome"], "refused");
+    assert_eq!(attempt["dns"]["name"], "big.lab.test");
+    assert_eq!(attempt["dns"]["addresses"].as_array().unwrap().len(), 8, "at most 8 kept");
+    assert_eq!(attempt["dns"]["addresses"][6], "192.0.2.7");
+    // The same exchange with the answer's middle lost: nothing is guessed.
+    let mut lossy = vec![
+        (at(0.002), tcp_frame(dns_tcp, RESOLVER, syn(100))),
+        (at(0.003), tcp_frame(RESOLVER, dns_tcp, syn_ack(900, 101))),
+        (at(0.005), tcp_frame(RESOLVER, dns_tcp, data(901, 101, first))),
+        (at(0.008), tcp_frame(RESOLVER, dns_tcp, data(902 + n(middle), 101, last))),
+    ];
+    lossy.push((at(0.010), tcp_frame("192.0.2.100:40000", "192.0.2.7:5432", syn(500))));
+    lossy.push((at(0.011), tcp_frame("192.0.2.7:5432", "192.0.2.100:40000", rst_ack(0, 501))));
+    let (doc, _) = analyze_json(&[&write("dns-tcp-lossy.pcap", lossy)]);
+    assert_eq!(doc["stats"]["dns_tcp_skipped"], 1);
+    assert_eq!(doc["attempts"][0]["dns"], Value::Null);
+}
+
+#[test]
+fn a_query_no_answer_followed_is_a_failed_lookup() {
+    // psql host=slow.lab.test against a resolver that says nothing: glibc
+    // asks, asks again 5 s later, and gives up ("Temporary failure in name
+    // resolution"); 8 s after the last query no answer is expected. Another client's answered query and a query asked just
+    // before the capture ended are no failures.
+    let (client, other) = ("192.0.2.100:33000", "192.0.2.101:33001");
+    let frames = vec![
+        (at(0.0), udp_frame(client, RESOLVER, &query("slow.lab.test"))),
+        (at(0.5), udp_frame(other, RESOLVER, &query("db.lab.test"))),
+        (at(0.501), answer(other, "db.lab.test", &[[192, 0, 2, 1]])),
+        (at(5.0), udp_frame(client, RESOLVER, &query("slow.lab.test"))),
+        (at(7.0), udp_frame(other, RESOLVER, &query("late.lab.test"))),
+        (at(14.0), udp_frame(other, RESOLVER, &query("db.lab.test"))),
+        (at(14.001), answer(other, "db.lab.test", &[[192, 0, 2, 1]])),
+    ];
+    let path = write("dns-unanswered.pcap", frames);
+    let (doc, out) = analyze_json(&[&path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(doc["stats"]["dns_unanswered"], 1, "{}", doc["stats"]);
+    assert_eq!(doc["totals"]["dns_failed"], 1, "one failure, asked twice");
+    let failed = &doc["attempts"][0];
+    assert_eq!(failed["outcome"], "dns_failed");
+    assert_eq!(failed["dns"]["name"], "slow.lab.test");
+    assert_eq!(failed["dns"]["rcode"], Value::Null);
+    assert_eq!(failed["client"], "192.0.2.100:33000");
+    let text = String::from_utf8(pgreach(&["analyze", "--connections", &path]).stdout).unwrap();
+    assert!(text.contains("looked up slow.lab.test: no answer from 192.0.2.53 within 8s"), "{text}");
+    assert_eq!(pgreach(&["analyze", "--fail-on", "failures", &path]).status.code(), Some(3));
+    // Beside a name clients used, a silent name is only reported when --db-host names it.
+    let mut frames = vec![
+        (at(0.0), answer("192.0.2.101:33001", "db.lab.test", &[[192, 0, 2, 1]])),
+        (at(0.5), udp_frame(client, RESOLVER, &query("slow.lab.test"))),
+        (at(20.0), udp_frame(other, RESOLVER, &query("db.lab.test"))),
+    ];
+    frames.extend(login_from("192.0.2.101:40001", 0.001, "app", logged_in()));
+    frames.sort_by_key(|f| f.0);
+    let path = write("dns-unanswered-mixed.pcap", frames);
+    let (doc, _) = analyze_json(&[&path]);
+    assert_eq!(doc["totals"]["dns_failed"], Value::Null, "{}", doc["totals"]);
+    assert_eq!(doc["stats"]["dns_unanswered"], 1, "the failure is counted all the same");
+    let (doc, _) = analyze_json(&["--db-host", "slow.lab.test", &path]);
+    assert_eq!(doc["totals"]["dns_failed"], 1);
+}

@@ -17,6 +17,7 @@ const CORE: &[&str] = &[
     "seq",
     "decode",
     "stream",
+    "dns",
     "outcome",
     "tls",
     "pg",

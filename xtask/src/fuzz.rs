@@ -2,8 +2,9 @@
 //! fuzz/ for SECONDS (600 by default) and fails on any crash. Seed corpora
 //! are made at run time from captures/ and ../shared/corpus (never copied
 //! into the repository): whole files for the file reader, their frames for
-//! the decoder, their TCP payloads for the PostgreSQL targets and their
-//! packet sequences for the engine. Needs the nightly toolchain and cargo-fuzz.
+//! the decoder, their TCP payloads for the PostgreSQL targets, their DNS
+//! messages for the DNS target and their packet sequences for the engine.
+//! Needs the nightly toolchain and cargo-fuzz.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use pgreach::decode::{decode, Decoded, LinkType};
 
-pub const TARGETS: [&str; 5] = ["decode", "pg_messages", "pg_session", "capture_file", "engine"];
+pub const TARGETS: [&str; 6] = ["decode", "pg_messages", "pg_session", "capture_file", "engine", "dns"];
 /// Seeds per target: enough variety, few enough that each run starts quickly.
 const MAX_SEEDS: usize = 4000;
 
@@ -104,6 +105,7 @@ fn seeds(target: &str, captures: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
                     }
                 }
             }
+            "dns" => out.extend(dns_seed(link, &records)),
             _ => out.push(engine_seed(link, &records)),
         }
     }
@@ -133,6 +135,30 @@ fn pg_seed(target: &str, to_server: bool, payload: &[u8]) -> Vec<u8> {
         rest = after;
     }
     seed
+}
+
+/// The dns target's record format: kind (bit 0 from the resolver, bit 1
+/// TCP, bits 2-4 SYN, FIN, RST), length (one byte), payload; `None` for a
+/// capture without DNS.
+fn dns_seed(link: LinkType, records: &[Record]) -> Option<Vec<u8>> {
+    let mut seed = Vec::new();
+    for (_, frame) in records {
+        let (kind, payload) = match decode(link, frame) {
+            Ok(Decoded::Udp(d)) if d.src.port() == 53 || d.dst.port() == 53 => {
+                (u8::from(d.src.port() == 53), d.payload)
+            }
+            Ok(Decoded::Tcp(t)) if t.src.port() == 53 || t.dst.port() == 53 => {
+                let f = t.flags;
+                let kind = 2 | u8::from(t.src.port() == 53) | u8::from(f.syn) << 2 | u8::from(f.fin) << 3;
+                (kind | u8::from(f.rst) << 4, t.payload)
+            }
+            _ => continue,
+        };
+        let payload = &payload[..payload.len().min(255)];
+        seed.extend_from_slice(&[kind, payload.len() as u8]);
+        seed.extend_from_slice(payload);
+    }
+    (!seed.is_empty()).then_some(seed)
 }
 
 /// The engine target's record format: link, signed time step in ms, length, frame.

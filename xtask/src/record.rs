@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+mod dns;
 mod keylog;
 mod points;
 mod tls;
@@ -386,13 +387,15 @@ pub fn run(names: &[String]) -> Result<()> {
     let wanted = |n: &str| names.is_empty() || names.iter().any(|x| x == n);
     let chosen: Vec<_> = scenarios().into_iter().filter(|(n, ..)| wanted(n)).collect();
     let at_points: Vec<&str> = points::names().into_iter().filter(|n| wanted(n)).collect();
-    if chosen.is_empty() && at_points.is_empty() {
+    let wrong_host: Vec<&str> = dns::names_recorded().into_iter().filter(|n| wanted(n)).collect();
+    if chosen.is_empty() && at_points.is_empty() && wrong_host.is_empty() {
         bail!("no such scenario: {}", names.join(", "));
     }
     if !chosen.is_empty() {
         record_flat(&out_dir, chosen)?;
     }
     // The routed lab replaces the flat one: both hold the server namespace.
+    dns::record(&out_dir, &wrong_host)?;
     points::record(&out_dir.join("points"), &at_points)
 }
 

@@ -58,15 +58,13 @@ pub enum LiveError {
 }
 
 /// The default filter: TCP to or from a server port, the ICMP errors that
-/// can quote such a segment, and DNS answers (which name the server a
-/// client went to); on Ethernet, VLAN-tagged frames too (libpcap's `vlan`
-/// exists only there).
+/// can quote such a segment, and DNS over UDP and TCP (answers name the
+/// server a client went to; a query with no answer is a failed lookup); on
+/// Ethernet, VLAN-tagged frames too (libpcap's `vlan` exists only there).
 pub fn default_filter(ports: &[u16], link: LinkType) -> String {
     let ports: Vec<String> = ports.iter().map(|p| format!("tcp port {p}")).collect();
-    let wanted = format!(
-        "{} or icmp[icmptype] == icmp-unreach or (icmp6 and ip6[40] == 1) or udp src port 53",
-        ports.join(" or ")
-    );
+    let wanted =
+        format!("{} or icmp[icmptype] == icmp-unreach or (icmp6 and ip6[40] == 1) or port 53", ports.join(" or "));
     match link {
         LinkType::Ethernet => format!("({wanted}) or (vlan and ({wanted}))"),
         _ => wanted,

@@ -1,21 +1,15 @@
-//! DNS beside the attempts: the answers clients got just before they
-//! connected, so that an attempt to the wrong place names the lookup that
-//! sent it there (a stale record, a name that did not resolve). Responses
-//! over UDP are decoded with simple-dns (which refuses compression loops and
-//! oversized names); only what a report needs is kept, and it is bounded:
-//! a few lookups per client, a bounded number of clients.
+//! What the lookups seen so far say: each client's recent answers (to tie
+//! an attempt to the lookup that gave its address), the lookups that failed
+//! (kept until the capture ends, when it is known which names are database
+//! names) and the names clients used to reach a server port. All bounded:
+//! a few lookups per client, a bounded number of clients and failures.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
-use serde::Serialize;
-use simple_dns::rdata::RData;
-use simple_dns::{Packet, PacketFlag, RCODE};
-
+use super::message::Lookup;
 use crate::time::Timestamp;
 
-/// Addresses and aliases kept per answer.
-const MAX_ANSWERS: usize = 8;
 /// Lookups remembered per client: the latest ones.
 const LOOKUPS_PER_CLIENT: usize = 8;
 /// Clients whose lookups are remembered; past it, the least recent goes.
@@ -23,8 +17,6 @@ const MAX_CLIENTS: usize = 10_000;
 /// How long after a lookup an attempt is tied to it when the answer's TTL
 /// is shorter (resolvers and libpq keep an address a little longer).
 const MIN_WINDOW_SECS: u32 = 30;
-/// Names longer than this are cut (DNS allows 255 bytes).
-const MAX_NAME_LEN: usize = 255;
 /// Failed lookups kept until the capture ends, when it is known which names
 /// are database names.
 const MAX_FAILED: usize = 10_000;
@@ -33,96 +25,6 @@ const MAX_FAILED: usize = 10_000;
 const FAILURE_BURST_SECS: u64 = 5;
 /// Database names remembered (names behind attempts to a server port).
 const MAX_DB_NAMES: usize = 1000;
-
-/// How a lookup ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rcode {
-    NoError,
-    /// NXDOMAIN: the name does not exist.
-    NxDomain,
-    /// SERVFAIL: the resolver could not answer.
-    ServFail,
-    Refused,
-    Other,
-}
-
-impl Rcode {
-    /// Whether the name could not be resolved at all (an empty NOERROR, an
-    /// IPv4-only name asked for AAAA, is not a failure).
-    pub fn is_failure(self) -> bool {
-        matches!(self, Rcode::NxDomain | Rcode::ServFail | Rcode::Refused)
-    }
-
-    fn of(r: RCODE) -> Rcode {
-        match r {
-            RCODE::NoError => Rcode::NoError,
-            RCODE::NameError => Rcode::NxDomain,
-            RCODE::ServerFailure => Rcode::ServFail,
-            RCODE::Refused => Rcode::Refused,
-            _ => Rcode::Other,
-        }
-    }
-}
-
-/// One answered lookup, as attempts' evidence shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Lookup {
-    /// The name asked for, without the trailing dot.
-    pub name: String,
-    pub rcode: Rcode,
-    /// The addresses in the answer (A and AAAA), at most 8.
-    pub addresses: Vec<IpAddr>,
-    /// The CNAME chain, in answer order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub aliases: Vec<String>,
-    /// The smallest TTL among the address records, in seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttl: Option<u32>,
-    /// When the answer was captured.
-    pub at: Timestamp,
-    /// The resolver that answered.
-    pub resolver: IpAddr,
-}
-
-/// Decodes a DNS response to a question about a name (A or AAAA); `None`
-/// for queries, other questions and anything that does not parse.
-pub fn parse_response(payload: &[u8], resolver: IpAddr, at: Timestamp) -> Option<Lookup> {
-    let packet = Packet::parse(payload).ok()?;
-    if !packet.has_flags(PacketFlag::RESPONSE) {
-        return None;
-    }
-    let question = packet.questions.first()?;
-    let mut name = question.qname.to_string();
-    name.truncate(MAX_NAME_LEN);
-    let mut lookup = Lookup {
-        name,
-        rcode: Rcode::of(packet.rcode()),
-        addresses: Vec::new(),
-        aliases: Vec::new(),
-        ttl: None,
-        at,
-        resolver,
-    };
-    for record in &packet.answers {
-        let address = match &record.rdata {
-            RData::A(a) => Some(IpAddr::V4(Ipv4Addr::from(a.address))),
-            RData::AAAA(a) => Some(IpAddr::V6(Ipv6Addr::from(a.address))),
-            RData::CNAME(c) if lookup.aliases.len() < MAX_ANSWERS => {
-                let mut alias = c.0.to_string();
-                alias.truncate(MAX_NAME_LEN);
-                lookup.aliases.push(alias);
-                None
-            }
-            _ => None,
-        };
-        if let Some(address) = address.filter(|_| lookup.addresses.len() < MAX_ANSWERS) {
-            lookup.addresses.push(address);
-            lookup.ttl = Some(lookup.ttl.map_or(record.ttl, |t| t.min(record.ttl)));
-        }
-    }
-    Some(lookup)
-}
 
 /// The recent lookups of each client (bounded).
 #[derive(Debug, Default)]
@@ -202,7 +104,11 @@ impl FailedLookups {
         let known = !used.names.is_empty() || !patterns.is_empty();
         self.kept
             .into_iter()
-            .filter(|(_, l)| !known || used.names.contains(&l.name) || patterns.iter().any(|p| matches(p, &l.name)))
+            .filter(|(_, l)| {
+                !known
+                    || used.names.contains(&l.name.to_ascii_lowercase())
+                    || patterns.iter().any(|p| matches(p, &l.name))
+            })
             .collect()
     }
 }
@@ -223,9 +129,11 @@ pub struct DbNames {
 }
 
 impl DbNames {
+    /// Names are kept in lower case: DNS names are compared without it.
     pub fn add(&mut self, name: &str) {
-        if self.names.len() < MAX_DB_NAMES && !self.names.contains(name) {
-            self.names.insert(name.to_owned());
+        let name = name.to_ascii_lowercase();
+        if self.names.len() < MAX_DB_NAMES && !self.names.contains(&name) {
+            self.names.insert(name);
         }
     }
 }
@@ -233,67 +141,9 @@ impl DbNames {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A response for `name` with the given rcode and A records (ttl 60).
-    fn response(name: &str, rcode: u8, addresses: &[[u8; 4]]) -> Vec<u8> {
-        let mut m = vec![0x12, 0x34, 0x81, 0x80 | rcode, 0, 1, 0, addresses.len() as u8, 0, 0, 0, 0];
-        for label in name.split('.') {
-            m.push(label.len() as u8);
-            m.extend_from_slice(label.as_bytes());
-        }
-        m.extend_from_slice(&[0, 0, 1, 0, 1]);
-        for a in addresses {
-            m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-            m.extend_from_slice(a);
-        }
-        m
-    }
-
-    fn at(s: i64) -> Timestamp {
-        Timestamp::from_secs_nanos(1_700_000_000 + s, 0)
-    }
-
-    const RESOLVER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 53));
-
-    #[test]
-    fn answers_and_failures() {
-        let ok = parse_response(&response("db.lab.test", 0, &[[192, 0, 2, 1]]), RESOLVER, at(0)).unwrap();
-        assert_eq!(ok.name, "db.lab.test");
-        assert_eq!(ok.rcode, Rcode::NoError);
-        assert_eq!(ok.addresses, vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
-        assert_eq!(ok.ttl, Some(60));
-        let missing = parse_response(&response("missing.lab.test", 3, &[]), RESOLVER, at(0)).unwrap();
-        assert_eq!(missing.rcode, Rcode::NxDomain);
-        assert!(missing.addresses.is_empty());
-        // A query is not an answer.
-        let mut query = response("db.lab.test", 0, &[]);
-        query[2] = 0x01;
-        assert!(parse_response(&query, RESOLVER, at(0)).is_none());
-    }
-
-    #[test]
-    fn hostile_messages_never_panic() {
-        let good = response("db.lab.test", 0, &[[192, 0, 2, 1], [192, 0, 2, 2]]);
-        for len in 0..good.len() {
-            let _ = parse_response(&good[..len], RESOLVER, at(0));
-        }
-        // A name that points at itself: a compression loop.
-        let mut looped = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
-        looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
-        assert!(parse_response(&looped, RESOLVER, at(0)).is_none());
-        // Counts that promise more records than there are bytes.
-        let mut lying = good.clone();
-        lying[7] = 0xff;
-        let _ = parse_response(&lying, RESOLVER, at(0));
-        // Every single-byte change of a good message.
-        for i in 0..good.len() {
-            for v in [0u8, 0x3f, 0xc0, 0xff] {
-                let mut m = good.clone();
-                m[i] = v;
-                let _ = parse_response(&m, RESOLVER, at(0));
-            }
-        }
-    }
+    use crate::dns::message::parse_response;
+    use crate::dns::message::tests::{at, response, RESOLVER};
+    use std::net::Ipv4Addr;
 
     #[test]
     fn failures_of_database_names_only_once_a_burst() {
