@@ -7,7 +7,7 @@
 # and iproute2 (the live tests stage a DROP in network namespaces), tshark
 # (Community IDs are checked against its own), libcap2-bin (setcap: the
 # capability drop is tested on a copy); or
-# prints the command to run.
+# prints the command to run. `test` ends with a 30 s fuzz run of each target.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -27,8 +27,23 @@ need_pkg() {
 
 need_pkg libpcap-dev
 
+# Each fuzz target for 30 s: a decoder that panics on a new input fails the
+# run. It needs the nightly toolchain, which cannot be fetched everywhere;
+# without it the smoke run is skipped, and said.
+fuzz_smoke() {
+  if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "setup.sh: no nightly toolchain: fuzz smoke run skipped (rustup toolchain install nightly)" >&2
+    return 0
+  fi
+  cargo fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz
+  cargo xtask fuzz 30
+}
+
 case "${1:-}" in
   demo) cargo run --quiet --release -- analyze captures/incident.pcap ;;
-  test) need_pkg chromium tmux nftables iproute2 tshark python3 openssl libcap2-bin time; cargo test --workspace --release ;;
+  test)
+    need_pkg chromium tmux nftables iproute2 tshark python3 openssl libcap2-bin time
+    cargo test --workspace --release
+    fuzz_smoke ;;
   *) echo "usage: ./setup.sh demo|test" >&2; exit 2 ;;
 esac
