@@ -391,6 +391,7 @@ impl Analyzer {
                 step
             }
             None if opens => {
+                self.dns.client_connected(key.0.ip(), ts);
                 self.open(key, Box::new(Flow::from_syn(self.next_id, seg, ts)));
                 return;
             }

@@ -38,6 +38,10 @@ pub struct DnsCounts {
     pub dns_failures_not_kept: u64,
     /// DNS queries not followed because 10,000 names were waiting for answers.
     pub dns_queries_not_followed: u64,
+    /// Queries with no answer in the capture from clients that connected
+    /// to a server port after asking: the answer came but was not captured
+    /// (a capture of one direction only), so they are not failed lookups.
+    pub dns_answers_not_captured: u64,
     /// DNS-over-TCP messages not read: a gap in the stream, a message over
     /// 16 KiB, a connection pushed out by 256 newer ones.
     pub dns_tcp_skipped: u64,
@@ -79,7 +83,7 @@ impl Dns {
         if from.port() == DNS_PORT {
             if let Some(lookup) = parse_response(payload, from.ip(), at) {
                 self.answers += 1;
-                self.pending.answered(to.ip(), &lookup.name);
+                self.pending.answered(to.ip(), &lookup.name, from.ip());
                 // An empty answer (an IPv4-only name asked for AAAA) ties no attempt.
                 if lookup.failed() {
                     self.failed.add(to, lookup);
@@ -103,6 +107,11 @@ impl Dns {
             *unanswered += 1;
             failed.add(client, lookup);
         });
+    }
+
+    /// `client` sent a SYN to a server port: its earlier queries were answered.
+    pub fn client_connected(&mut self, client: IpAddr, at: Timestamp) {
+        self.pending.connected(client, at);
     }
 
     /// The lookup that gave `server` to `client` shortly before `at`.
@@ -131,6 +140,7 @@ impl Dns {
             dns_unanswered: self.unanswered,
             dns_failures_not_kept: self.failed.dropped,
             dns_queries_not_followed: self.pending.not_followed,
+            dns_answers_not_captured: self.pending.answers_not_captured,
             dns_tcp_skipped: self.tcp.skipped,
         }
     }

@@ -6,7 +6,7 @@
 //! Bounded: a fixed number of names waiting, and an order list a few times
 //! that size.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ use crate::time::Timestamp;
 pub const UNANSWERED_AFTER: Duration = Duration::from_secs(8);
 /// Names waiting for an answer at once; more are not followed (counted).
 const MAX_WAITING: usize = 10_000;
+/// Resolvers remembered as answering (answers can be forged from anywhere).
+const MAX_ANSWERING: usize = 1024;
 
 /// A client and a name in lower case (resolvers may mix the case of a
 /// query's letters; the answer repeats them).
@@ -43,8 +45,17 @@ pub struct Pending {
     /// Every query's key with its time, oldest first: an entry is current
     /// while it matches the query's `last` (lazy deletion).
     order: VecDeque<(Timestamp, Key)>,
+    /// Resolvers seen answering: a silence from one of these is real, not
+    /// a capture that holds one direction only.
+    answering: HashSet<IpAddr>,
+    /// Names waiting per client, so that a client's SYN finds its own
+    /// queries without a scan when it has none.
+    per_client: HashMap<IpAddr, usize>,
     /// Queries not followed because too many names were waiting.
     pub not_followed: u64,
+    /// Queries whose answer the capture lacks: the client connected after
+    /// asking, so it got an address (a capture of one direction only).
+    pub answers_not_captured: u64,
 }
 
 fn key(client: IpAddr, name: &str) -> Key {
@@ -66,6 +77,7 @@ impl Pending {
             return;
         } else {
             self.waiting.insert(k.clone(), Waiting { client, name, resolver, first: at, last: at });
+            *self.per_client.entry(client.ip()).or_default() += 1;
         }
         self.order.push_back((at, k));
         if self.order.len() > 4 * MAX_WAITING {
@@ -74,9 +86,41 @@ impl Pending {
         }
     }
 
-    /// An answer for `name` came to `client`, from any resolver.
-    pub fn answered(&mut self, client: IpAddr, name: &str) {
-        self.waiting.remove(&key(client, name));
+    /// An answer for `name` came to `client` from `resolver`.
+    pub fn answered(&mut self, client: IpAddr, name: &str, resolver: IpAddr) {
+        if self.answering.len() < MAX_ANSWERING {
+            self.answering.insert(resolver);
+        }
+        if self.waiting.remove(&key(client, name)).is_some() {
+            self.forget_one(client);
+        }
+    }
+
+    /// `client` opened a connection to a server port at `at`: what it asked
+    /// before of a resolver never seen answering got an answer the capture
+    /// lacks (a filter or a route that shows one direction only), so none
+    /// of those queries is a failed lookup.
+    pub fn connected(&mut self, client: IpAddr, at: Timestamp) {
+        if !self.per_client.contains_key(&client) {
+            return;
+        }
+        let before = self.waiting.len();
+        let answering = &self.answering;
+        self.waiting.retain(|(ip, _), w| *ip != client || w.first > at || answering.contains(&w.resolver));
+        let gone = before - self.waiting.len();
+        self.answers_not_captured += gone as u64;
+        for _ in 0..gone {
+            self.forget_one(client);
+        }
+    }
+
+    fn forget_one(&mut self, client: IpAddr) {
+        if let Some(n) = self.per_client.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&client);
+            }
+        }
     }
 
     /// The queries whose last retry is `UNANSWERED_AFTER` before `now`,
@@ -89,6 +133,7 @@ impl Pending {
             let Some((t, k)) = self.order.pop_front() else { return };
             if self.waiting.get(&k).is_some_and(|w| w.last == t) {
                 if let Some(w) = self.waiting.remove(&k) {
+                    self.forget_one(w.client.ip());
                     each(w.client, Lookup::unanswered(w.name, w.resolver, w.first));
                 }
             }
@@ -139,9 +184,30 @@ mod tests {
         let mut p = Pending::default();
         p.asked(client(33000), RESOLVER, "db.lab.test".into(), at(0));
         p.asked(client(33001), "192.0.2.54".parse().unwrap(), "other.lab.test".into(), at(0));
-        p.answered(client(1).ip(), "DB.lab.test");
+        p.answered(client(1).ip(), "DB.lab.test", RESOLVER);
         let out = given_up(&mut p, 60);
         assert_eq!(out.iter().map(|(_, l)| l.name.as_str()).collect::<Vec<_>>(), ["other.lab.test"]);
+    }
+
+    #[test]
+    fn a_client_that_connects_after_asking_got_its_answer() {
+        let mut p = Pending::default();
+        p.asked(client(33000), RESOLVER, "db.lab.test".into(), at(0));
+        p.asked(SocketAddr::new("192.0.2.101".parse().unwrap(), 33000), RESOLVER, "db.lab.test".into(), at(0));
+        p.connected(client(1).ip(), at(1));
+        // A query after the connection is still waited on.
+        p.asked(client(33000), RESOLVER, "later.lab.test".into(), at(2));
+        p.connected(client(1).ip(), at(1));
+        let out = given_up(&mut p, 60);
+        let names: Vec<_> = out.iter().map(|(c, l)| (c.ip().to_string(), l.name.as_str())).collect();
+        assert_eq!(names, [("192.0.2.101".to_owned(), "db.lab.test"), ("192.0.2.100".to_owned(), "later.lab.test")]);
+        assert_eq!(p.answers_not_captured, 1);
+        assert!(p.per_client.is_empty());
+        // A resolver seen answering others was silent for real.
+        p.answered(client(1).ip(), "other.lab.test", RESOLVER);
+        p.asked(client(33000), RESOLVER, "db.lab.test".into(), at(100));
+        p.connected(client(1).ip(), at(101));
+        assert_eq!(given_up(&mut p, 200).len(), 1);
     }
 
     #[test]

@@ -273,3 +273,33 @@ fn a_query_no_answer_followed_is_a_failed_lookup() {
     let (doc, _) = analyze_json(&["--db-host", "slow.lab.test", &path]);
     assert_eq!(doc["totals"]["dns_failed"], 1);
 }
+
+/// A capture that holds the client's queries but not the resolver's
+/// answers (a one-way filter or route): the clients connected after asking,
+/// so they got their addresses; none of their names is a failed lookup.
+#[test]
+fn queries_whose_answers_the_capture_lacks_are_no_failures() {
+    use pgreach::decode::{decode, Decoded, LinkType};
+    let recorded = crate::bounds::read_pcap(&project_root().join("captures/dns_names.pcap"));
+    let from_resolver = |frame: &[u8]| match decode(LinkType::Ethernet, frame) {
+        Ok(Decoded::Udp(d)) => d.src.port() == 53,
+        Ok(Decoded::Tcp(s)) => s.src.port() == 53,
+        _ => false,
+    };
+    let mut one_way: Vec<_> = recorded.iter().filter(|(_, f, _)| !from_resolver(f)).cloned().collect();
+    assert!(one_way.len() < recorded.len(), "the capture holds answers to take out");
+    // The capture runs on well past every query's wait (a packet of something else).
+    let end = recorded.last().expect("packets").0 + std::time::Duration::from_secs(30);
+    let other = udp_frame("192.0.2.200:1000", "192.0.2.201:1000", b"x");
+    one_way.push((end, other.clone(), other.len() as u32));
+    let path = temp_file("dns-one-way.pcap", &pcap_bytes(1, 262_144, &one_way));
+    let (doc, out) = analyze_json(&[path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(doc["totals"]["dns_failed"], Value::Null, "{}", doc["totals"]);
+    assert!(doc["stats"]["dns_answers_not_captured"].as_u64().unwrap_or(0) > 0, "{}", doc["stats"]);
+    // The attempts themselves are those of the whole capture.
+    let (whole, _) = analyze_json(&["captures/dns_names.pcap"]);
+    let outcomes =
+        |d: &Value| d["attempts"].as_array().unwrap().iter().map(|a| a["outcome"].clone()).collect::<Vec<_>>();
+    assert_eq!(outcomes(&doc), outcomes(&whole));
+}
