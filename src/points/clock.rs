@@ -1,0 +1,94 @@
+//! Clock offsets between capture points: two hosts' clocks disagree, and
+//! the same SYN seen at two points dates one point's clock against the
+//! other's. Each point's offset is against the first point's clock.
+
+use std::collections::HashMap;
+
+use crate::record::AttemptRecord;
+
+/// Each point's offset in nanoseconds (its clock minus the first point's),
+/// or `None` for a point that shares no SYN with a point already dated: the
+/// median, over the SYNs seen at both, of the difference of their first
+/// sightings. The transit time between two points is in it too: it is the
+/// estimate's error, a millisecond or so on one network.
+pub fn offsets(points: &[Vec<AttemptRecord>]) -> Vec<Option<i64>> {
+    let firsts: Vec<HashMap<u32, i64>> = points.iter().map(|records| first_syns(records)).collect();
+    let mut found: Vec<Option<i64>> = vec![None; points.len()];
+    if let Some(first) = found.first_mut() {
+        *first = Some(0);
+    }
+    // Each pass dates the points that share SYNs with a point already dated.
+    loop {
+        let mut progress = false;
+        for p in 0..points.len() {
+            if found[p].is_some() {
+                continue;
+            }
+            let via = (0..points.len()).find_map(|q| {
+                let base = found[q]?;
+                let mut diffs: Vec<i64> =
+                    firsts[p].iter().filter_map(|(isn, at)| Some(at.saturating_sub(*firsts[q].get(isn)?))).collect();
+                median(&mut diffs).map(|d| d.saturating_add(base))
+            });
+            if via.is_some() {
+                found[p] = via;
+                progress = true;
+            }
+        }
+        if !progress {
+            return found;
+        }
+    }
+}
+
+/// The first-SYN time of each sequence number seen once at a point
+/// (a number seen twice there cannot say which attempt it dates).
+fn first_syns(records: &[AttemptRecord]) -> HashMap<u32, i64> {
+    let mut firsts: HashMap<u32, Option<i64>> = HashMap::new();
+    for r in records.iter().filter(|r| r.syn.is_some()) {
+        if let Some(isn) = r.client_isn {
+            firsts.entry(isn).and_modify(|seen| *seen = None).or_insert(Some(r.start.as_nanos()));
+        }
+    }
+    firsts.into_iter().filter_map(|(isn, at)| Some((isn, at?))).collect()
+}
+
+fn median(values: &mut [i64]) -> Option<i64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 { values[mid] } else { values[mid - 1] / 2 + values[mid] / 2 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{Outcome, TcpOutcome};
+    use crate::record::SynEvidence;
+    use crate::time::Timestamp;
+
+    fn syn(isn: u32, at_ns: i64) -> AttemptRecord {
+        let t = Timestamp::from_nanos(at_ns);
+        let pair = ("192.0.2.10:4000".parse().unwrap(), "192.0.2.66:5432".parse().unwrap());
+        let mut r = AttemptRecord::bare(0, pair, (Outcome::Success, TcpOutcome::Established), (t, t));
+        r.client_isn = Some(isn);
+        r.syn = Some(SynEvidence { count: 1, at_ms: vec![0.0] });
+        r
+    }
+
+    #[test]
+    fn the_median_difference_dates_each_point_even_through_another() {
+        let s = 1_000_000_000;
+        let ms = 1_000_000;
+        let client = vec![syn(1, 0), syn(2, s), syn(3, 2 * s)];
+        // 5 s ahead with 1 ms of transit, one outlier; and a SYN the client did not see.
+        let server = vec![syn(1, 5 * s + ms), syn(2, 6 * s + ms), syn(3, 99 * s), syn(4, 10 * s)];
+        // Shares a SYN with the server only: dated through it.
+        let far = vec![syn(4, 40 * s)];
+        let lone = vec![syn(9, 0)];
+        let got = offsets(&[client, server, far, lone]);
+        assert_eq!(got, [Some(0), Some(5 * s + ms), Some(35 * s + ms), None]);
+    }
+}
