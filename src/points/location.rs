@@ -168,7 +168,9 @@ mod tests {
         (p, r)
     }
 
-    fn place(groups: &[Group], which: usize) -> Option<(LocationKind, String, Option<String>)> {
+    type Placed = Option<(LocationKind, String, Option<String>)>;
+
+    fn place(groups: &[Group], which: usize) -> Placed {
         let paths = Paths::learn(groups, 3);
         let span = Some((Timestamp::from_nanos(i64::MIN / 2), Timestamp::from_nanos(i64::MAX / 2)));
         let path = paths.expected(&groups[which], &[span; 3]);
@@ -184,7 +186,7 @@ mod tests {
     fn each_kind_of_loss_is_located() {
         use LocationKind::*;
         let s = |x: &str| x.to_owned();
-        let cases: Vec<(Group, Option<(LocationKind, String, Option<String>)>)> = vec![
+        let cases: Vec<(Group, Placed)> = vec![
             (vec![seen(0, 64, '-'), seen(1, 63, '-'), seen(2, 63, '-')], Some((DroppedAt, s("server"), None))),
             (vec![seen(0, 64, '-')], Some((LostBetween, s("client"), Some(s("router"))))),
             (
