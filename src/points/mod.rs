@@ -23,7 +23,7 @@ use crate::time::Timestamp;
 /// The most attempts kept for matching, all points together (about 1 KiB
 /// each): past it, a point's further attempts are reported as that point
 /// saw them, unmatched, and a note says so.
-pub const MAX_MATCHED: usize = 250_000;
+pub const MAX_MATCHED: usize = 100_000;
 
 /// One capture point as the report lists it.
 #[derive(Debug, Clone, Serialize)]

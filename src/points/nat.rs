@@ -1,7 +1,8 @@
 //! NAT inside one capture: `-i any` on a NAT router or a Docker host sees
 //! each connection twice, before and after translation, with the same SYN
-//! sequence number and different address pairs. The two copies become one
-//! attempt, the client's side kept, with both pairs as `nat` evidence.
+//! sequence number and different address pairs, the SYN's TTL one lower
+//! after the routing. The two copies become one attempt, the client's side
+//! kept, with both pairs as `nat` evidence.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -13,18 +14,20 @@ use crate::time::Timestamp;
 /// another attempt that drew the same sequence number.
 const SAME_SYN: Duration = Duration::from_secs(1);
 /// Both copies of an attempt end on the same packets, so the engine hands
-/// them out close together; an attempt is let go once attempts ending this
-/// much later have come.
-const HOLD: Duration = Duration::from_secs(60);
-/// The most attempts held waiting for a twin (a SYN flood ends more than
-/// this many attempts a minute): past it the oldest goes unmerged.
-pub const MAX_HELD: usize = 65_536;
+/// them out together: an attempt is let go once the attempts handed out
+/// after it end this much later than those before it did.
+const HOLD: Duration = Duration::from_secs(5);
+/// The most attempts held waiting for a twin (a few MiB; a SYN flood ends
+/// more than this many attempts in five seconds): past it the oldest goes
+/// on unmerged.
+pub const MAX_HELD: usize = 8192;
 
 /// Merges the copies of each attempt as the engine finishes them, keeping
 /// their order.
 pub struct NatMerger {
     point: String,
-    held: VecDeque<AttemptRecord>,
+    /// Each attempt with the latest end seen when it came.
+    held: VecDeque<(AttemptRecord, Option<Timestamp>)>,
     /// The number of attempts let go so far: `held[i]` is attempt `released + i`.
     released: u64,
     by_isn: HashMap<u32, Vec<u64>>,
@@ -51,7 +54,7 @@ impl NatMerger {
         self.latest_end = self.latest_end.max(Some(record.end));
         match self.twin_of(&record) {
             Some(i) => {
-                let slot = &mut self.held[i];
+                let slot = &mut self.held[i].0;
                 *slot = merge(&self.point, std::mem::replace(slot, record.clone()), record);
                 self.merged += 1;
             }
@@ -59,11 +62,15 @@ impl NatMerger {
                 if let Some(isn) = record.client_isn {
                     self.by_isn.entry(isn).or_default().push(self.released + self.held.len() as u64);
                 }
-                self.held.push_back(record);
+                self.held.push_back((record, self.latest_end));
             }
         }
-        while let Some(front) = self.held.front() {
-            let due = self.latest_end.is_some_and(|l| l.since(front.end) > HOLD) || self.held.len() > MAX_HELD;
+        while let Some((_, came)) = self.held.front() {
+            let waited = match (self.latest_end, came) {
+                (Some(now), Some(then)) => now.since(*then) > HOLD,
+                _ => false,
+            };
+            let due = waited || self.held.len() > MAX_HELD;
             if !due {
                 break;
             }
@@ -79,7 +86,7 @@ impl NatMerger {
     }
 
     fn release(&mut self, out: &mut dyn FnMut(AttemptRecord)) {
-        let Some(record) = self.held.pop_front() else { return };
+        let Some((record, _)) = self.held.pop_front() else { return };
         if let Some(isn) = record.client_isn {
             if let Some(list) = self.by_isn.get_mut(&isn) {
                 list.retain(|&n| n != self.released);
@@ -94,18 +101,21 @@ impl NatMerger {
 
     /// The held attempt that is the other copy of `record`: the same SYN
     /// sequence number, another address pair with a port in common (NAT
-    /// rewrites one side), first SYNs close together.
+    /// rewrites one side), SYN TTLs one apart (one copy was routed), first
+    /// SYNs close together.
     fn twin_of(&self, record: &AttemptRecord) -> Option<usize> {
         let isn = record.client_isn?;
         record.syn.as_ref()?;
+        let ttl = record.client_ttl?;
         self.by_isn.get(&isn)?.iter().find_map(|&n| {
             let i = usize::try_from(n - self.released).ok()?;
-            let held = self.held.get(i)?;
+            let held = &self.held.get(i)?.0;
+            let routed = held.client_ttl.is_some_and(|t| t.abs_diff(ttl) == 1);
             let apart =
                 if held.start > record.start { held.start.since(record.start) } else { record.start.since(held.start) };
             let ports_kept = held.server.port() == record.server.port() || held.client.port() == record.client.port();
             let other_pair = (held.client, held.server) != (record.client, record.server);
-            (held.syn.is_some() && other_pair && ports_kept && apart <= SAME_SYN).then_some(i)
+            (held.syn.is_some() && routed && other_pair && ports_kept && apart <= SAME_SYN).then_some(i)
         })
     }
 }
@@ -181,17 +191,19 @@ mod tests {
 
     #[test]
     fn unrelated_attempts_are_not_merged() {
-        // The same sequence number, but seconds apart, or with both ports changed.
+        // The same sequence number, but seconds apart, with both ports
+        // changed, or from two clients at the same distance (a fixed ISN).
         let out = run(vec![
             attempt(0, "192.0.2.10:40000", "192.0.2.66:5432", 7, 0, 64),
-            attempt(1, "192.0.2.11:40000", "192.0.2.66:5432", 7, 5_000, 64),
-            attempt(2, "192.0.2.12:40002", "192.0.2.67:6432", 7, 10, 64),
-            attempt(3, "192.0.2.10:40000", "192.0.2.66:5432", 9, 0, 64),
+            attempt(1, "192.0.2.11:40000", "192.0.2.66:5432", 7, 5_000, 63),
+            attempt(2, "192.0.2.12:40002", "192.0.2.67:6432", 7, 10, 63),
+            attempt(3, "192.0.2.13:40003", "192.0.2.66:5432", 7, 10, 64),
+            attempt(4, "192.0.2.10:40000", "192.0.2.66:5432", 9, 0, 63),
         ]);
-        assert_eq!(out.len(), 4);
+        assert_eq!(out.len(), 5);
         assert!(out.iter().all(|r| r.path.is_none()));
         let ids: Vec<u64> = out.iter().map(|r| r.id).collect();
-        assert_eq!(ids, [0, 1, 2, 3], "order is kept");
+        assert_eq!(ids, [0, 1, 2, 3, 4], "order is kept");
     }
 
     #[test]
@@ -200,8 +212,10 @@ mod tests {
         let mut out = Vec::new();
         merger.push(attempt(0, "192.0.2.10:1", "192.0.2.66:5432", 1, 0, 64), &mut |r| out.push(r));
         assert!(out.is_empty());
-        merger.push(attempt(1, "192.0.2.10:2", "192.0.2.66:5432", 2, 61_000, 64), &mut |r| out.push(r));
+        merger.push(attempt(1, "192.0.2.10:2", "192.0.2.66:5432", 2, 4_000, 64), &mut |r| out.push(r));
+        assert!(out.is_empty(), "held until an attempt ends 5 s after the latest end when it came");
+        merger.push(attempt(2, "192.0.2.10:3", "192.0.2.66:5432", 3, 8_000, 64), &mut |r| out.push(r));
         assert_eq!(out.len(), 1);
-        assert!(merger.by_isn.len() == 1 && merger.held.len() == 1);
+        assert!(merger.by_isn.len() == 2 && merger.held.len() == 2);
     }
 }
