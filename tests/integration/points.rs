@@ -233,17 +233,24 @@ fn shift_pcap(bytes: &[u8], by: f64) -> Vec<u8> {
 
 #[test]
 fn a_file_shifted_by_a_known_amount_gets_that_clock_offset() {
-    // A recorded pair when there is one (its own offset is measured first), else a staged one.
-    let recorded = points_scenarios().into_iter().find_map(|(_, e)| {
-        let points = e["points"].as_array()?.clone();
+    // The recorded login at several points when there is one (its own offset
+    // is measured first), else a staged capture.
+    let recorded = points_scenarios().into_iter().find(|(name, _)| name == "points_login").map(|(_, e)| {
+        let points = e["points"].as_array().cloned().unwrap_or_default();
         let files: Vec<PathBuf> = points.iter().map(|p| points_dir().join(p["file"].as_str().unwrap())).collect();
-        (files.len() >= 2 && files.iter().all(|f| f.extension().is_some_and(|x| x == "pcap"))).then_some(files)
+        let args: Vec<String> = e["args"]
+            .as_array()
+            .map_or_else(Vec::new, |a| a.iter().filter_map(|v| Some(v.as_str()?.to_owned())).collect());
+        (files, args)
     });
-    let files = recorded.unwrap_or_else(|| stage().0.write("shift", [0.0; 3]));
+    let (files, args) = recorded.unwrap_or_else(|| (stage().0.write("shift", [0.0; 3]), Vec::new()));
     let offset_of = |files: &[PathBuf]| {
-        let args: Vec<String> =
+        let mut all: Vec<String> =
             files.iter().enumerate().flat_map(|(i, f)| ["--at".to_owned(), format!("p{i}={}", f.display())]).collect();
-        run_json(&args)["points"][1]["clock_offset_s"].as_f64().unwrap()
+        all.extend(args.iter().cloned());
+        let point = &run_json(&all)["points"][1];
+        assert_eq!(point["clock_estimated"], true, "{point}");
+        point["clock_offset_s"].as_f64().unwrap()
     };
     let before = offset_of(&files);
     let shifted = temp_file("shifted.pcap", &shift_pcap(&std::fs::read(&files[1]).unwrap(), 3.75));
