@@ -361,3 +361,21 @@ fn every_recorded_point_capture_gives_what_was_staged() {
         }
     }
 }
+
+/// A point's name comes from its file's name, which may hold anything: the
+/// terminal report shows control characters visibly, JSON keeps the name.
+#[test]
+fn point_names_from_file_names_are_escaped() {
+    let (staged, _) = stage();
+    let files = staged.write("escape", [0.0; 3]);
+    let evil = files[0].with_file_name("evil\u{1b}[31mred.pcap");
+    std::fs::copy(&files[0], &evil).unwrap();
+    let (evil, server) = (evil.display().to_string(), files[2].display().to_string());
+    let out = pgreach(&["analyze", "--connections", &evil, &server]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains('\u{1b}'), "a raw escape reached the terminal:\n{text}");
+    assert!(text.contains("dropped at escape-server"), "{text}");
+    let doc = run_json(&[evil, server]);
+    assert_eq!(doc["points"][0]["name"], "evil\u{1b}[31mred");
+}
