@@ -379,3 +379,16 @@ fn point_names_from_file_names_are_escaped() {
     let doc = run_json(&[evil, server]);
     assert_eq!(doc["points"][0]["name"], "evil\u{1b}[31mred");
 }
+
+/// --redact replaces the addresses every point saw, and NAT's pairs.
+#[test]
+fn redaction_covers_every_point_and_nat_pair() {
+    let (staged, _) = stage();
+    let files = staged.write("redact", [0.0; 3]);
+    let mut args = vec!["--redact".to_owned()];
+    args.extend(at_args(&files));
+    let doc = run_json(&args);
+    let text = doc["attempts"].to_string();
+    assert!(text.contains("seen_at") && text.contains("pairs"), "{text}");
+    assert!(!text.contains("192.0.2."), "an address left: {text}");
+}
