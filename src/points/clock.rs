@@ -9,10 +9,12 @@ use crate::record::AttemptRecord;
 /// Each point's offset in nanoseconds (its clock minus the first point's),
 /// or `None` for a point that shares no SYN with a point already dated: the
 /// median, over the SYNs seen at both, of the difference of their first
-/// sightings. The transit time between two points is in it too: it is the
-/// estimate's error, a millisecond or so on one network.
+/// sightings. Only attempts with as many SYNs at both points count: where
+/// the first SYNs were lost between them, the later point's first is a
+/// retransmission, seconds late. The transit time between two points is in
+/// it too: it is the estimate's error, a millisecond or so on one network.
 pub fn offsets(points: &[Vec<AttemptRecord>]) -> Vec<Option<i64>> {
-    let firsts: Vec<HashMap<u32, i64>> = points.iter().map(|records| first_syns(records)).collect();
+    let firsts: Vec<HashMap<u32, (i64, u32)>> = points.iter().map(|records| first_syns(records)).collect();
     let mut found: Vec<Option<i64>> = vec![None; points.len()];
     if let Some(first) = found.first_mut() {
         *first = Some(0);
@@ -26,8 +28,13 @@ pub fn offsets(points: &[Vec<AttemptRecord>]) -> Vec<Option<i64>> {
             }
             let via = (0..points.len()).find_map(|q| {
                 let base = found[q]?;
-                let mut diffs: Vec<i64> =
-                    firsts[p].iter().filter_map(|(isn, at)| Some(at.saturating_sub(*firsts[q].get(isn)?))).collect();
+                let mut diffs: Vec<i64> = firsts[p]
+                    .iter()
+                    .filter_map(|(isn, (at, syns))| {
+                        let (there, syns_there) = firsts[q].get(isn)?;
+                        (syns == syns_there).then(|| at.saturating_sub(*there))
+                    })
+                    .collect();
                 median(&mut diffs).map(|d| d.saturating_add(base))
             });
             if via.is_some() {
@@ -41,13 +48,13 @@ pub fn offsets(points: &[Vec<AttemptRecord>]) -> Vec<Option<i64>> {
     }
 }
 
-/// The first-SYN time of each sequence number seen once at a point
-/// (a number seen twice there cannot say which attempt it dates).
-fn first_syns(records: &[AttemptRecord]) -> HashMap<u32, i64> {
-    let mut firsts: HashMap<u32, Option<i64>> = HashMap::new();
-    for r in records.iter().filter(|r| r.syn.is_some()) {
-        if let Some(isn) = r.client_isn {
-            firsts.entry(isn).and_modify(|seen| *seen = None).or_insert(Some(r.start.as_nanos()));
+/// The first-SYN time and the SYNs of each sequence number seen once at a
+/// point (a number seen twice there cannot say which attempt it dates).
+fn first_syns(records: &[AttemptRecord]) -> HashMap<u32, (i64, u32)> {
+    let mut firsts: HashMap<u32, Option<(i64, u32)>> = HashMap::new();
+    for r in records {
+        if let (Some(isn), Some(syn)) = (r.client_isn, &r.syn) {
+            firsts.entry(isn).and_modify(|seen| *seen = None).or_insert(Some((r.start.as_nanos(), syn.count)));
         }
     }
     firsts.into_iter().filter_map(|(isn, at)| Some((isn, at?))).collect()
@@ -70,12 +77,25 @@ mod tests {
     use crate::time::Timestamp;
 
     fn syn(isn: u32, at_ns: i64) -> AttemptRecord {
+        syns(isn, at_ns, 1)
+    }
+
+    fn syns(isn: u32, at_ns: i64, count: u32) -> AttemptRecord {
         let t = Timestamp::from_nanos(at_ns);
         let pair = ("192.0.2.10:4000".parse().unwrap(), "192.0.2.66:5432".parse().unwrap());
         let mut r = AttemptRecord::bare(0, pair, (Outcome::Success, TcpOutcome::Established), (t, t));
         r.client_isn = Some(isn);
-        r.syn = Some(SynEvidence { count: 1, at_ms: vec![0.0] });
+        r.syn = Some(SynEvidence { count, at_ms: vec![0.0] });
         r
+    }
+
+    #[test]
+    fn an_attempt_whose_first_syns_were_lost_between_the_points_does_not_count() {
+        let s = 1_000_000_000;
+        // The server saw only the third SYN of attempts 2 and 3, seconds late.
+        let client = vec![syns(1, 0, 1), syns(2, 10 * s, 3), syns(3, 20 * s, 3)];
+        let server = vec![syns(1, s, 1), syns(2, 14 * s, 1), syns(3, 24 * s, 1)];
+        assert_eq!(offsets(&[client, server]), [Some(0), Some(s)]);
     }
 
     #[test]
