@@ -1,12 +1,13 @@
 //! Clock offsets between capture points: two hosts' clocks disagree, and
 //! the same SYN seen at two points dates one point's clock against the
-//! other's. Each point's offset is against the first point's clock.
+//! other's. Each point's offset is against the first point's clock (the
+//! first that saw any SYN: a point that saw none has no clock to compare).
 
 use std::collections::HashMap;
 
 use crate::record::AttemptRecord;
 
-/// Each point's offset in nanoseconds (its clock minus the first point's),
+/// Each point's offset in nanoseconds (its clock minus the reference's),
 /// or `None` for a point that shares no SYN with a point already dated: the
 /// median, over the SYNs seen at both, of the difference of their first
 /// sightings. Only attempts with as many SYNs at both points count: where
@@ -16,8 +17,8 @@ use crate::record::AttemptRecord;
 pub fn offsets(points: &[Vec<AttemptRecord>]) -> Vec<Option<i64>> {
     let firsts: Vec<HashMap<u32, (i64, u32)>> = points.iter().map(|records| first_syns(records)).collect();
     let mut found: Vec<Option<i64>> = vec![None; points.len()];
-    if let Some(first) = found.first_mut() {
-        *first = Some(0);
+    if let Some(reference) = firsts.iter().position(|f| !f.is_empty()).or((!points.is_empty()).then_some(0)) {
+        found[reference] = Some(0);
     }
     // Each pass dates the points that share SYNs with a point already dated.
     loop {
@@ -108,7 +109,9 @@ mod tests {
         // Shares a SYN with the server only: dated through it.
         let far = vec![syn(4, 40 * s)];
         let lone = vec![syn(9, 0)];
-        let got = offsets(&[client, server, far, lone]);
+        let got = offsets(&[client.clone(), server.clone(), far, lone]);
         assert_eq!(got, [Some(0), Some(5 * s + ms), Some(35 * s + ms), None]);
+        // A first point that saw no SYN: the next one is the reference.
+        assert_eq!(offsets(&[Vec::new(), client, server]), [None, Some(0), Some(5 * s + ms)]);
     }
 }

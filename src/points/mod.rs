@@ -30,7 +30,8 @@ pub const MAX_MATCHED: usize = 100_000;
 pub struct PointSummary {
     pub name: String,
     pub files: Vec<String>,
-    /// This point's clock minus the first point's, in seconds (0 for the first).
+    /// This point's clock minus the first point's, in seconds (0 for the
+    /// first; the first point that saw an attempt when the first saw none).
     pub clock_offset_s: f64,
     /// Whether the offset was estimated (false: no attempt seen both here and at a dated point).
     pub clock_estimated: bool,
@@ -60,7 +61,14 @@ pub fn correlate(points: Vec<PointRecords>) -> Correlated {
     let mut notes = Vec::new();
     for (p, records) in records.iter_mut().enumerate() {
         let offset = offsets[p].unwrap_or(0);
-        if offsets[p].is_none() && !records.is_empty() {
+        if records.is_empty() {
+            // Most often a port: NAT publishing the server on another one.
+            notes.push(format!(
+                "capture point {}: no attempt on the server ports there; if NAT or a proxy puts the server on \
+                 another port at this point, give that port too (-p)",
+                names[p]
+            ));
+        } else if offsets[p].is_none() {
             notes.push(format!(
                 "capture point {}: no attempt seen there was seen at another point, so its clock could not be \
                  compared; its times are taken as they are",
