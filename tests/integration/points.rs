@@ -190,6 +190,8 @@ fn the_reports_say_where_each_failure_was_located() {
         "answer lost between router and client",
         "forged between client and router",
         "capture point router:",
+        // The table of where the failures were located, under the clients'.
+        "located",
     ] {
         assert!(text.contains(said), "{said:?} missing from:\n{text}");
     }
