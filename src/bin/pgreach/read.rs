@@ -114,21 +114,44 @@ fn read_several(
     Ok(Read { stats, notes })
 }
 
-/// Adds one point's counters to the total (the first packet is the first point's).
+/// Adds one point's counters to the total (the first packet is the first
+/// point's, and the attempts are counted once matched). Every field is
+/// named, so that a new counter cannot be left out unnoticed.
 fn add(total: &mut Stats, s: &Stats) {
-    total.packets += s.packets;
-    total.packets_on_port += s.packets_on_port;
-    total.undecodable += s.undecodable;
-    total.payload_cut += s.payload_cut;
-    total.duplicates += s.duplicates;
-    total.stray_answers += s.stray_answers;
-    total.unmatched_icmp += s.unmatched_icmp;
-    total.dns_answers += s.dns_answers;
-    total.dns_failures_not_kept += s.dns_failures_not_kept;
-    total.evicted += s.evicted;
-    total.evicted_midstream += s.evicted_midstream;
-    total.untracked += s.untracked;
-    total.held_over_budget += s.held_over_budget;
-    total.clock_jumps += s.clock_jumps;
-    total.pg_limits_cut += s.pg_limits_cut;
+    let Stats {
+        packets,
+        packets_on_port,
+        undecodable,
+        payload_cut,
+        duplicates,
+        stray_answers,
+        stray_segments,
+        unmatched_icmp,
+        dns_answers,
+        dns_failures_not_kept,
+        evicted,
+        evicted_midstream,
+        untracked,
+        held_over_budget,
+        clock_jumps,
+        pg_limits_cut,
+        attempts: _,
+        first_packet: _,
+    } = *s;
+    total.packets += packets;
+    total.packets_on_port += packets_on_port;
+    total.undecodable += undecodable;
+    total.payload_cut += payload_cut;
+    total.duplicates += duplicates;
+    total.stray_answers += stray_answers;
+    total.stray_segments += stray_segments;
+    total.unmatched_icmp += unmatched_icmp;
+    total.dns_answers += dns_answers;
+    total.dns_failures_not_kept += dns_failures_not_kept;
+    total.evicted += evicted;
+    total.evicted_midstream += evicted_midstream;
+    total.untracked += untracked;
+    total.held_over_budget += held_over_budget;
+    total.clock_jumps += clock_jumps;
+    total.pg_limits_cut += pg_limits_cut;
 }
