@@ -3,6 +3,7 @@
 //! analyzer, their attempts kept (up to a bound) and matched across points.
 
 use pgreach::capture::{analyze_files, FilterError, Problems};
+use pgreach::dns::DnsCounts;
 use pgreach::engine::{Analyzer, Config, Stats};
 use pgreach::points::nat::NatMerger;
 use pgreach::points::{self, Point, PointRecords, MAX_MATCHED};
@@ -127,8 +128,7 @@ fn add(total: &mut Stats, s: &Stats) {
         stray_answers,
         stray_segments,
         unmatched_icmp,
-        dns_answers,
-        dns_failures_not_kept,
+        dns,
         evicted,
         evicted_midstream,
         untracked,
@@ -146,8 +146,13 @@ fn add(total: &mut Stats, s: &Stats) {
     total.stray_answers += stray_answers;
     total.stray_segments += stray_segments;
     total.unmatched_icmp += unmatched_icmp;
-    total.dns_answers += dns_answers;
-    total.dns_failures_not_kept += dns_failures_not_kept;
+    let DnsCounts { dns_answers, dns_unanswered, dns_failures_not_kept, dns_queries_not_followed, dns_tcp_skipped } =
+        dns;
+    total.dns.dns_answers += dns_answers;
+    total.dns.dns_unanswered += dns_unanswered;
+    total.dns.dns_failures_not_kept += dns_failures_not_kept;
+    total.dns.dns_queries_not_followed += dns_queries_not_followed;
+    total.dns.dns_tcp_skipped += dns_tcp_skipped;
     total.evicted += evicted;
     total.evicted_midstream += evicted_midstream;
     total.untracked += untracked;
