@@ -108,8 +108,13 @@ pub fn locate(group: &Group, path: &[usize], names: &[String]) -> Option<Locatio
     }
     let between = |kind, from: usize, to: usize| Some(Location { kind, from: name(from), to: Some(name(to)) });
     // The answer travels toward the client: the first point (from the server's
-    // side) that saw it, next to one that did not.
+    // side) that saw it, next to one that did not. An answer the client's
+    // side saw was not lost: a point that missed it is off its return path
+    // (asymmetric routing).
     let answer_lost = |is: &dyn Fn(Option<SeenAnswer>) -> bool| {
+        if is(answer(0)) {
+            return None;
+        }
         (0..n - 1).rev().find(|&i| is(answer(i + 1)) && !is(answer(i))).map(|i| (i + 1, i))
     };
     if (0..n).any(|i| answer(i) == Some(SeenAnswer::SynAck)) {
@@ -196,6 +201,8 @@ mod tests {
             (vec![seen(0, 64, 'r')], Some((ForgedBetween, s("client"), Some(s("router"))))),
             (vec![seen(0, 64, 'r'), seen(1, 63, 'r'), seen(2, 63, 'r')], None),
             (login(), None),
+            // The router is off the return path: the client got its SYN-ACK.
+            (vec![seen(0, 64, 'a'), seen(1, 63, '-'), seen(2, 63, 'a')], None),
         ];
         for (i, (attempt, expected)) in cases.into_iter().enumerate() {
             let groups = vec![login(), attempt];
