@@ -428,13 +428,6 @@ impl Flow {
             (tcp, _) => (Outcome::from(tcp), None),
         };
         AttemptRecord {
-            id: self.id,
-            client,
-            server,
-            outcome,
-            tcp_outcome: tcp,
-            start: self.start,
-            end: self.last,
             syn: (self.syn_count > 0).then(|| SynEvidence {
                 count: self.syn_count,
                 at_ms: self.syn_times.iter().map(|t| millis(t.since(self.start))).collect(),
@@ -448,10 +441,9 @@ impl Flow {
             session_end: if connected { Some(self.session_end.unwrap_or(SessionEnd::Open)) } else { self.session_end },
             traffic: self.traffic,
             pg,
-            dns: None,
             notes: self.notes.clone(),
-            pooler_leg: false,
-            server_leg: None,
+            client_isn: self.client_isn.map(|isn| isn.0),
+            ..AttemptRecord::bare(self.id, (client, server), (outcome, tcp), (self.start, self.last))
         }
     }
 

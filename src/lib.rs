@@ -15,6 +15,7 @@
 //! - [`engine`]: the flow table; takes frames and time, yields records; no I/O, no clock.
 //! - [`evict`]: which flow leaves a full table first.
 //! - [`capture`]: the input adapters around the engine, files and live interfaces.
+//! - [`points`]: several capture points: the same attempts matched across them, and where packets were lost.
 //! - [`redact`]: stable pseudonyms for names and addresses in records.
 //! - [`analysis`]: what the records add up to (summary, timeline, diagnosis).
 //! - [`report`]: the renderers, one per output format.
@@ -35,6 +36,7 @@ pub mod legs;
 pub mod outcome;
 pub mod outfile;
 pub mod pg;
+pub mod points;
 pub mod ports;
 pub mod record;
 pub mod redact;

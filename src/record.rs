@@ -155,6 +155,134 @@ pub struct AttemptRecord {
     /// connections to PostgreSQL met meanwhile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_leg: Option<ServerLeg>,
+    /// The client's initial sequence number: NAT keeps it, so it follows
+    /// the attempt from one capture point to the next. Not written: it
+    /// tells a reader nothing.
+    #[serde(skip)]
+    pub client_isn: Option<u32>,
+    /// Where the attempt was seen, when it was seen at several capture
+    /// points or twice in one capture through NAT.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub path: Option<Box<PathEvidence>>,
+}
+
+/// An attempt followed across capture points (or across NAT inside one
+/// capture): what each point saw, where the fault lies, what NAT did.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct PathEvidence {
+    /// One entry per point that saw the attempt, from the client's side to the server's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub seen_at: Vec<Sighting>,
+    /// Where packets were lost or forged, when the points disagree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// The attempt's address pairs differ between points (or copies): NAT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nat: Option<Nat>,
+}
+
+/// What one capture point saw of an attempt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sighting {
+    pub point: String,
+    /// The addresses as this point saw them (NAT may have changed them).
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    /// The outcome as this point alone would judge it.
+    pub outcome: Outcome,
+    pub syns: u32,
+    /// What this point saw answer the SYN, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<SeenAnswer>,
+    /// First and last packet here, on the first point's clock.
+    pub first: Timestamp,
+    pub last: Timestamp,
+    /// TTL / hop limit of the first SYN here, and of the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syn_ttl: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer_ttl: Option<u8>,
+    /// Payload bytes from the client and from the server seen here.
+    pub client_bytes: u64,
+    pub server_bytes: u64,
+}
+
+/// What answered a SYN at one point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeenAnswer {
+    SynAck,
+    Rst,
+    Icmp,
+}
+
+/// Where an attempt's packets went missing (or were made up), between
+/// named capture points.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Location {
+    pub kind: LocationKind,
+    pub from: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocationKind {
+    /// The SYNs reached `from`, the point nearest the server, and nothing answered there.
+    DroppedAt,
+    /// The SYNs left `from` and never reached `to`.
+    LostBetween,
+    /// The answer left `from` toward the client and never reached `to`.
+    AnswerLostBetween,
+    /// A RST or ICMP error seen at `from` that `to`, nearer the server, never
+    /// saw: a device between them sent it.
+    ForgedBetween,
+}
+
+/// The address pairs one attempt had at different points.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Nat {
+    pub kind: NatKind,
+    pub pairs: Vec<NatPair>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NatKind {
+    /// The client's address or port was rewritten (SNAT, masquerading).
+    Source,
+    /// The server's address or port was rewritten (DNAT, a published port).
+    Destination,
+    Both,
+}
+
+impl NatKind {
+    /// What rewrote the pairs `a` into `b`, if anything did.
+    pub fn between(a: (SocketAddr, SocketAddr), b: (SocketAddr, SocketAddr)) -> Option<NatKind> {
+        match (a.0 != b.0, a.1 != b.1) {
+            (true, true) => Some(NatKind::Both),
+            (true, false) => Some(NatKind::Source),
+            (false, true) => Some(NatKind::Destination),
+            (false, false) => None,
+        }
+    }
+
+    /// Both rewrites, when two pairs show one each.
+    pub fn with(self, other: NatKind) -> NatKind {
+        if self == other {
+            self
+        } else {
+            NatKind::Both
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NatPair {
+    pub point: String,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
 }
 
 impl AttemptRecord {
@@ -187,6 +315,8 @@ impl AttemptRecord {
             notes: Vec::new(),
             pooler_leg: false,
             server_leg: None,
+            client_isn: None,
+            path: None,
         }
     }
 

@@ -84,6 +84,17 @@ impl Redactor {
             leg.server = SocketAddr::new(self.address(original), leg.server.port());
             seen.push((original.to_string(), leg.server.ip().to_string()));
         }
+        // The pairs other capture points (or NAT) saw name hosts too.
+        if let Some(path) = a.path.as_deref_mut() {
+            let sightings = path.seen_at.iter_mut().map(|s| (&mut s.client, &mut s.server));
+            let pairs = path.nat.iter_mut().flat_map(|n| n.pairs.iter_mut()).map(|p| (&mut p.client, &mut p.server));
+            for socket in sightings.chain(pairs).flat_map(|(c, s)| [c, s]) {
+                let original = socket.ip();
+                let pseudonym = self.address(original);
+                *socket = SocketAddr::new(pseudonym, socket.port());
+                seen.push((original.to_string(), pseudonym.to_string()));
+            }
+        }
         let Some(pg) = &mut a.pg else { return };
         let startup = &mut pg.startup;
         for (kind, slot) in [

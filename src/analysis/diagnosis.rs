@@ -13,6 +13,7 @@ use super::median::median;
 use super::summary::{Endpoint, NameSet, OutcomeDetail, Summary};
 use crate::engine::Stats;
 use crate::outcome::{AnswerKind, GaveUp, Outcome};
+use crate::points::words;
 use crate::time::{short, Timestamp};
 
 /// How sure an inference is.
@@ -145,7 +146,8 @@ pub fn diagnose(s: &Summary, syn_timeout: Duration, capture: &CaptureFacts) -> D
                 },
                 meaning: e.meaning,
                 evidence: evidence(s, outcome, &detail, capture),
-                next_steps: e.next_steps,
+                // Located between capture points: the place to look is known.
+                next_steps: if detail.locations.is_empty() { e.next_steps } else { LOCATED_NEXT_STEPS },
             }
         })
         .collect();
@@ -159,6 +161,10 @@ pub fn diagnose(s: &Summary, syn_timeout: Duration, capture: &CaptureFacts) -> D
 fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureFacts) -> Vec<Inference> {
     let mut out = Vec::new();
     let mut say = |confidence, text: String| out.push(Inference { text, confidence });
+    for (location, (n, syns, first)) in &d.locations {
+        let attempts = if *n == 1 { "1 attempt".to_owned() } else { format!("{n} attempts") };
+        say(Confidence::Likely, format!("{attempts}: {}", words::sentence(location, first, *syns)));
+    }
     for ((kind, from, ttl, code), n) in &d.answers {
         say(Confidence::Certain, answered(*kind, *from, *ttl, *code, *n));
         if let Some(inference) = who_answered(s, *kind, *from, *ttl, *code) {
@@ -273,6 +279,8 @@ fn evidence(s: &Summary, outcome: Outcome, d: &OutcomeDetail, capture: &CaptureF
     out
 }
 
+const LOCATED_NEXT_STEPS: &str = "Look where the capture points place the loss (above): the firewall rules, routes \
+     and security groups of the hosts and devices between those two points, or of the host where the packets stopped.";
 const GAVE_UP_WAITING: &str = "no message: the client gave up waiting (libpq: timeout expired, with connect_timeout)";
 
 /// What PostgreSQL did to the pooler's attempts, in words.

@@ -16,7 +16,8 @@ use super::retry::PreferRetries;
 use super::timeline::{Timeline, Window};
 use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, TcpOutcome};
 use crate::pg::pooler::PoolerAnswer;
-use crate::record::AttemptRecord;
+use crate::points::words::SynCounts;
+use crate::record::{AttemptRecord, Location};
 use crate::time::Timestamp;
 use crate::tls::{Decryption, LoginShape};
 
@@ -73,6 +74,9 @@ pub struct OutcomeDetail {
     pub tls_facts: BTreeMap<String, u64>,
     /// Encrypted attempts: what the records suggest about the login → attempts.
     pub tls_logins: BTreeMap<LoginShape, u64>,
+    /// Several capture points: where the attempts' packets were lost (a
+    /// handful of places) → attempts, SYNs counted, and the point nearest the client.
+    pub locations: BTreeMap<Location, (u64, SynCounts, String)>,
 }
 
 /// Attempts to one server address and port: (attempts, first start, last start).
@@ -375,6 +379,16 @@ impl Summary {
             }
         }
         let d = self.details.entry(a.outcome).or_default();
+        if let Some((path, l)) = a.path.as_deref().and_then(|p| Some((p, p.location.as_ref()?))) {
+            if d.locations.contains_key(l) || d.locations.len() < MAX_SOURCES {
+                let first = path.seen_at.first().map(|s| s.point.clone()).unwrap_or_default();
+                let (n, syns, _) = d.locations.entry(l.clone()).or_insert((0, SynCounts::default(), first));
+                let these = SynCounts::of(path, l);
+                *n += 1;
+                syns.first += these.first;
+                syns.from += these.from;
+            }
+        }
         d.first = Some(d.first.map_or(a.start, |t| t.min(a.start)));
         d.last = Some(d.last.map_or(a.start, |t| t.max(a.start)));
         if let Some(answer) = &a.answer {

@@ -8,7 +8,8 @@ use super::words::ms;
 use crate::dns::{Lookup, UNANSWERED_AFTER};
 use crate::outcome::{AnswerKind, GaveUp, Outcome, SessionEnd, UnreachableKind};
 use crate::pg::{Encryption, PgSummary};
-use crate::record::AttemptRecord;
+use crate::points::words;
+use crate::record::{AttemptRecord, NatKind, PathEvidence, SeenAnswer};
 use crate::time::short;
 use crate::tls::{Decryption, TlsSummary};
 
@@ -18,13 +19,52 @@ pub fn reason(a: &AttemptRecord) -> String {
     if let Some(e) = a.pg.as_ref().and_then(|pg| pg.error.as_ref()) {
         return format!("{} {}: {}", e.severity().unwrap_or("?"), e.code(), e.message.as_deref().unwrap_or(""));
     }
+    let located = a.path.as_ref().and_then(|p| p.location.as_ref()).map(|l| format!("; {}", words::short(l)));
+    let located = located.unwrap_or_default();
     if let Some(answer) = answer_text(a) {
-        return answer;
+        return answer + &located;
     }
     if let (Some(syn), Some(wait)) = (&a.syn, a.wait_ms) {
-        return format!("{} SYNs unanswered over {}", syn.count, ms(wait));
+        return format!("{} SYNs unanswered over {}{located}", syn.count, ms(wait));
     }
-    a.outcome.to_string()
+    a.outcome.to_string() + &located
+}
+
+/// Where the attempt was seen, at several capture points or through NAT:
+/// where its packets were lost first, then what each point saw.
+fn path_evidence(path: &PathEvidence) -> Vec<String> {
+    let mut parts = Vec::new();
+    if let Some(l) = &path.location {
+        parts.push(words::short(l));
+    }
+    if !path.seen_at.is_empty() {
+        let seen: Vec<String> = path
+            .seen_at
+            .iter()
+            .map(|s| {
+                let answer = match s.answer {
+                    Some(SeenAnswer::SynAck) => ", SYN-ACK",
+                    Some(SeenAnswer::Rst) => ", RST",
+                    Some(SeenAnswer::Icmp) => ", ICMP error",
+                    None => "",
+                };
+                format!("{} ({} SYN{}{answer})", s.point, s.syns, if s.syns == 1 { "" } else { "s" })
+            })
+            .collect();
+        let only = if path.seen_at.len() == 1 && path.location.is_none() { " only" } else { "" };
+        parts.push(format!("seen at {}{only}", seen.join(", ")));
+    }
+    if let Some(nat) = &path.nat {
+        let kind = match nat.kind {
+            NatKind::Source => "source",
+            NatKind::Destination => "destination",
+            NatKind::Both => "source and destination",
+        };
+        let pairs: Vec<String> =
+            nat.pairs.iter().map(|p| format!("{}: {} → {}", p.point, p.client, p.server)).collect();
+        parts.push(format!("{kind} NAT ({})", pairs.join(", ")));
+    }
+    parts
 }
 
 /// Who answered the SYN with a refusal, and how.
@@ -51,7 +91,7 @@ fn answer_text(a: &AttemptRecord) -> Option<String> {
 
 /// One line of evidence for an attempt: what was seen on the wire that decided its outcome.
 pub fn evidence(a: &AttemptRecord) -> String {
-    let mut parts = Vec::new();
+    let mut parts = a.path.as_deref().map(path_evidence).unwrap_or_default();
     if let Some(lookup) = &a.dns {
         parts.push(lookup_text(a, lookup));
     }

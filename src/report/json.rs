@@ -15,6 +15,7 @@ use crate::analysis::timeline::{BucketView, Window};
 use crate::capture::CaptureCounters;
 use crate::engine::Stats;
 use crate::outcome::Outcome;
+use crate::points::PointSummary;
 use crate::time::Timestamp;
 
 pub const SCHEMA_VERSION: u32 = 2;
@@ -24,6 +25,8 @@ struct Document<'a> {
     schema_version: u32,
     pgreach_version: &'static str,
     files: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    points: &'a [PointSummary],
     server_ports: &'a [u16],
     syn_timeout_ms: f64,
     #[serde(rename = "start")]
@@ -65,6 +68,7 @@ pub fn render(report: &Report<'_>) -> String {
         schema_version: SCHEMA_VERSION,
         pgreach_version: super::PGREACH_VERSION,
         files: report.files,
+        points: report.points,
         server_ports: report.server_ports,
         syn_timeout_ms: crate::time::millis(report.syn_timeout),
         first_seen: s.first_seen,

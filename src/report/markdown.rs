@@ -35,6 +35,7 @@ pub fn render(report: &Report<'_>, connections: bool) -> String {
         for line in tables::clients_left_out(&clients, s) {
             let _ = writeln!(out, "{}\n", escape::markdown(&line));
         }
+        section(&mut out, "Where the failures were located", &tables::locations(report), 1);
         if connections {
             section(&mut out, "Attempts", &tables::attempts(report), 1);
             if let Some(line) = tables::attempts_left_out(s) {

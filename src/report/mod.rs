@@ -24,6 +24,7 @@ use crate::analysis::summary::Summary;
 use crate::analysis::zone::Zone;
 use crate::capture::CaptureCounters;
 use crate::engine::Stats;
+use crate::points::PointSummary;
 
 /// The version of pgreach that writes the reports.
 pub const PGREACH_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -78,6 +79,8 @@ pub struct Report<'a> {
     pub generated: Option<String>,
     /// Clients shown in the tables of the terminal, Markdown and HTML reports.
     pub max_rows: usize,
+    /// The capture points the attempts were matched across, when there are several.
+    pub points: &'a [PointSummary],
 }
 
 impl Report<'_> {

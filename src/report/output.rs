@@ -13,6 +13,7 @@ use crate::analysis::timeline::MAX_SHOWN;
 use crate::analysis::zone::Zone;
 use crate::capture::CaptureCounters;
 use crate::engine::Stats;
+use crate::points::PointSummary;
 use crate::record::AttemptRecord;
 use crate::redact::Redactor;
 use crate::time::{short, Timestamp};
@@ -61,6 +62,8 @@ pub struct Output {
     summary: Summary,
     /// The first write error; writing stops being useful after it.
     write_error: Option<io::Error>,
+    /// The capture points, when there are several.
+    points: Vec<PointSummary>,
 }
 
 impl Output {
@@ -79,7 +82,13 @@ impl Output {
             opts,
             out,
             write_error: None,
+            points: Vec::new(),
         }
+    }
+
+    /// The capture points the attempts were matched across (several).
+    pub fn set_points(&mut self, points: Vec<PointSummary>) {
+        self.points = points;
     }
 
     /// The reported attempts by outcome.
@@ -177,6 +186,7 @@ impl Output {
             zone: &self.opts.zone,
             command: self.opts.command.clone(),
             generated: self.opts.generated.clone(),
+            points: &self.points,
         }
     }
 

@@ -8,6 +8,7 @@ use super::words::ms;
 use super::Report;
 use crate::analysis::summary::{NameSet, Summary};
 use crate::outcome::Column;
+use crate::points::words;
 use crate::time::short;
 
 /// A table: its header, its rows, and how each column reads.
@@ -159,6 +160,18 @@ pub fn attempts(report: &Report<'_>) -> Grid {
             a.outcome.to_string(),
             evidence(a),
         ]);
+    }
+    g
+}
+
+/// With several capture points: where the failures' packets were lost,
+/// per place and outcome (no rows without a located failure).
+pub fn locations(report: &Report<'_>) -> Grid {
+    let mut g = Grid::new(&[("located", Text), ("outcome", Text), ("attempts", Failures)]);
+    for (outcome, detail) in &report.summary.details {
+        for (location, (n, _, _)) in &detail.locations {
+            g.rows.push(vec![words::short(location), outcome.to_string(), n.to_string()]);
+        }
     }
     g
 }

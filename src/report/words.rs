@@ -127,6 +127,20 @@ pub fn summary_line(report: &Report<'_>) -> String {
             c.interface_dropped
         );
     }
+    for p in report.points {
+        let clock = if p.clock_estimated {
+            format!("clock {:+.3} s", p.clock_offset_s)
+        } else {
+            "clock not compared".to_owned()
+        };
+        let _ = writeln!(
+            line,
+            "capture point {}: {}; {}; {clock}",
+            p.name,
+            p.files.join(", "),
+            count(p.attempts_seen, "attempt")
+        );
+    }
     for note in &report.input_notes {
         let _ = writeln!(line, "note: {note}");
     }

@@ -92,7 +92,15 @@ mod flow_table {
         let start = refused[0].0 - std::time::Duration::from_secs(1);
         let forged = temp_file("forged_acks.pcap", &pcap_bytes(1, 65535, &forged_acks(2000, start)));
         let forged = forged.to_str().unwrap();
-        let args = ["--max-flows", "1000", forged, "captures/server_stopped.pcap", "captures/pg_hba_rejected.pcap"];
+        // One capture point (one name for the three files): one flow table for all.
+        let forged = format!("--at=here={forged}");
+        let args = [
+            "--max-flows",
+            "1000",
+            forged.as_str(),
+            "--at=here=captures/server_stopped.pcap",
+            "--at=here=captures/pg_hba_rejected.pcap",
+        ];
         let (doc, out) = analyze_json(&args);
         assert!(out.status.success(), "{}", stderr(&out));
         let got = totals(&doc);

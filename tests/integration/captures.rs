@@ -88,7 +88,6 @@ fn check_scenario(name: &str) {
 
     check_without_keys(name, &expected, &pcap);
     check_inferences(name, &expected, &doc);
-    let mut actual: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     let (legs, attempts): (Vec<&Value>, Vec<&Value>) =
         doc["attempts"].as_array().expect("attempts").iter().partition(|a| a["pooler_leg"] == true);
     // A pooler's own connections: how many depends on its retry timing;
@@ -103,6 +102,13 @@ fn check_scenario(name: &str) {
         }
         None => assert!(legs.is_empty(), "{name}: attempts taken for a pooler's: {legs:?}"),
     }
+    compare_attempts(name, attempts, &expected, &extra);
+}
+
+/// The attempts a report lists (a pooler's own left out) against those the
+/// recorder staged: per client, in order, each with its outcome and evidence.
+pub fn compare_attempts(name: &str, attempts: Vec<&Value>, expected: &Value, extra: &[String]) {
+    let mut actual: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for a in attempts {
         actual.entry(client_ip(a["client"].as_str().expect("client"))).or_default().push(a);
     }
@@ -165,6 +171,17 @@ fn check_scenario(name: &str) {
                 for field in ["name", "rcode", "addresses"] {
                     assert_eq!(&g["dns"][field], &lookup[field], "{at}: the lookup's {field}");
                 }
+            }
+            // Several capture points: where the packets were lost, and what NAT did.
+            if let Some(location) = w.get("location") {
+                let got = g.get("location").unwrap_or(&Value::Null);
+                let field = |v: &Value, key: &str| v.get(key).cloned().unwrap_or(Value::Null);
+                for key in ["kind", "from", "to"] {
+                    assert_eq!(field(got, key), field(location, key), "{at}: location's {key} (got {got})");
+                }
+            }
+            if let Some(nat) = w.get("nat") {
+                assert_eq!(&g["nat"]["kind"], &nat["kind"], "{at}: NAT");
             }
             if let Some(min) = w.get("min_syns").and_then(Value::as_u64) {
                 let syns = g["syn"]["count"].as_u64().unwrap_or(0);

@@ -16,6 +16,7 @@ mod live;
 mod live_tls;
 mod malformed;
 mod outputs;
+mod points;
 mod poolers;
 mod postgres;
 mod privileges;

@@ -12,6 +12,7 @@ use pgreach::analysis::filter::{ServerMatch, TimeBound};
 use pgreach::analysis::zone::Zone;
 use pgreach::engine::Config;
 use pgreach::outcome::Outcome;
+use pgreach::points::{self, Point};
 use pgreach::report::Format;
 use pgreach::tls::KeyStore;
 
@@ -51,6 +52,11 @@ pub struct AnalyzeArgs {
     /// A capture file to read (repeatable), as tcpdump's -r.
     #[arg(short = 'r', long = "read", value_name = "FILE")]
     pub read: Vec<String>,
+    /// A capture point: FILE was captured at NAME (repeatable; the same NAME for several files,
+    /// such as rotations, makes them one point). Several points are followed attempt by attempt
+    /// to say where packets were lost; other files are points named after them.
+    #[arg(long = "at", value_name = "NAME=FILE", value_parser = points::naming::parse_at)]
+    pub at: Vec<(String, String)>,
     /// Only packets matching this libpcap filter expression (as tcpdump takes).
     #[arg(short = 'f', long, value_name = "EXPR")]
     pub filter: Option<String>,
@@ -240,9 +246,10 @@ impl ReportArgs {
     }
 }
 
-/// What `analyze` reads: its files and the filter expression.
+/// What `analyze` reads: its files, grouped by capture point, and the filter expression.
 pub struct Inputs {
     pub files: Vec<String>,
+    pub points: Vec<Point>,
     pub filter: Option<String>,
 }
 
@@ -255,10 +262,12 @@ impl AnalyzeArgs {
             if trailing.is_some() && self.filter.is_some() {
                 return Err("a filter expression both after -r's file and with -f: give it once".to_owned());
             }
-            return Ok(Inputs { files: self.read.clone(), filter: trailing.or_else(|| self.filter.clone()) });
+            return self.with_points(&self.read, trailing.or_else(|| self.filter.clone()));
         }
-        if self.files.is_empty() {
-            return Err("no capture to read: give FILE… or -r FILE (`-` reads standard input)".to_owned());
+        if self.files.is_empty() && self.at.is_empty() {
+            return Err(
+                "no capture to read: give FILE…, -r FILE (`-` reads standard input) or --at NAME=FILE".to_owned()
+            );
         }
         // A tcpdump habit: `pgreach analyze f.pcap port 5432`. Words that are
         // no file but read as a filter expression get the hint, not a report.
@@ -271,7 +280,17 @@ impl AnalyzeArgs {
                 ));
             }
         }
-        Ok(Inputs { files: self.files.clone(), filter: self.filter.clone() })
+        self.with_points(&self.files, self.filter.clone())
+    }
+
+    /// The inputs with `files` and the --at files grouped into capture points.
+    fn with_points(&self, files: &[String], filter: Option<String>) -> Result<Inputs, String> {
+        let points = points::naming::from_flags(files, &self.at)?;
+        if points.iter().flat_map(|p| &p.files).filter(|f| *f == "-").count() > 1 {
+            return Err("standard input (`-`) can be read once only".to_owned());
+        }
+        let files = points.iter().flat_map(|p| p.files.iter().cloned()).collect();
+        Ok(Inputs { files, points, filter })
     }
 }
 

@@ -6,6 +6,7 @@ mod docs;
 mod flags;
 mod keylog;
 mod live;
+mod read;
 mod view;
 
 use std::io::{self, BufWriter, IsTerminal, Write};
@@ -18,8 +19,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use flags::{AnalyzeArgs, Cli, ColorWhen, Command, ReportArgs};
 use pgreach::analysis::filter::Filter;
-use pgreach::capture::{analyze_files, CaptureCounters, Problems};
-use pgreach::engine::{Analyzer, Stats};
+use pgreach::capture::{CaptureCounters, Problems};
+use pgreach::engine::Stats;
 use pgreach::outfile::{self, Pending, Target};
 use pgreach::report::output::{Output, OutputOptions};
 use pgreach::report::Format;
@@ -68,14 +69,13 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let mut analyzer = Analyzer::new(args.report.engine_config(keys));
+    let config = args.report.engine_config(keys);
     let mut problems = Problems::default();
     let Some((mut output, pending)) = open_output(&args.report, inputs.filter.as_deref(), false, false) else {
         return ExitCode::from(EXIT_USAGE);
     };
     let progress = progress_bar(&inputs.files);
     let started = std::time::Instant::now();
-    let mut on_attempt = |record, capture_start| output.attempt(record, capture_start);
     let mut on_progress = |bytes| {
         if let Some(bar) = &progress {
             if bar.is_hidden() && started.elapsed() >= PROGRESS_AFTER {
@@ -84,32 +84,30 @@ fn analyze(args: AnalyzeArgs) -> ExitCode {
             bar.set_position(bytes);
         }
     };
-    let read = analyze_files(
-        &inputs.files,
-        inputs.filter.as_deref(),
-        &mut analyzer,
-        &mut problems,
-        &mut on_attempt,
-        &mut on_progress,
-    );
+    let read =
+        read::read(&inputs.points, inputs.filter.as_deref(), &config, &mut problems, &mut output, &mut on_progress);
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    if let Err(e) = read {
-        eprintln!("pgreach: {e}");
-        return ExitCode::from(EXIT_USAGE);
-    }
+    let read = match read {
+        Ok(read) => read,
+        Err(e) => {
+            eprintln!("pgreach: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let lines = problems.lines();
     for line in &lines {
         eprintln!("pgreach: {line}");
     }
-    if problems.has_file_errors() && analyzer.stats().packets == 0 {
+    if problems.has_file_errors() && read.stats.packets == 0 {
         // No input could be read: an empty report would only hide the error.
         return ExitCode::from(EXIT_INPUT);
     }
     let matched = args.report.fail_on_matched(output.reported());
-    let written =
-        finish_output((output, pending), &args.report, analyzer.stats(), &inputs.files, lines, problems.notes(), None);
+    let mut notes = problems.notes();
+    notes.extend(read.notes);
+    let written = finish_output((output, pending), &args.report, &read.stats, &inputs.files, lines, notes, None);
     match written {
         Err(code) => code,
         Ok(()) if !matched && problems.has_file_errors() => ExitCode::from(EXIT_INPUT),

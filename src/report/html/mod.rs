@@ -90,6 +90,7 @@ pub fn render(report: &Report<'_>) -> String {
         for line in tables::clients_left_out(&clients, s) {
             let _ = writeln!(out, "<p>{}</p>", escape(&line));
         }
+        section(&mut out, "Where the failures were located", &tables::locations(report));
         section(&mut out, "Attempts", &tables::attempts(report));
         if let Some(line) = tables::attempts_left_out(s) {
             let _ = writeln!(out, "<p>{}</p>", escape(&line));

@@ -42,6 +42,11 @@ pub fn render(report: &Report<'_>, connections: bool, colour: bool, width: Optio
             out.push_str(&fit::wrap_lines(&format!("{line}\n"), width));
         }
         out.push('\n');
+        let located = tables::locations(report);
+        if !located.rows.is_empty() {
+            out.push_str(&draw(&located));
+            out.push_str("\n\n");
+        }
         if connections {
             out.push_str(&draw(&tables::attempts(report)));
             if let Some(line) = tables::attempts_left_out(s) {
