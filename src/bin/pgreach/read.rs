@@ -146,12 +146,19 @@ fn add(total: &mut Stats, s: &Stats) {
     total.stray_answers += stray_answers;
     total.stray_segments += stray_segments;
     total.unmatched_icmp += unmatched_icmp;
-    let DnsCounts { dns_answers, dns_unanswered, dns_failures_not_kept, dns_queries_not_followed, dns_tcp_skipped } =
-        dns;
+    let DnsCounts {
+        dns_answers,
+        dns_unanswered,
+        dns_failures_not_kept,
+        dns_queries_not_followed,
+        dns_answers_not_captured,
+        dns_tcp_skipped,
+    } = dns;
     total.dns.dns_answers += dns_answers;
     total.dns.dns_unanswered += dns_unanswered;
     total.dns.dns_failures_not_kept += dns_failures_not_kept;
     total.dns.dns_queries_not_followed += dns_queries_not_followed;
+    total.dns.dns_answers_not_captured += dns_answers_not_captured;
     total.dns.dns_tcp_skipped += dns_tcp_skipped;
     total.evicted += evicted;
     total.evicted_midstream += evicted_midstream;
