@@ -8,10 +8,11 @@
 //! `max_held_bytes` of out-of-order data across them.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use foldhash::HashMap;
 use serde::Serialize;
 
 use crate::decode::{decode, DecodeError, Decoded, IcmpError, LinkType, TcpSegment};
@@ -137,7 +138,7 @@ pub struct Analyzer {
     /// nearly halves the memory of a full table under a SYN flood.
     flows: HashMap<FlowKey, Box<Flow>>,
     /// After `finish`: the flows still to report, the next one last.
-    ending: Vec<(FlowKey, Box<Flow>)>,
+    ending: Vec<(u64, FlowKey, Box<Flow>)>,
     /// Deadlines, earliest first. An entry is current while it equals the
     /// flow's `armed`; others are stale and skipped (lazy deletion).
     timers: BinaryHeap<Reverse<(Timestamp, FlowKey)>>,
@@ -182,7 +183,7 @@ impl Analyzer {
         Analyzer {
             config,
             server_ports,
-            flows: HashMap::new(),
+            flows: HashMap::default(),
             ending: Vec::new(),
             timers: BinaryHeap::new(),
             midstream_order: IdleOrder::default(),
@@ -329,7 +330,7 @@ impl Analyzer {
                 self.legs.relate(&mut record);
                 return Some(record);
             }
-            let Some((key, mut flow)) = self.ending.pop() else {
+            let Some((_, key, mut flow)) = self.ending.pop() else {
                 // Every connection is reported: which names were database
                 // names is known now.
                 if std::mem::take(&mut self.failed_lookups_due) {
@@ -348,9 +349,12 @@ impl Analyzer {
     /// made one by one, never all at once).
     pub fn finish(&mut self) {
         self.handle_timeout(self.clock);
-        let mut open: Vec<(FlowKey, Box<Flow>)> = std::mem::take(&mut self.flows).into_iter().collect();
-        // Popped from the end: the lowest id first.
-        open.sort_by_key(|(_, f)| Reverse(f.id));
+        // The id beside each flow: sorting then reads no flow (a million
+        // of them would be a million cache misses per pass).
+        let mut open: Vec<(u64, FlowKey, Box<Flow>)> =
+            std::mem::take(&mut self.flows).into_iter().map(|(key, flow)| (flow.id, key, flow)).collect();
+        // Popped from the end: the lowest id first (ids are unique).
+        open.sort_unstable_by_key(|&(id, ..)| Reverse(id));
         self.ending = open;
         self.timers = BinaryHeap::new();
         self.midstream_order.clear();
@@ -382,12 +386,19 @@ impl Analyzer {
             self.stats.payload_cut += 1;
         }
         let opens = side == Side::Client && seg.flags.syn && !seg.flags.ack;
+        // One table lookup for a packet of a tracked flow: the flow is
+        // re-armed while it is at hand.
         let step = match self.flows.get_mut(&key) {
             Some(flow) => {
                 let was = flow.last;
                 let step = flow.on_segment(seg, side, ts, &self.held);
-                let (id, now, midstream) = (flow.id, flow.last, (flow.origin == Origin::Midstream));
-                self.order(midstream).touch(key, id, was, now);
+                if step == Step::Continue {
+                    arm(&mut self.timers, self.config.syn_timeout, key, flow);
+                }
+                let (id, now) = (flow.id, flow.last);
+                let order =
+                    if flow.origin == Origin::Midstream { &mut self.midstream_order } else { &mut self.syn_order };
+                order.touch(key, id, was, now);
                 step
             }
             None if opens => {
@@ -411,7 +422,7 @@ impl Analyzer {
             }
         };
         match step {
-            Step::Continue => self.arm(key),
+            Step::Continue => {}
             Step::Duplicate => self.stats.duplicates += 1,
             Step::Finished => self.expire(key, self.clock, EndCause::Packet),
             Step::NewAttempt => {
@@ -463,8 +474,8 @@ impl Analyzer {
         order.compact(flows.len(), |k, id| flows.get(k).is_some_and(|f| f.id == id));
         self.next_id += 1;
         self.legs.on_new_attempt(key.1);
-        self.flows.insert(key, flow);
-        self.arm(key);
+        let flow = self.flows.entry(key).insert_entry(flow).into_mut();
+        arm(&mut self.timers, self.config.syn_timeout, key, flow);
     }
 
     /// Ends one flow to make room: a connection joined midstream if there
@@ -489,17 +500,10 @@ impl Analyzer {
         true
     }
 
-    /// Makes sure the timer holds the flow's current deadline. A deadline
-    /// that moved later keeps its earlier entry; `expire` re-arms it then.
+    /// [`arm`] for a flow in the table.
     fn arm(&mut self, key: FlowKey) {
-        let Some(flow) = self.flows.get_mut(&key) else { return };
-        let Some(deadline) = flow.deadline(self.config.syn_timeout) else {
-            flow.armed = None;
-            return;
-        };
-        if flow.armed.is_none_or(|armed| deadline < armed) {
-            flow.armed = Some(deadline);
-            self.timers.push(Reverse((deadline, key)));
+        if let Some(flow) = self.flows.get_mut(&key) {
+            arm(&mut self.timers, self.config.syn_timeout, key, flow);
         }
     }
 
@@ -550,6 +554,19 @@ impl Analyzer {
     /// Reports a flow already taken out of the table.
     fn report(&mut self, key: FlowKey, flow: &mut Flow, cause: EndCause) {
         conclude(key, flow, cause, self.clock, &self.config, &mut self.stats, &mut self.finished);
+    }
+}
+
+/// Makes sure the timer holds the flow's current deadline. A deadline
+/// that moved later keeps its earlier entry; `expire` re-arms it then.
+fn arm(timers: &mut BinaryHeap<Reverse<(Timestamp, FlowKey)>>, syn_timeout: Duration, key: FlowKey, flow: &mut Flow) {
+    let Some(deadline) = flow.deadline(syn_timeout) else {
+        flow.armed = None;
+        return;
+    };
+    if flow.armed.is_none_or(|armed| deadline < armed) {
+        flow.armed = Some(deadline);
+        timers.push(Reverse((deadline, key)));
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`flow`]: one attempt's TCP state machine, feeding [`pg`].
 //! - [`record`]: a finished attempt with its evidence, the engine's output.
 //! - [`legs`]: a pooler's two legs: its own server connections, related to its clients'.
+//! - [`ports`]: the watched server ports, one bit each.
 //! - [`engine`]: the flow table; takes frames and time, yields records; no I/O, no clock.
 //! - [`evict`]: which flow leaves a full table first.
 //! - [`capture`]: the input adapters around the engine, files and live interfaces.

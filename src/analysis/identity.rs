@@ -6,8 +6,8 @@
 //! was (refused, timeout: no startup message) recovers with any login from
 //! its address.
 
+use foldhash::HashMap;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 

@@ -4,7 +4,9 @@
 //! of the first failure, not its cause. Pairs them up so the diagnosis can
 //! name the cause.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 

@@ -2,7 +2,9 @@
 //! summary per client, and (when asked) the attempts themselves. Every
 //! collection here is bounded, so a capture of any size fits in memory.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use foldhash::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
@@ -214,7 +216,7 @@ impl Summary {
     pub fn new(max_clients: usize, max_attempts: usize, bucket: Option<Duration>) -> Summary {
         Summary {
             totals: OutcomeCounts::default(),
-            clients: HashMap::new(),
+            clients: HashMap::default(),
             max_clients,
             other_clients: OutcomeCounts::default(),
             attempts: Vec::new(),

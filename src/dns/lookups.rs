@@ -4,8 +4,10 @@
 //! names) and the names clients used to reach a server port. All bounded:
 //! a few lookups per client, a bounded number of clients and failures.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+
+use foldhash::HashMap;
 
 use super::message::Lookup;
 use crate::time::Timestamp;

@@ -37,6 +37,8 @@ struct Case {
     tshark: bool,
     /// Login errors are there to find (tshark's PostgreSQL filter).
     pg_errors: bool,
+    /// The server's port, when not PostgreSQL's default.
+    port: Option<u16>,
 }
 
 pub fn analyze(root: &Path) -> Result<()> {
@@ -64,6 +66,7 @@ pub fn analyze(root: &Path) -> Result<()> {
             ],
             tshark: true,
             pg_errors: true,
+            port: Some(staged.port),
         },
         Case {
             label: format!("incident × {REPLAY_COPIES}"),
@@ -71,6 +74,7 @@ pub fn analyze(root: &Path) -> Result<()> {
             expect: vec![("attempts", replay_attempts)],
             tshark: true,
             pg_errors: false,
+            port: None,
         },
         Case {
             label: format!("SYN flood, {} M sources", FLOOD_SYNS / 1_000_000),
@@ -78,6 +82,7 @@ pub fn analyze(root: &Path) -> Result<()> {
             expect: vec![("attempts", u64::from(FLOOD_SYNS))],
             tshark: false,
             pg_errors: false,
+            port: None,
         },
     ];
     println!("| file | tool | seconds | peak memory | time / read loop | memory / read loop |");
@@ -86,15 +91,16 @@ pub fn analyze(root: &Path) -> Result<()> {
         let size = std::fs::metadata(&case.path)?.len() >> 20;
         let label = format!("{} ({size} MiB)", case.label);
         let path = &case.path;
+        let port = case.port.map_or(String::new(), |p| format!("-p {p} "));
         let floor = measure(&format!("{} {path}", read_loop.display()))?;
         let mut tools = vec![
             (
                 "pgreach --format json".to_owned(),
-                format!("{} analyze --format json -o /dev/null {path}", pgreach.display()),
+                format!("{} analyze {port}--format json -o /dev/null {path}", pgreach.display()),
             ),
             (
                 "pgreach -f 'port 1' (libpcap and BPF only)".to_owned(),
-                format!("{} analyze -f 'port 1' -o /dev/null {path}", pgreach.display()),
+                format!("{} analyze {port}-f 'port 1' -o /dev/null {path}", pgreach.display()),
             ),
             (
                 "tcpdump, SYN and RST only".to_owned(),
@@ -104,10 +110,12 @@ pub fn analyze(root: &Path) -> Result<()> {
         if case.tshark {
             tools.push(("tshark -z conv,tcp".to_owned(), format!("tshark -r {path} -q -z conv,tcp > /dev/null")));
         }
+        // tshark reads PostgreSQL on its default port only, unless told.
+        let decode_as = case.port.map_or(String::new(), |p| format!("-d tcp.port=={p},pgsql "));
         if case.pg_errors {
             tools.push((
                 "tshark, PostgreSQL errors".to_owned(),
-                format!("tshark -r {path} -Y 'pgsql.type == \"Error\"' -T fields -e pgsql.code > /dev/null"),
+                format!("tshark -r {path} {decode_as}-Y 'pgsql.type == \"Error\"' -T fields -e pgsql.code > /dev/null"),
             ));
         }
         println!("| {label} | libpcap read loop (C) | {:.2} | {} MiB | 1 | 1 |", floor.0, floor.1 >> 10);
@@ -127,8 +135,9 @@ pub fn analyze(root: &Path) -> Result<()> {
 
 /// pgreach's JSON totals against what the file holds by construction or staging.
 fn check_counts(pgreach: &Path, case: &Case) -> Result<()> {
+    let port = case.port.unwrap_or(5432).to_string();
     let json = std::process::Command::new(pgreach)
-        .args(["analyze", "--format", "json", "--max-listed", "0", &case.path])
+        .args(["analyze", "-p", &port, "--format", "json", "--max-listed", "0", &case.path])
         .output()?;
     let doc: serde_json::Value = serde_json::from_slice(&json.stdout).context("pgreach's JSON")?;
     for (outcome, want) in &case.expect {

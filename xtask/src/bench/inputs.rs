@@ -22,6 +22,8 @@ const FLOOD_RETRANSMIT_EVERY: u32 = 1000;
 /// rejected by a pg_hba.conf line.
 pub const PGBENCH_MISSING_DB: u32 = 50;
 pub const PGBENCH_HBA_REJECTED: u32 = 50;
+/// pgbench clients that stay connected, each reading 50-row results.
+const PGBENCH_PERSISTENT: u32 = 2;
 /// How long pgbench runs while the capture records.
 const PGBENCH_SECONDS: u32 = 30;
 
@@ -116,27 +118,33 @@ fn flood_record(micros: u64, i: u32) -> Vec<u8> {
 }
 
 /// What the pgbench capture holds, as staged: connections pgbench made (one
-/// per transaction, plus its own first one) and the failed logins.
+/// per transaction, plus its own first one, and its persistent clients)
+/// and the failed logins, and the port the server listened on.
 pub struct PgbenchCapture {
     pub logins: u64,
     pub database_missing: u32,
     pub hba_rejected: u32,
+    pub port: u16,
 }
 
 /// Records a real capture on loopback: `pgbench -C` (one connection per
-/// transaction) against a PostgreSQL 15 for PGBENCH_SECONDS while clients
-/// with a missing database and a pg_hba.conf-rejected user fail beside it;
-/// tcpdump writes whole packets. Reused when already made (the staged counts
-/// are kept beside it).
+/// transaction) and PGBENCH_PERSISTENT persistent clients reading 50-row
+/// results, against a PostgreSQL 15 for PGBENCH_SECONDS, while clients with
+/// a missing database and a pg_hba.conf-rejected user fail beside them;
+/// tcpdump writes whole packets. Reused when already made (the staged
+/// logins and the port are kept beside it).
 pub fn record_pgbench(out: &Path) -> Result<PgbenchCapture> {
     let counts = out.with_extension("counts");
+    let staged = |logins, port| PgbenchCapture {
+        logins,
+        database_missing: PGBENCH_MISSING_DB,
+        hba_rejected: PGBENCH_HBA_REJECTED,
+        port,
+    };
     if let Ok(text) = std::fs::read_to_string(&counts) {
-        if let Some(logins) = text.trim().parse().ok().filter(|_| out.exists()) {
-            return Ok(PgbenchCapture {
-                logins,
-                database_missing: PGBENCH_MISSING_DB,
-                hba_rejected: PGBENCH_HBA_REJECTED,
-            });
+        let mut fields = text.split_whitespace().map(str::parse::<u64>);
+        if let (Some(Ok(logins)), Some(Ok(port)), true) = (fields.next(), fields.next(), out.exists()) {
+            return Ok(staged(logins, u16::try_from(port)?));
         }
     }
     let server = Server::start()?;
@@ -148,6 +156,11 @@ pub fn record_pgbench(out: &Path) -> Result<PgbenchCapture> {
     ))?;
     let pgbench = |extra: &str| format!("{PG_BIN}/pgbench -h 127.0.0.1 -p {port} -U postgres {extra} postgres");
     sh(&format!("{} >/dev/null 2>&1", pgbench("-i -s 1")))?;
+    let script = out.with_extension("sql");
+    std::fs::write(
+        &script,
+        "\\set aid random(1, 99950)\nSELECT * FROM pgbench_accounts WHERE aid BETWEEN :aid AND :aid + 49;\n",
+    )?;
     let mut tcpdump = std::process::Command::new("tcpdump")
         .args(["-i", "lo", "-n", "-s", "0", "-B", "65536", "-w"])
         .arg(out)
@@ -161,18 +174,24 @@ pub fn record_pgbench(out: &Path) -> Result<PgbenchCapture> {
          for i in $(seq {PGBENCH_HBA_REJECTED}); do {PG_BIN}/psql -h 127.0.0.1 -p {port} -U rejectme -d postgres -c 'select 1' >/dev/null 2>&1; sleep 0.2; done & wait"
     );
     let failing = std::thread::spawn(move || sh(&failing));
-    let out_text = sh(&pgbench(&format!("-C -n -S -c 4 -j 2 -T {PGBENCH_SECONDS}")))?;
+    let persistent = pgbench(&format!("-n -c {PGBENCH_PERSISTENT} -j 1 -T {PGBENCH_SECONDS} -f {}", script.display()));
+    let persistent = std::thread::spawn(move || sh(&persistent));
+    let out_text = sh(&pgbench(&format!("-C -n -S -c 2 -j 1 -T {PGBENCH_SECONDS}")))?;
+    let persistent_text = persistent.join().map_err(|_| anyhow::anyhow!("the persistent clients' thread"))??;
     failing.join().map_err(|_| anyhow::anyhow!("the failing clients' thread"))??;
     std::thread::sleep(Duration::from_secs(2));
     sh(&format!("kill -INT {}", tcpdump.id()))?;
     tcpdump.wait()?;
     drop(server);
     let transactions = pgbench_transactions(&out_text)?;
+    // Reads a count only: the persistent run must have worked.
+    pgbench_transactions(&persistent_text)?;
     if !out.exists() {
         bail!("tcpdump wrote no capture");
     }
-    // pgbench opens one connection of its own before the transactions.
-    let logins = transactions + 1;
-    std::fs::write(&counts, logins.to_string())?;
-    Ok(PgbenchCapture { logins, database_missing: PGBENCH_MISSING_DB, hba_rejected: PGBENCH_HBA_REJECTED })
+    // Each pgbench run opens one connection of its own before the
+    // transactions; the persistent run's clients log in once each.
+    let logins = transactions + 1 + u64::from(PGBENCH_PERSISTENT) + 1;
+    std::fs::write(&counts, format!("{logins} {port}"))?;
+    Ok(staged(logins, port))
 }

@@ -15,6 +15,9 @@ use crate::lab::sh;
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const DIR: &str = "/tmp/pgreach-bench";
+/// The benchmark server's own directory: remade for each server, while the
+/// inputs beside it in DIR are kept for the next run.
+const SERVER_DIR: &str = "/tmp/pgreach-bench/server";
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
@@ -66,19 +69,19 @@ pub(crate) struct Server {
 impl Server {
     pub fn start() -> Result<Server> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        sh(&format!("rm -rf {DIR} && mkdir -p {DIR} && chown postgres {DIR}"))?;
-        sh(&format!("su postgres -c '{PG_BIN}/initdb -D {DIR}/data -A trust -U postgres' >/dev/null"))?;
+        sh(&format!("rm -rf {SERVER_DIR} && mkdir -p {SERVER_DIR} && chown postgres {SERVER_DIR}"))?;
+        sh(&format!("su postgres -c '{PG_BIN}/initdb -D {SERVER_DIR}/data -A trust -U postgres' >/dev/null"))?;
         sh(&format!(
-            "printf \"listen_addresses='127.0.0.1'\\nport={port}\\nunix_socket_directories='{DIR}'\\nmax_connections=100\\nfsync=off\\n\" >> {DIR}/data/postgresql.conf"
+            "printf \"listen_addresses='127.0.0.1'\\nport={port}\\nunix_socket_directories='{SERVER_DIR}'\\nmax_connections=100\\nfsync=off\\n\" >> {SERVER_DIR}/data/postgresql.conf"
         ))?;
-        sh(&format!("su postgres -c '{PG_BIN}/pg_ctl -D {DIR}/data -l {DIR}/log -w start' >/dev/null"))?;
+        sh(&format!("su postgres -c '{PG_BIN}/pg_ctl -D {SERVER_DIR}/data -l {SERVER_DIR}/log -w start' >/dev/null"))?;
         Ok(Server { port })
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = sh(&format!("su postgres -c '{PG_BIN}/pg_ctl -D {DIR}/data -m fast stop' >/dev/null"));
+        let _ = sh(&format!("su postgres -c '{PG_BIN}/pg_ctl -D {SERVER_DIR}/data -m fast stop' >/dev/null"));
     }
 }
 
