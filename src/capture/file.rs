@@ -8,6 +8,7 @@ use std::io;
 use std::sync::mpsc;
 
 use super::gzip::{self, Readable};
+use super::reader::{FastReader, Next};
 use super::{Damage, FilterError, Problem, Problems, StepsBack, UnsupportedLink};
 use crate::decode::LinkType;
 use crate::engine::Analyzer;
@@ -31,7 +32,11 @@ struct Source {
     /// 2038-01-19 in 1901.
     unsigned_seconds: bool,
     pending: Option<Timestamp>,
+    /// The pending packet's bytes, when libpcap read it.
     frame: Vec<u8>,
+    /// The zero-copy reader, for a file read without a filter until it
+    /// meets something only libpcap should judge.
+    fast: Option<FastReader>,
     /// Why the thread feeding libpcap's pipe (gzip, standard input) stopped
     /// early, if it did.
     feeder_failed: Option<mpsc::Receiver<io::Error>>,
@@ -42,24 +47,35 @@ impl Source {
     /// error the source is exhausted.
     fn advance(&mut self, problems: &mut Problems) {
         self.pending = None;
+        if let Some(fast) = &mut self.fast {
+            match fast.next() {
+                Next::Packet { secs, nanos } => {
+                    let len = fast.frame().len();
+                    return self.accept(secs, nanos, len);
+                }
+                Next::End => return self.end(problems),
+                Next::HandOver => {
+                    // libpcap reads on from this packet: it passes over
+                    // those already read, which it reads the same way.
+                    self.fast = None;
+                    for _ in 0..self.read {
+                        if self.capture.next_packet().is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
         let error = match self.capture.next_packet() {
             Ok(packet) => {
-                self.read += 1;
-                self.bytes += packet.data.len() as u64;
                 let mut secs = packet.header.ts.tv_sec;
                 if self.unsigned_seconds && secs < 0 {
                     secs = i64::from(secs as u32);
                 }
-                let ts = Timestamp::from_secs_nanos(secs, packet.header.ts.tv_usec);
-                if let Some(latest) = self.latest.filter(|&l| ts < l) {
-                    self.steps_back.packets += 1;
-                    self.steps_back.largest = self.steps_back.largest.max(latest.since(ts));
-                }
-                self.latest = self.latest.max(Some(ts));
+                let nanos = packet.header.ts.tv_usec;
                 self.frame.clear();
                 self.frame.extend_from_slice(packet.data);
-                self.pending = Some(ts);
-                return;
+                return self.accept(secs, nanos, self.frame.len());
             }
             Err(e) => e,
         };
@@ -80,6 +96,24 @@ impl Source {
             // before is whole and stays in the report.
             e => self.fail(problems, &e),
         }
+    }
+
+    /// A packet read: it is pending, counted, and its time checked.
+    fn accept(&mut self, secs: i64, nanos: i64, len: usize) {
+        self.read += 1;
+        self.bytes += len as u64;
+        let ts = Timestamp::from_secs_nanos(secs, nanos);
+        if let Some(latest) = self.latest.filter(|&l| ts < l) {
+            self.steps_back.packets += 1;
+            self.steps_back.largest = self.steps_back.largest.max(latest.since(ts));
+        }
+        self.latest = self.latest.max(Some(ts));
+        self.pending = Some(ts);
+    }
+
+    /// The pending packet's bytes.
+    fn frame(&self) -> &[u8] {
+        self.fast.as_ref().map_or(&self.frame, FastReader::frame)
     }
 
     /// The file is read: what is worth a note about its timestamps.
@@ -135,11 +169,12 @@ pub fn analyze_files(
         let next = sources.iter_mut().filter(|s| s.pending.is_some()).min_by_key(|s| s.pending);
         let Some(source) = next else { break };
         let ts = source.pending.unwrap_or_default();
-        if let Err(e) = analyzer.handle_packet(ts, source.link, &source.frame) {
+        let frame = source.frame();
+        if let Err(e) = analyzer.handle_packet(ts, source.link, frame) {
             problems.bad_packet(&source.name, source.read, &e);
         }
         drain(analyzer, on_attempt);
-        bytes_read += RECORD_HEADER_BYTES + source.frame.len() as u64;
+        bytes_read += RECORD_HEADER_BYTES + frame.len() as u64;
         packets += 1;
         if packets % PROGRESS_EVERY == 0 {
             on_progress(bytes_read);
@@ -191,6 +226,9 @@ fn open(path: &str, filter: Option<&str>, problems: &mut Problems) -> Result<Opt
     if let Some(expr) = filter {
         capture.filter(expr, true).map_err(|e| FilterError { expr: expr.to_owned(), reason: e.to_string() })?;
     }
+    // A file read whole (no filter, not through a pipe) takes the fast path;
+    // libpcap has checked its header, and keeps the filter and the pipes.
+    let fast = (filter.is_none() && feeder_failed.is_none()).then(|| FastReader::open(path, link)).flatten();
     // libpcap reports pcapng files as version 1, classic pcap as 2.
     let unsigned_seconds = capture.major_version() == 2;
     Ok(Some(Source {
@@ -204,6 +242,7 @@ fn open(path: &str, filter: Option<&str>, problems: &mut Problems) -> Result<Opt
         unsigned_seconds,
         pending: None,
         frame: Vec::new(),
+        fast,
         feeder_failed,
     }))
 }
