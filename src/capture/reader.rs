@@ -88,8 +88,10 @@ impl FastReader {
 
     /// Moves past the packet handed out last and reads the next one.
     pub fn next(&mut self) -> Next {
+        // Consumed without moving the rest to the buffer's start: only a
+        // refill moves what is left, the part of one record.
         if let Some((consumed, ..)) = self.pending.take() {
-            self.inner.consume(consumed);
+            self.inner.consume_noshift(consumed);
         }
         loop {
             let (consumed, step) = match self.inner.next() {
@@ -108,7 +110,7 @@ impl FastReader {
                 Err(_) => return Next::HandOver,
             };
             match step {
-                Step::Skip => self.inner.consume(consumed),
+                Step::Skip => self.inner.consume_noshift(consumed),
                 Step::Packet { secs, nanos, start, len } => {
                     self.pending = Some((consumed, start, len));
                     return Next::Packet { secs, nanos };

@@ -95,17 +95,27 @@ impl Framer {
                 self.header_len = 1;
             }
             let need = if self.mode == Mode::Untyped { 4 } else { 5 };
-            let take = (need - self.header_len).min(data.len());
-            self.header[self.header_len..self.header_len + take].copy_from_slice(&data[..take]);
-            self.header_len += take;
-            *data = &data[take..];
-            if self.header_len < need {
-                return None;
-            }
-            let (tag, len_bytes) =
-                if need == 4 { (0, &self.header[..4]) } else { (self.header[0], &self.header[1..5]) };
+            // A header whole in `data` (nearly always) is read in place;
+            // one split across segments is gathered first.
+            let header = match data.get(..need) {
+                Some(whole) if self.header_len == 0 => {
+                    *data = &data[need..];
+                    whole
+                }
+                _ => {
+                    let take = (need - self.header_len).min(data.len());
+                    self.header[self.header_len..self.header_len + take].copy_from_slice(&data[..take]);
+                    self.header_len += take;
+                    *data = &data[take..];
+                    if self.header_len < need {
+                        return None;
+                    }
+                    self.header_len = 0;
+                    &self.header[..need]
+                }
+            };
+            let (tag, len_bytes) = if need == 4 { (0, &header[..4]) } else { (header[0], &header[1..5]) };
             let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
-            self.header_len = 0;
             let (min, max) = if tag == 0 { (8, MAX_STARTUP_LEN) } else { (4, MAX_MESSAGE_LEN) };
             if len < min || len > max {
                 self.failed = Some(FrameError::BadLength { tag, len });
@@ -121,7 +131,9 @@ impl Framer {
         let (tag, body_len) = self.current?;
         let wanted = self.keep.saturating_sub(self.body.len());
         let take = (self.remaining as usize).min(data.len());
-        self.body.extend_from_slice(&data[..take.min(wanted)]);
+        if wanted > 0 {
+            self.body.extend_from_slice(&data[..take.min(wanted)]);
+        }
         self.remaining -= take as u32;
         *data = &data[take..];
         if self.remaining > 0 {
