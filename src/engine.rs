@@ -8,11 +8,9 @@
 //! `max_held_bytes` of out-of-order data across them.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use foldhash::HashMap;
 use serde::Serialize;
 
 use crate::decode::{decode, DecodeError, Decoded, IcmpError, LinkType, TcpSegment};
@@ -24,6 +22,7 @@ use crate::outcome::{Outcome, Side};
 use crate::ports::PortSet;
 use crate::record::AttemptRecord;
 use crate::stream::HeldBudget;
+use crate::table::{Deadlines, FlowKey, FlowTable, Slot};
 use crate::time::Timestamp;
 use crate::tls::KeyStore;
 
@@ -126,26 +125,17 @@ pub struct ConnectionsNow {
     pub closing: usize,
 }
 
-/// A connection is keyed by its client and server addresses; repeated
-/// attempts from one client port are told apart by their SYN sequence.
-type FlowKey = (SocketAddr, SocketAddr);
-
 pub struct Analyzer {
     config: Config,
     server_ports: PortSet,
-    /// Boxed: the table's slots (twice the flows, as hash tables grow by
-    /// doubling) then hold a key and a pointer, not a whole flow, which
-    /// nearly halves the memory of a full table under a SYN flood.
-    flows: HashMap<FlowKey, Box<Flow>>,
+    flows: FlowTable,
     /// After `finish`: the flows still to report, the next one last.
     ending: Vec<(u64, FlowKey, Box<Flow>)>,
-    /// Deadlines, earliest first. An entry is current while it equals the
-    /// flow's `armed`; others are stale and skipped (lazy deletion).
-    timers: BinaryHeap<Reverse<(Timestamp, FlowKey)>>,
+    timers: Deadlines,
     /// Who leaves a full table first: connections joined midstream, then
     /// those seen from their SYN, each least recently active first.
-    midstream_order: IdleOrder<FlowKey>,
-    syn_order: IdleOrder<FlowKey>,
+    midstream_order: IdleOrder<Slot>,
+    syn_order: IdleOrder<Slot>,
     finished: VecDeque<AttemptRecord>,
     /// Clients' recent DNS answers, failed lookups and the names behind
     /// attempts: at the end, the failures of database names become
@@ -183,9 +173,9 @@ impl Analyzer {
         Analyzer {
             config,
             server_ports,
-            flows: HashMap::default(),
+            flows: FlowTable::default(),
             ending: Vec::new(),
-            timers: BinaryHeap::new(),
+            timers: Deadlines::default(),
             midstream_order: IdleOrder::default(),
             syn_order: IdleOrder::default(),
             finished: VecDeque::new(),
@@ -219,7 +209,7 @@ impl Analyzer {
     /// the making.
     pub fn connections_now(&self, now: Timestamp, syn_timeout: Duration) -> ConnectionsNow {
         let mut c = ConnectionsNow::default();
-        for f in self.flows.values() {
+        for f in self.flows.flows() {
             match f.state {
                 State::SynSent if now.since(f.start) >= syn_timeout => c.unanswered_syns += 1,
                 State::SynSent | State::SynReceived => c.handshaking += 1,
@@ -300,12 +290,8 @@ impl Analyzer {
     /// Advances the clock to `now` and ends the flows whose deadline passed.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.clock = self.clock.max(now);
-        while let Some(&Reverse((deadline, key))) = self.timers.peek() {
-            if deadline > self.clock {
-                break;
-            }
-            self.timers.pop();
-            self.expire(key, deadline, EndCause::Silence);
+        while let Some((deadline, id, slot)) = self.timers.pop_due(self.clock) {
+            self.expire(slot, Some(id), deadline, EndCause::Silence);
         }
         self.dns.handle_timeout(self.clock);
         self.stats.dns = self.dns.counts();
@@ -313,7 +299,7 @@ impl Analyzer {
 
     /// The next time `handle_timeout` has work, if any.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        self.timers.next_due()
     }
 
     /// The next finished attempt, in the order they ended, with the DNS
@@ -352,11 +338,11 @@ impl Analyzer {
         // The id beside each flow: sorting then reads no flow (a million
         // of them would be a million cache misses per pass).
         let mut open: Vec<(u64, FlowKey, Box<Flow>)> =
-            std::mem::take(&mut self.flows).into_iter().map(|(key, flow)| (flow.id, key, flow)).collect();
+            self.flows.take_all().map(|(key, flow)| (flow.id, key, flow)).collect();
         // Popped from the end: the lowest id first (ids are unique).
         open.sort_unstable_by_key(|&(id, ..)| Reverse(id));
         self.ending = open;
-        self.timers = BinaryHeap::new();
+        self.timers.clear();
         self.midstream_order.clear();
         self.syn_order.clear();
         self.failed_lookups_due = true;
@@ -388,18 +374,18 @@ impl Analyzer {
         let opens = side == Side::Client && seg.flags.syn && !seg.flags.ack;
         // One table lookup for a packet of a tracked flow: the flow is
         // re-armed while it is at hand.
-        let step = match self.flows.get_mut(&key) {
-            Some(flow) => {
+        let (slot, step) = match self.flows.get_mut(&key) {
+            Some((slot, flow)) => {
                 let was = flow.last;
                 let step = flow.on_segment(seg, side, ts, &self.held);
                 if step == Step::Continue {
-                    arm(&mut self.timers, self.config.syn_timeout, key, flow);
+                    arm(&mut self.timers, self.config.syn_timeout, slot, flow);
                 }
                 let (id, now) = (flow.id, flow.last);
                 let order =
                     if flow.origin == Origin::Midstream { &mut self.midstream_order } else { &mut self.syn_order };
-                order.touch(key, id, was, now);
-                step
+                order.touch(slot, id, was, now);
+                (slot, step)
             }
             None if opens => {
                 self.dns.client_connected(key.0.ip(), ts);
@@ -424,9 +410,9 @@ impl Analyzer {
         match step {
             Step::Continue => {}
             Step::Duplicate => self.stats.duplicates += 1,
-            Step::Finished => self.expire(key, self.clock, EndCause::Packet),
+            Step::Finished => self.expire(slot, None, self.clock, EndCause::Packet),
             Step::NewAttempt => {
-                if let Some(mut old) = self.take(key) {
+                if let Some(mut old) = self.take(slot) {
                     self.report(key, &mut old, EndCause::NewAttempt);
                 }
                 self.open(key, Box::new(Flow::from_syn(self.next_id, seg, ts)));
@@ -445,16 +431,16 @@ impl Analyzer {
             return;
         }
         self.stats.packets_on_port += 1;
-        let Some(flow) = self.flows.get_mut(&key) else {
+        let Some((slot, flow)) = self.flows.get_mut(&key) else {
             self.stats.unmatched_icmp += 1;
             return;
         };
         let (id, was) = (flow.id, flow.last);
         let matched = flow.on_icmp(icmp, ts);
         let (now, midstream) = (flow.last, (flow.origin == Origin::Midstream));
-        self.order(midstream).touch(key, id, was, now);
+        self.order(midstream).touch(slot, id, was, now);
         if matched {
-            self.arm(key);
+            self.arm(slot);
         } else {
             self.stats.unmatched_icmp += 1;
         }
@@ -467,15 +453,15 @@ impl Analyzer {
             return;
         }
         flow.keys.clone_from(&self.config.keys);
-        let (id, last) = (flow.id, flow.last);
-        let order = if flow.origin == Origin::Midstream { &mut self.midstream_order } else { &mut self.syn_order };
-        order.insert(key, id, last);
-        let flows = &self.flows;
-        order.compact(flows.len(), |k, id| flows.get(k).is_some_and(|f| f.id == id));
+        let (id, last, midstream) = (flow.id, flow.last, flow.origin == Origin::Midstream);
         self.next_id += 1;
         self.legs.on_new_attempt(key.1);
-        let flow = self.flows.entry(key).insert_entry(flow).into_mut();
-        arm(&mut self.timers, self.config.syn_timeout, key, flow);
+        let slot = self.flows.insert(key, flow);
+        self.arm(slot);
+        let order = if midstream { &mut self.midstream_order } else { &mut self.syn_order };
+        order.insert(slot, id, last);
+        let flows = &self.flows;
+        order.compact(flows.len(), |&slot, id| flows.holds(slot, id));
     }
 
     /// Ends one flow to make room: a connection joined midstream if there
@@ -483,11 +469,11 @@ impl Analyzer {
     /// the attempt idle longest. False only when the table is empty.
     fn evict_one(&mut self) -> bool {
         let flows = &self.flows;
-        let current = |k: &FlowKey, id: u64| flows.get(k).is_some_and(|f| f.id == id);
-        let Some(key) = self.midstream_order.pop_idlest(current).or_else(|| self.syn_order.pop_idlest(current)) else {
+        let current = |&slot: &Slot, id: u64| flows.holds(slot, id);
+        let Some(slot) = self.midstream_order.pop_idlest(current).or_else(|| self.syn_order.pop_idlest(current)) else {
             return false;
         };
-        if let Some(mut flow) = self.flows.remove(&key) {
+        if let Some((key, mut flow)) = self.flows.remove(slot) {
             if flow.state != State::Closed {
                 if flow.origin == Origin::Midstream {
                     self.stats.evicted_midstream += 1;
@@ -501,41 +487,42 @@ impl Analyzer {
     }
 
     /// [`arm`] for a flow in the table.
-    fn arm(&mut self, key: FlowKey) {
-        if let Some(flow) = self.flows.get_mut(&key) {
-            arm(&mut self.timers, self.config.syn_timeout, key, flow);
+    fn arm(&mut self, slot: Slot) {
+        if let Some((_, flow)) = self.flows.at_mut(slot) {
+            arm(&mut self.timers, self.config.syn_timeout, slot, flow);
         }
     }
 
-    /// A timer entry for `key` came due (or the flow ended on a packet).
-    fn expire(&mut self, key: FlowKey, due: Timestamp, cause: EndCause) {
-        let Some(flow) = self.flows.get_mut(&key) else { return };
+    /// A timer entry for the flow in `slot` came due (`id`: the flow it
+    /// was for), or the flow ended on a packet.
+    fn expire(&mut self, slot: Slot, id: Option<u64>, due: Timestamp, cause: EndCause) {
+        let Some((key, flow)) = self.flows.at_mut(slot) else { return };
         if cause == EndCause::Silence {
-            if flow.armed != Some(due) {
+            if flow.armed != Some(due) || id.is_some_and(|id| id != flow.id) {
                 return; // a stale entry
             }
             flow.armed = None;
             match flow.deadline(self.config.syn_timeout) {
                 Some(deadline) if deadline > self.clock => {
                     flow.armed = Some(deadline);
-                    self.timers.push(Reverse((deadline, key)));
+                    self.timers.push(deadline, flow.id, slot);
                     return;
                 }
                 None => return,
                 Some(_) => {}
             }
             if flow.state == State::Closed {
-                self.take(key);
+                self.take(slot);
                 return;
             }
         }
         conclude(key, flow, cause, self.clock, &self.config, &mut self.stats, &mut self.finished);
         // The closed entry lingers to absorb late packets.
         flow.armed = None;
-        self.arm(key);
+        self.arm(slot);
     }
 
-    fn order(&mut self, midstream: bool) -> &mut IdleOrder<FlowKey> {
+    fn order(&mut self, midstream: bool) -> &mut IdleOrder<Slot> {
         if midstream {
             &mut self.midstream_order
         } else {
@@ -544,10 +531,10 @@ impl Analyzer {
     }
 
     /// Takes a flow out of the table and out of the eviction order.
-    fn take(&mut self, key: FlowKey) -> Option<Box<Flow>> {
-        let flow = self.flows.remove(&key)?;
+    fn take(&mut self, slot: Slot) -> Option<Box<Flow>> {
+        let (_, flow) = self.flows.remove(slot)?;
         let (id, last) = (flow.id, flow.last);
-        self.order(flow.origin == Origin::Midstream).remove(key, id, last);
+        self.order(flow.origin == Origin::Midstream).remove(slot, id, last);
         Some(flow)
     }
 
@@ -559,14 +546,14 @@ impl Analyzer {
 
 /// Makes sure the timer holds the flow's current deadline. A deadline
 /// that moved later keeps its earlier entry; `expire` re-arms it then.
-fn arm(timers: &mut BinaryHeap<Reverse<(Timestamp, FlowKey)>>, syn_timeout: Duration, key: FlowKey, flow: &mut Flow) {
+fn arm(timers: &mut Deadlines, syn_timeout: Duration, slot: Slot, flow: &mut Flow) {
     let Some(deadline) = flow.deadline(syn_timeout) else {
         flow.armed = None;
         return;
     };
     if flow.armed.is_none_or(|armed| deadline < armed) {
         flow.armed = Some(deadline);
-        timers.push(Reverse((deadline, key)));
+        timers.push(deadline, flow.id, slot);
     }
 }
 

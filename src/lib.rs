@@ -13,7 +13,8 @@
 //! - [`record`]: a finished attempt with its evidence, the engine's output.
 //! - [`legs`]: a pooler's two legs: its own server connections, related to its clients'.
 //! - [`ports`]: the watched server ports, one bit each.
-//! - [`engine`]: the flow table; takes frames and time, yields records; no I/O, no clock.
+//! - [`table`]: tracked flows in numbered slots, and their deadlines.
+//! - [`engine`]: the analyzer around the table; takes frames and time, yields records; no I/O, no clock.
 //! - [`evict`]: which flow leaves a full table first.
 //! - [`capture`]: the input adapters around the engine, files and live interfaces.
 //! - [`points`]: several capture points: the same attempts matched across them, and where packets were lost.
@@ -44,5 +45,6 @@ pub mod redact;
 pub mod report;
 pub mod seq;
 pub mod stream;
+pub mod table;
 pub mod time;
 pub mod tls;

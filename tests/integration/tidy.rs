@@ -27,6 +27,7 @@ const CORE: &[&str] = &[
     "legs",
     "evict",
     "ports",
+    "table",
     "engine",
 ];
 /// Names the core must not mention: I/O crates and clocks.
