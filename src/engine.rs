@@ -488,7 +488,7 @@ impl Analyzer {
 
     /// [`arm`] for a flow in the table.
     fn arm(&mut self, slot: Slot) {
-        if let Some((_, flow)) = self.flows.at_mut(slot) {
+        if let Some(flow) = self.flows.at_mut(slot) {
             arm(&mut self.timers, self.config.syn_timeout, slot, flow);
         }
     }
@@ -496,7 +496,7 @@ impl Analyzer {
     /// A timer entry for the flow in `slot` came due (`id`: the flow it
     /// was for), or the flow ended on a packet.
     fn expire(&mut self, slot: Slot, id: Option<u64>, due: Timestamp, cause: EndCause) {
-        let Some((key, flow)) = self.flows.at_mut(slot) else { return };
+        let Some((key, flow)) = self.flows.keyed_mut(slot) else { return };
         if cause == EndCause::Silence {
             if flow.armed != Some(due) || id.is_some_and(|id| id != flow.id) {
                 return; // a stale entry

@@ -1,11 +1,11 @@
 //! The flow table: each tracked flow in a numbered slot, found by its
-//! (client, server) key once per packet. Deadlines and the eviction order
+//! (client, server) key, packed, once per packet. Deadlines and the eviction order
 //! name a flow by its slot and id (12 bytes) instead of a copy of its key
 //! (64 bytes): under a SYN flood they hold millions of entries.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use foldhash::HashMap;
 
@@ -19,10 +19,47 @@ pub type FlowKey = (SocketAddr, SocketAddr);
 /// Where a flow lives in the table while it is tracked; reused after it leaves.
 pub type Slot = u32;
 
+/// A key in 38 bytes (two 16-byte addresses, two ports, the family),
+/// hashed as one run of bytes: a SocketAddr pair is 64 bytes and hashes
+/// field by field. An IPv4 address and its IPv4-mapped IPv6 form stay apart.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct PackedKey([u8; 38]);
+
+impl PackedKey {
+    fn of((client, server): &FlowKey) -> PackedKey {
+        let mut bytes = [0u8; 38];
+        for (at, addr) in [(0, client), (18, server)] {
+            let ip = match addr.ip() {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            };
+            bytes[at..at + 16].copy_from_slice(&ip);
+            bytes[at + 16..at + 18].copy_from_slice(&addr.port().to_be_bytes());
+        }
+        bytes[36] = u8::from(client.is_ipv6());
+        bytes[37] = u8::from(server.is_ipv6());
+        PackedKey(bytes)
+    }
+
+    fn unpack(&self) -> FlowKey {
+        let addr = |at: usize, v6: u8| {
+            let mut ip = [0u8; 16];
+            ip.copy_from_slice(&self.0[at..at + 16]);
+            let ip = Ipv6Addr::from(ip);
+            let ip = match ip.to_ipv4_mapped() {
+                Some(v4) if v6 == 0 => IpAddr::V4(v4),
+                _ => IpAddr::V6(ip),
+            };
+            SocketAddr::new(ip, u16::from_be_bytes([self.0[at + 16], self.0[at + 17]]))
+        };
+        (addr(0, self.0[36]), addr(18, self.0[37]))
+    }
+}
+
 #[derive(Default)]
 pub struct FlowTable {
-    index: HashMap<FlowKey, Slot>,
-    slots: Vec<Option<(FlowKey, Box<Flow>)>>,
+    index: HashMap<PackedKey, Slot>,
+    slots: Vec<Option<(PackedKey, Box<Flow>)>>,
     free: Vec<Slot>,
 }
 
@@ -36,7 +73,7 @@ impl FlowTable {
     }
 
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<(Slot, &mut Flow)> {
-        let slot = *self.index.get(key)?;
+        let slot = *self.index.get(&PackedKey::of(key))?;
         let (_, flow) = self.slots.get_mut(slot as usize)?.as_mut()?;
         Some((slot, flow))
     }
@@ -45,8 +82,13 @@ impl FlowTable {
         self.slots.get(slot as usize)?.as_ref().map(|(_, flow)| &**flow)
     }
 
-    pub fn at_mut(&mut self, slot: Slot) -> Option<(FlowKey, &mut Flow)> {
-        self.slots.get_mut(slot as usize)?.as_mut().map(|(key, flow)| (*key, &mut **flow))
+    pub fn at_mut(&mut self, slot: Slot) -> Option<&mut Flow> {
+        self.slots.get_mut(slot as usize)?.as_mut().map(|(_, flow)| &mut **flow)
+    }
+
+    /// The key of the flow in `slot`, and the flow.
+    pub fn keyed_mut(&mut self, slot: Slot) -> Option<(FlowKey, &mut Flow)> {
+        self.slots.get_mut(slot as usize)?.as_mut().map(|(key, flow)| (key.unpack(), &mut **flow))
     }
 
     /// Whether `slot` holds the flow with this id (entries naming a flow
@@ -57,6 +99,7 @@ impl FlowTable {
 
     /// Tracks a flow under `key`, ending the tracking of any flow there.
     pub fn insert(&mut self, key: FlowKey, flow: Box<Flow>) -> Slot {
+        let key = PackedKey::of(&key);
         if let Some(slot) = self.index.get(&key).copied() {
             self.remove(slot);
         }
@@ -82,14 +125,14 @@ impl FlowTable {
         let (key, flow) = self.slots.get_mut(slot as usize)?.take()?;
         self.index.remove(&key);
         self.free.push(slot);
-        Some((key, flow))
+        Some((key.unpack(), flow))
     }
 
     /// Takes every flow out, leaving the table empty.
     pub fn take_all(&mut self) -> impl Iterator<Item = (FlowKey, Box<Flow>)> {
         self.index = HashMap::default();
         self.free = Vec::new();
-        std::mem::take(&mut self.slots).into_iter().flatten()
+        std::mem::take(&mut self.slots).into_iter().flatten().map(|(key, flow)| (key.unpack(), flow))
     }
 
     pub fn flows(&self) -> impl Iterator<Item = &Flow> {
@@ -122,5 +165,24 @@ impl Deadlines {
 
     pub fn clear(&mut self) {
         self.0 = BinaryHeap::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_keys_give_back_their_addresses() {
+        let keys: [FlowKey; 3] = [
+            ("192.0.2.7:40000".parse().unwrap(), "192.0.2.1:5432".parse().unwrap()),
+            ("[2001:db8::7]:40000".parse().unwrap(), "[2001:db8::1]:5432".parse().unwrap()),
+            // An IPv4-mapped IPv6 client is not the IPv4 one.
+            ("[::ffff:192.0.2.7]:40000".parse().unwrap(), "192.0.2.1:5432".parse().unwrap()),
+        ];
+        for key in &keys {
+            assert_eq!(PackedKey::of(key).unpack(), *key);
+        }
+        assert!(PackedKey::of(&keys[0]) != PackedKey::of(&keys[2]));
     }
 }
