@@ -14,12 +14,12 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::decode::{decode, DecodeError, Decoded, IcmpError, LinkType, TcpSegment};
-use crate::dns::{Dns, DnsCounts};
+use crate::dns::{Dns, DnsCounts, DNS_PORT};
 use crate::evict::IdleOrder;
 use crate::flow::{EndCause, Flow, Origin, State, Step};
 use crate::legs::Legs;
 use crate::outcome::{Outcome, Side};
-use crate::ports::PortSet;
+use crate::ports::{off_port, PortSet};
 use crate::record::AttemptRecord;
 use crate::stream::HeldBudget;
 use crate::table::{Deadlines, FlowKey, FlowTable, Slot};
@@ -128,6 +128,8 @@ pub struct ConnectionsNow {
 pub struct Analyzer {
     config: Config,
     server_ports: PortSet,
+    /// The server ports and DNS's: TCP between other ports is passed over undecoded.
+    watched_ports: PortSet,
     flows: FlowTable,
     /// After `finish`: the flows still to report, the next one last.
     ending: Vec<(u64, FlowKey, Box<Flow>)>,
@@ -169,10 +171,12 @@ enum ClockTrust {
 impl Analyzer {
     pub fn new(config: Config) -> Analyzer {
         let server_ports = PortSet::new(&config.server_ports);
+        let watched_ports = PortSet::new(&[&config.server_ports[..], &[DNS_PORT]].concat());
         let max_held_bytes = config.max_held_bytes;
         Analyzer {
             config,
             server_ports,
+            watched_ports,
             flows: FlowTable::default(),
             ending: Vec::new(),
             timers: Deadlines::default(),
@@ -226,6 +230,9 @@ impl Analyzer {
         self.stats.packets += 1;
         if self.believe(ts) {
             self.handle_timeout(ts);
+        }
+        if off_port(link, frame, &self.watched_ports) {
+            return Ok(());
         }
         match decode(link, frame) {
             Ok(Decoded::Tcp(seg)) if Dns::carries(&seg) && !self.on_port(&seg) => self.dns.on_tcp(&seg, ts),
