@@ -5,6 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use foldhash::HashMap;
@@ -19,40 +20,58 @@ pub type FlowKey = (SocketAddr, SocketAddr);
 /// Where a flow lives in the table while it is tracked; reused after it leaves.
 pub type Slot = u32;
 
-/// A key in 38 bytes (two 16-byte addresses, two ports, the family),
-/// hashed as one run of bytes: a SocketAddr pair is 64 bytes and hashes
-/// field by field. An IPv4 address and its IPv4-mapped IPv6 form stay apart.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct PackedKey([u8; 38]);
+/// A key in five words (two 16-byte addresses; the two ports and the
+/// families), hashed and compared word by word: a
+/// SocketAddr pair is 64 bytes and hashes field by field. An IPv4 address
+/// and its IPv4-mapped IPv6 form stay apart.
+#[derive(Clone, Copy)]
+struct PackedKey([u64; 5]);
+
+impl Hash for PackedKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for word in self.0 {
+            state.write_u64(word);
+        }
+    }
+}
+
+impl PartialEq for PackedKey {
+    fn eq(&self, other: &PackedKey) -> bool {
+        // Word by word, no branch and no library call (a derived
+        // comparison of the array calls memcmp on every probe).
+        self.0.iter().zip(other.0).fold(0, |diff, (a, b)| diff | (a ^ b)) == 0
+    }
+}
+
+impl Eq for PackedKey {}
 
 impl PackedKey {
     fn of((client, server): &FlowKey) -> PackedKey {
-        let mut bytes = [0u8; 38];
-        for (at, addr) in [(0, client), (18, server)] {
-            let ip = match addr.ip() {
+        let ip = |addr: &SocketAddr| {
+            u128::from_be_bytes(match addr.ip() {
                 IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
                 IpAddr::V6(v6) => v6.octets(),
-            };
-            bytes[at..at + 16].copy_from_slice(&ip);
-            bytes[at + 16..at + 18].copy_from_slice(&addr.port().to_be_bytes());
-        }
-        bytes[36] = u8::from(client.is_ipv6());
-        bytes[37] = u8::from(server.is_ipv6());
-        PackedKey(bytes)
+            })
+        };
+        let (c, s) = (ip(client), ip(server));
+        let tail = u64::from(client.port()) << 48
+            | u64::from(server.port()) << 32
+            | u64::from(client.is_ipv6()) << 1
+            | u64::from(server.is_ipv6());
+        PackedKey([(c >> 64) as u64, c as u64, (s >> 64) as u64, s as u64, tail])
     }
 
     fn unpack(&self) -> FlowKey {
-        let addr = |at: usize, v6: u8| {
-            let mut ip = [0u8; 16];
-            ip.copy_from_slice(&self.0[at..at + 16]);
-            let ip = Ipv6Addr::from(ip);
+        let [c_hi, c_lo, s_hi, s_lo, tail] = self.0;
+        let addr = |hi: u64, lo: u64, port: u64, v6: bool| {
+            let ip = Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo));
             let ip = match ip.to_ipv4_mapped() {
-                Some(v4) if v6 == 0 => IpAddr::V4(v4),
+                Some(v4) if !v6 => IpAddr::V4(v4),
                 _ => IpAddr::V6(ip),
             };
-            SocketAddr::new(ip, u16::from_be_bytes([self.0[at + 16], self.0[at + 17]]))
+            SocketAddr::new(ip, (port & 0xffff) as u16)
         };
-        (addr(0, self.0[36]), addr(18, self.0[37]))
+        (addr(c_hi, c_lo, tail >> 48, tail & 2 != 0), addr(s_hi, s_lo, tail >> 32, tail & 1 != 0))
     }
 }
 
