@@ -18,6 +18,10 @@ pub const REPLAY_COPIES: u32 = 400;
 pub const FLOOD_SYNS: u32 = 10_000_000;
 /// One SYN in this many is retransmitted once, a second later.
 const FLOOD_RETRANSMIT_EVERY: u32 = 1000;
+/// The flood's retransmissions. One that comes after its SYN was evicted
+/// from a full table (a million flows, a million SYNs a second) starts an
+/// attempt of its own.
+pub const FLOOD_RETRANSMISSIONS: u32 = FLOOD_SYNS.div_ceil(FLOOD_RETRANSMIT_EVERY);
 /// Staged failed logins in the pgbench capture: database missing, and
 /// rejected by a pg_hba.conf line.
 pub const PGBENCH_MISSING_DB: u32 = 50;
