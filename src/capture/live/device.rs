@@ -10,7 +10,7 @@ use std::sync::Arc;
 use pcap::{Active, Capture, Precision};
 use tokio::sync::mpsc;
 
-use super::driver::{now, Feed, FromCapture, TICK};
+use super::driver::{now, Batch, Feed, FromCapture, TICK};
 use super::savefile::{Rotation, Savefile};
 use crate::capture::{CaptureCounters, FilterError, UnsupportedLink};
 use crate::decode::LinkType;
@@ -21,9 +21,12 @@ use crate::time::Timestamp;
 /// are non-blocking: libpcap's own read time-out does not fire on Linux in
 /// immediate mode).
 const READ_WAIT_MS: u16 = 100;
-/// Packets waiting between the capture thread and the engine. When the
-/// engine falls behind, the kernel buffer fills and its drop counter says so.
-const CHANNEL_PACKETS: usize = 8192;
+/// How long a batch read so far waits for the rest of a burst of packets.
+const BURST_WAIT_MS: u16 = 1;
+/// Batches of packets waiting between the capture thread and the engine
+/// (up to 8192 packets). When the engine falls behind, the kernel buffer
+/// fills and its drop counter says so.
+const CHANNEL_BATCHES: usize = 8192 / Batch::PACKETS;
 
 /// How to open the capture.
 pub struct LiveOptions {
@@ -163,7 +166,7 @@ impl LiveCapture {
 
     /// Starts the capture thread: from now on packets flow to the feed.
     pub fn start(self) -> Feed {
-        let (tx, rx) = mpsc::channel(CHANNEL_PACKETS);
+        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let stop = Arc::new(AtomicBool::new(false));
         let link = self.link;
         let reader = spawn_reader(self, tx, stop.clone());
@@ -181,8 +184,13 @@ fn spawn_reader(
     std::thread::spawn(move || {
         let mut counters = Wrapping::default();
         let mut next_counters = std::time::Instant::now();
+        let mut batch = Batch::default();
+        // Hands the packets read so far to the engine; false once it is gone.
+        let flush = |batch: &mut Batch| {
+            batch.is_empty() || tx.blocking_send(FromCapture::Packets(std::mem::take(batch))).is_ok()
+        };
         while !stop.load(Ordering::Relaxed) {
-            let message = match live.capture.next_packet() {
+            match live.capture.next_packet() {
                 Ok(packet) => {
                     let ts = Timestamp::from_secs_nanos(packet.header.ts.tv_sec, packet.header.ts.tv_usec);
                     let problem =
@@ -190,24 +198,35 @@ fn spawn_reader(
                     if let Some(e) = problem {
                         let _ = tx.blocking_send(FromCapture::Problem(format!("-w: {e}")));
                     }
-                    Some(FromCapture::Packet { ts, data: packet.data.to_vec() })
+                    batch.push(ts, packet.data);
+                    if batch.is_full() && !flush(&mut batch) {
+                        break;
+                    }
                 }
+                // Nothing more to read now. Packets come in bursts (a login
+                // is a dozen within a millisecond): a short wait gathers the
+                // rest of one before the batch wakes the engine's thread.
                 Err(pcap::Error::TimeoutExpired) => {
-                    wait_readable(&live.capture);
-                    None
+                    if !batch.is_empty() && wait_readable(&live.capture, BURST_WAIT_MS) {
+                        continue;
+                    }
+                    if !flush(&mut batch) {
+                        break;
+                    }
+                    wait_readable(&live.capture, READ_WAIT_MS);
                 }
                 Err(e) => {
+                    flush(&mut batch);
                     let _ = tx.blocking_send(FromCapture::Problem(format!("capture on {} ended: {e}", live.interface)));
-                    break;
-                }
-            };
-            if let Some(m) = message {
-                if tx.blocking_send(m).is_err() {
                     break;
                 }
             }
             if std::time::Instant::now() >= next_counters {
                 next_counters += TICK;
+                // The counters follow the packets they count.
+                if !flush(&mut batch) {
+                    break;
+                }
                 if let Ok(stat) = live.capture.stats() {
                     let m = FromCapture::Counters { at: now(), counters: counters.update(stat) };
                     if tx.blocking_send(m).is_err() {
@@ -216,6 +235,7 @@ fn spawn_reader(
                 }
             }
         }
+        flush(&mut batch);
         if let Some(s) = &mut live.savefile {
             if let Err(e) = s.publish() {
                 let _ = tx.blocking_send(FromCapture::Problem(format!("-w: {e}")));
@@ -252,13 +272,13 @@ fn clear_capabilities() -> Result<(), String> {
     Ok(())
 }
 
-/// Waits until the capture has packets, or READ_WAIT_MS.
-fn wait_readable(capture: &Capture<Active>) {
+/// Waits until the capture has packets, or `ms`; whether it has.
+fn wait_readable(capture: &Capture<Active>, ms: u16) -> bool {
     use nix::poll::{poll, PollFd, PollFlags};
     use std::os::fd::AsFd;
     let mut fds = [PollFd::new(capture.as_fd(), PollFlags::POLLIN)];
     // An interrupted or failed wait only means reading again sooner.
-    let _ = poll(&mut fds, READ_WAIT_MS);
+    poll(&mut fds, ms).is_ok_and(|ready| ready > 0)
 }
 
 /// libpcap's counters are 32-bit and wrap; these are 64-bit totals.

@@ -31,9 +31,42 @@ const MAX_LOSS_PERIODS: usize = 4096;
 
 /// What the capture thread hands to the engine's loop.
 pub enum FromCapture {
-    Packet { ts: Timestamp, data: Vec<u8> },
+    Packets(Batch),
     Counters { at: Timestamp, counters: CaptureCounters },
     Problem(String),
+}
+
+/// Packets read one after another, handed over at once: one wake-up of the
+/// engine's loop per batch, not per packet, and one buffer for their bytes.
+#[derive(Default)]
+pub struct Batch {
+    /// Each packet's time and where its bytes end in `data`.
+    packets: Vec<(Timestamp, usize)>,
+    data: Vec<u8>,
+}
+
+impl Batch {
+    /// A batch this large is handed over without waiting for more.
+    pub const PACKETS: usize = 256;
+    pub const BYTES: usize = 256 * 1024;
+
+    pub fn push(&mut self, ts: Timestamp, frame: &[u8]) {
+        self.data.extend_from_slice(frame);
+        self.packets.push((ts, self.data.len()));
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.packets.len() >= Batch::PACKETS || self.data.len() >= Batch::BYTES
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Timestamp, &[u8])> {
+        let starts = std::iter::once(0).chain(self.packets.iter().map(|&(_, end)| end));
+        self.packets.iter().zip(starts).map(|(&(ts, end), start)| (ts, &self.data[start..end]))
+    }
 }
 
 /// Where the loop's packets come from: a channel, the flag that asks its
@@ -136,12 +169,11 @@ pub async fn run(
     let interrupted = interrupt.notified();
     tokio::pin!(interrupted);
 
-    let count_reached = |status: &LiveStatus| stop_when.count.is_some_and(|n| status.packets >= n);
     let stopped = loop {
         tokio::select! {
             message = rx.recv() => match message {
                 Some(message) => {
-                    if take(message, link, analyzer, &mut status, &mut losses, sink) && count_reached(&status) {
+                    if take(message, link, analyzer, &mut status, &mut losses, sink, stop_when.count) {
                         break Stopped::Count;
                     }
                 }
@@ -181,10 +213,10 @@ pub async fn run(
     let drain = async {
         while let Some(message) = rx.recv().await {
             // Past --count, the rest of the packets are not wanted.
-            if stopped == Stopped::Count && matches!(message, FromCapture::Packet { .. }) {
+            if stopped == Stopped::Count && matches!(message, FromCapture::Packets(_)) {
                 continue;
             }
-            take(message, link, analyzer, &mut status, &mut losses, sink);
+            take(message, link, analyzer, &mut status, &mut losses, sink, None);
         }
     };
     // The reader notices the stop within one read time-out.
@@ -205,7 +237,7 @@ pub async fn run(
 }
 
 /// Feeds one message of the capture thread to the engine, the loss record
-/// or the sink; true when it was a packet.
+/// or the sink; true when it brought the packet count to `count`.
 fn take(
     message: FromCapture,
     link: LinkType,
@@ -213,14 +245,20 @@ fn take(
     status: &mut LiveStatus,
     losses: &mut Losses,
     sink: &mut dyn LiveSink,
+    count: Option<u64>,
 ) -> bool {
     match message {
-        FromCapture::Packet { ts, data } => {
-            status.packets += 1;
-            if let Err(e) = analyzer.handle_packet(ts, link, &data) {
-                sink.bad_packet(status.packets, &e);
+        FromCapture::Packets(batch) => {
+            for (ts, frame) in batch.iter() {
+                status.packets += 1;
+                if let Err(e) = analyzer.handle_packet(ts, link, frame) {
+                    sink.bad_packet(status.packets, &e);
+                }
+                if count.is_some_and(|n| status.packets >= n) {
+                    return true;
+                }
             }
-            true
+            false
         }
         FromCapture::Counters { at, counters } => {
             losses.counters(at, counters.dropped());
@@ -305,6 +343,22 @@ mod tests {
 
     fn at(s: f64) -> Timestamp {
         Timestamp::from_nanos((s * 1e9) as i64)
+    }
+
+    #[test]
+    fn a_batch_gives_back_each_packet_with_its_time() {
+        let mut batch = Batch::default();
+        let frames: [&[u8]; 3] = [b"first", b"", b"third frame"];
+        for (i, f) in frames.iter().enumerate() {
+            batch.push(at(i as f64), f);
+        }
+        let back: Vec<_> = batch.iter().collect();
+        assert_eq!(back, vec![(at(0.0), frames[0]), (at(1.0), frames[1]), (at(2.0), frames[2])]);
+        assert!(!batch.is_full());
+        for _ in 3..Batch::PACKETS {
+            batch.push(at(3.0), b"x");
+        }
+        assert!(batch.is_full());
     }
 
     #[test]

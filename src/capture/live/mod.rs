@@ -11,4 +11,4 @@ pub mod metrics;
 pub mod savefile;
 
 pub use device::{default_filter, Dropped, LiveCapture, LiveError, LiveOptions};
-pub use driver::{run, Feed, FromCapture, LiveSink, LiveStatus, StopWhen, Stopped};
+pub use driver::{run, Batch, Feed, FromCapture, LiveSink, LiveStatus, StopWhen, Stopped};
