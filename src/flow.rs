@@ -104,7 +104,10 @@ pub struct Flow {
     pub start: Timestamp,
     pub last: Timestamp,
     syn_count: u32,
-    syn_times: Vec<Timestamp>,
+    /// The first SYN's time, apart: most attempts send one SYN, and an
+    /// empty list of later ones allocates nothing (a SYN flood makes millions).
+    first_syn: Option<Timestamp>,
+    later_syns: Vec<Timestamp>,
     syn_ack_at: Option<Timestamp>,
     server_ttl: Option<u8>,
     client_ttl: Option<u8>,
@@ -164,7 +167,8 @@ impl Flow {
             start: ts,
             last: ts,
             syn_count: 0,
-            syn_times: Vec::new(),
+            first_syn: None,
+            later_syns: Vec::new(),
             syn_ack_at: None,
             server_ttl: None,
             client_ttl: None,
@@ -324,15 +328,16 @@ impl Flow {
     /// After a single SYN, the first retransmission comes after the initial
     /// RTO: 1 s on Linux (RFC 6298), 3 s on older stacks (RFC 2988).
     fn give_up_after(&self, syn_timeout: Duration) -> Duration {
-        let silence = match self.syn_times.as_slice() {
-            [.., before, last] => last.since(*before) * 2,
+        let silence = match (self.first_syn, self.later_syns.as_slice()) {
+            (_, [.., before, last]) => last.since(*before) * 2,
+            (Some(before), [last]) => last.since(before) * 2,
             _ => MAX_INITIAL_RTO,
         };
         syn_timeout.max(silence + Duration::from_secs(1))
     }
 
     fn last_syn(&self) -> Timestamp {
-        self.syn_times.last().copied().unwrap_or(self.start)
+        self.later_syns.last().copied().or(self.first_syn).unwrap_or(self.start)
     }
 
     /// Ends the flow and decides its outcome from the state it is in; `None`
@@ -430,7 +435,7 @@ impl Flow {
         AttemptRecord {
             syn: (self.syn_count > 0).then(|| SynEvidence {
                 count: self.syn_count,
-                at_ms: self.syn_times.iter().map(|t| millis(t.since(self.start))).collect(),
+                at_ms: self.first_syn.iter().chain(&self.later_syns).map(|t| millis(t.since(self.start))).collect(),
             }),
             handshake_ms: self.syn_ack_at.filter(|_| self.origin == Origin::Syn).map(|t| millis(t.since(self.start))),
             client_ttl: self.client_ttl,
@@ -488,8 +493,13 @@ impl Flow {
 
     fn record_syn(&mut self, ts: Timestamp) {
         self.syn_count = self.syn_count.saturating_add(1);
-        self.syn_times.truncate(MAX_SYN_TIMES - 1);
-        self.syn_times.push(ts);
+        if self.first_syn.is_none() {
+            self.first_syn = Some(ts);
+            return;
+        }
+        // The first stays; past the bound the latest replaces the last.
+        self.later_syns.truncate(MAX_SYN_TIMES - 2);
+        self.later_syns.push(ts);
     }
 
     fn count(&mut self, side: Side, seg: &TcpSegment<'_>, ts: Timestamp) {

@@ -498,7 +498,9 @@ mod postgres {
         let syn = &r.doc()["attempts"][0]["syn"];
         assert_eq!(syn["count"], 1000);
         let times = syn["at_ms"].as_array().unwrap();
-        assert!(times.len() <= 16);
+        assert_eq!(times.len(), 16);
+        let first: Vec<f64> = (0..15).map(|i| f64::from(i) * 1000.0).collect();
+        assert_eq!(times[..15].iter().filter_map(|t| t.as_f64()).collect::<Vec<_>>(), first, "the first SYNs are kept");
         assert_eq!(times.last().unwrap(), 999_000.0, "the latest SYN is kept");
     }
 }
