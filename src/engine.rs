@@ -22,7 +22,7 @@ use crate::outcome::{Outcome, Side};
 use crate::ports::{off_port, PortSet};
 use crate::record::AttemptRecord;
 use crate::stream::HeldBudget;
-use crate::table::{Deadlines, FlowKey, FlowTable, Slot};
+use crate::table::{Deadlines, Entry, FlowKey, FlowTable, Slot};
 use crate::time::Timestamp;
 use crate::tls::KeyStore;
 
@@ -132,7 +132,7 @@ pub struct Analyzer {
     watched_ports: PortSet,
     flows: FlowTable,
     /// After `finish`: the flows still to report, the next one last.
-    ending: Vec<(u64, FlowKey, Box<Flow>)>,
+    ending: Vec<(u64, FlowKey, Entry)>,
     timers: Deadlines,
     /// Who leaves a full table first: connections joined midstream, then
     /// those seen from their SYN, each least recently active first.
@@ -213,9 +213,9 @@ impl Analyzer {
     /// the making.
     pub fn connections_now(&self, now: Timestamp, syn_timeout: Duration) -> ConnectionsNow {
         let mut c = ConnectionsNow::default();
-        for f in self.flows.flows() {
-            match f.state {
-                State::SynSent if now.since(f.start) >= syn_timeout => c.unanswered_syns += 1,
+        for (state, start) in self.flows.states() {
+            match state {
+                State::SynSent if now.since(start) >= syn_timeout => c.unanswered_syns += 1,
                 State::SynSent | State::SynReceived => c.handshaking += 1,
                 State::Established => c.open += 1,
                 State::Closing | State::Closed => c.closing += 1,
@@ -323,7 +323,7 @@ impl Analyzer {
                 self.legs.relate(&mut record);
                 return Some(record);
             }
-            let Some((_, key, mut flow)) = self.ending.pop() else {
+            let Some((_, key, entry)) = self.ending.pop() else {
                 // Every connection is reported: which names were database
                 // names is known now.
                 if std::mem::take(&mut self.failed_lookups_due) {
@@ -332,7 +332,7 @@ impl Analyzer {
                 }
                 return None;
             };
-            self.report(key, &mut flow, EndCause::CaptureEnd);
+            self.report(key, &mut entry.into_flow(), EndCause::CaptureEnd);
         }
     }
 
@@ -344,8 +344,8 @@ impl Analyzer {
         self.handle_timeout(self.clock);
         // The id beside each flow: sorting then reads no flow (a million
         // of them would be a million cache misses per pass).
-        let mut open: Vec<(u64, FlowKey, Box<Flow>)> =
-            self.flows.take_all().map(|(key, flow)| (flow.id, key, flow)).collect();
+        let mut open: Vec<(u64, FlowKey, Entry)> =
+            self.flows.take_all().map(|(key, entry)| (entry.id(), key, entry)).collect();
         // Popped from the end: the lowest id first (ids are unique).
         open.sort_unstable_by_key(|&(id, ..)| Reverse(id));
         self.ending = open;
@@ -396,7 +396,7 @@ impl Analyzer {
             }
             None if opens => {
                 self.dns.client_connected(key.0.ip(), ts);
-                self.open(key, Box::new(Flow::from_syn(self.next_id, seg, ts)));
+                self.open(key, Flow::from_syn(self.next_id, seg, ts));
                 return;
             }
             None if seg.flags.rst => {
@@ -410,7 +410,7 @@ impl Analyzer {
                     self.stats.untracked += 1;
                     return;
                 }
-                self.open(key, Box::new(Flow::midstream(self.next_id, seg, side, ts, &self.held)));
+                self.open(key, Flow::midstream(self.next_id, seg, side, ts, &self.held));
                 return;
             }
         };
@@ -422,7 +422,7 @@ impl Analyzer {
                 if let Some(mut old) = self.take(slot) {
                     self.report(key, &mut old, EndCause::NewAttempt);
                 }
-                self.open(key, Box::new(Flow::from_syn(self.next_id, seg, ts)));
+                self.open(key, Flow::from_syn(self.next_id, seg, ts));
             }
         }
     }
@@ -454,7 +454,7 @@ impl Analyzer {
     }
 
     /// Starts tracking a new flow, making room first if the table is full.
-    fn open(&mut self, key: FlowKey, mut flow: Box<Flow>) {
+    fn open(&mut self, key: FlowKey, mut flow: Flow) {
         if self.flows.len() >= self.config.max_flows && !self.evict_one() {
             self.stats.untracked += 1;
             return;
@@ -463,8 +463,12 @@ impl Analyzer {
         let (id, last, midstream) = (flow.id, flow.last, flow.origin == Origin::Midstream);
         self.next_id += 1;
         self.legs.on_new_attempt(key.1);
+        // Armed before it is stored: a SYN waiting alone is stored compact.
+        let due = flow.arm(self.config.syn_timeout);
         let slot = self.flows.insert(key, flow);
-        self.arm(slot);
+        if let Some(due) = due {
+            self.timers.push(due, id, slot);
+        }
         let order = if midstream { &mut self.midstream_order } else { &mut self.syn_order };
         order.insert(slot, id, last);
         let flows = &self.flows;
@@ -554,12 +558,7 @@ impl Analyzer {
 /// Makes sure the timer holds the flow's current deadline. A deadline
 /// that moved later keeps its earlier entry; `expire` re-arms it then.
 fn arm(timers: &mut Deadlines, syn_timeout: Duration, slot: Slot, flow: &mut Flow) {
-    let Some(deadline) = flow.deadline(syn_timeout) else {
-        flow.armed = None;
-        return;
-    };
-    if flow.armed.is_none_or(|armed| deadline < armed) {
-        flow.armed = Some(deadline);
+    if let Some(deadline) = flow.arm(syn_timeout) {
         timers.push(deadline, flow.id, slot);
     }
 }

@@ -16,6 +16,9 @@ use crate::stream::{HeldBudget, Stream};
 use crate::time::{millis, Timestamp};
 use crate::tls::KeyStore;
 
+mod waiting;
+pub use waiting::WaitingSyn;
+
 /// How many SYN times an attempt keeps (Linux sends 7 by default); past it the latest replaces the last.
 const MAX_SYN_TIMES: usize = 16;
 /// How long a SYN-ACK may wait for the client's ACK: Linux retransmits a
@@ -307,6 +310,14 @@ impl Flow {
             after_ms: millis(ts.since(self.start)),
         });
         true
+    }
+
+    /// Arms the flow for its current deadline; the deadline the timer must get, if any.
+    pub fn arm(&mut self, syn_timeout: Duration) -> Option<Timestamp> {
+        let deadline = self.deadline(syn_timeout);
+        let due = deadline.filter(|&d| self.armed.is_none_or(|armed| d < armed));
+        self.armed = if deadline.is_none() { None } else { due.or(self.armed) };
+        due
     }
 
     /// When this flow's state says it should be looked at again with no new packet.

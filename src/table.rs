@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use foldhash::HashMap;
 
-use crate::flow::Flow;
+use crate::flow::{Flow, State, WaitingSyn};
 use crate::time::Timestamp;
 
 /// A connection is keyed by its client and server addresses; repeated
@@ -75,10 +75,55 @@ impl PackedKey {
     }
 }
 
+/// A tracked flow as stored: a SYN still waiting alone for its answer
+/// is kept compact (a SYN flood is millions of them); it becomes its full
+/// `Flow` again when the engine next reads or changes it.
+pub enum Entry {
+    Waiting(WaitingSyn),
+    Tracked(Box<Flow>),
+}
+
+impl Entry {
+    fn of(flow: Flow) -> Entry {
+        match flow.into_waiting() {
+            Ok(waiting) => Entry::Waiting(waiting),
+            Err(flow) => Entry::Tracked(flow),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        match self {
+            Entry::Waiting(w) => w.id,
+            Entry::Tracked(flow) => flow.id,
+        }
+    }
+
+    pub fn into_flow(self) -> Box<Flow> {
+        match self {
+            Entry::Waiting(w) => Box::new(Flow::from(w)),
+            Entry::Tracked(flow) => flow,
+        }
+    }
+}
+
+/// The flow in a slot, made full first if it was waiting compact.
+fn full(cell: &mut Option<(PackedKey, Entry)>) -> Option<(&PackedKey, &mut Flow)> {
+    if let Some((key, Entry::Waiting(_))) = cell {
+        let key = *key;
+        if let Some((_, entry)) = cell.take() {
+            *cell = Some((key, Entry::Tracked(entry.into_flow())));
+        }
+    }
+    match cell {
+        Some((key, Entry::Tracked(flow))) => Some((key, &mut **flow)),
+        _ => None,
+    }
+}
+
 #[derive(Default)]
 pub struct FlowTable {
     index: HashMap<PackedKey, Slot>,
-    slots: Vec<Option<(PackedKey, Box<Flow>)>>,
+    slots: Vec<Option<(PackedKey, Entry)>>,
     free: Vec<Slot>,
 }
 
@@ -93,32 +138,28 @@ impl FlowTable {
 
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<(Slot, &mut Flow)> {
         let slot = *self.index.get(&PackedKey::of(key))?;
-        let (_, flow) = self.slots.get_mut(slot as usize)?.as_mut()?;
+        let (_, flow) = full(self.slots.get_mut(slot as usize)?)?;
         Some((slot, flow))
     }
 
-    pub fn at(&self, slot: Slot) -> Option<&Flow> {
-        self.slots.get(slot as usize)?.as_ref().map(|(_, flow)| &**flow)
-    }
-
     pub fn at_mut(&mut self, slot: Slot) -> Option<&mut Flow> {
-        self.slots.get_mut(slot as usize)?.as_mut().map(|(_, flow)| &mut **flow)
+        full(self.slots.get_mut(slot as usize)?).map(|(_, flow)| flow)
     }
 
     /// The key of the flow in `slot`, and the flow.
     pub fn keyed_mut(&mut self, slot: Slot) -> Option<(FlowKey, &mut Flow)> {
-        self.slots.get_mut(slot as usize)?.as_mut().map(|(key, flow)| (key.unpack(), &mut **flow))
+        full(self.slots.get_mut(slot as usize)?).map(|(key, flow)| (key.unpack(), flow))
     }
 
     /// Whether `slot` holds the flow with this id (entries naming a flow
     /// that has left are skipped where they are met).
     pub fn holds(&self, slot: Slot, id: u64) -> bool {
-        self.at(slot).is_some_and(|f| f.id == id)
+        self.slots.get(slot as usize).and_then(Option::as_ref).is_some_and(|(_, entry)| entry.id() == id)
     }
 
     /// Tracks a flow under `key`, ending the tracking of any flow there.
-    pub fn insert(&mut self, key: FlowKey, flow: Box<Flow>) -> Slot {
-        let key = PackedKey::of(&key);
+    pub fn insert(&mut self, key: FlowKey, flow: Flow) -> Slot {
+        let (key, flow) = (PackedKey::of(&key), Entry::of(flow));
         if let Some(slot) = self.index.get(&key).copied() {
             self.remove(slot);
         }
@@ -141,21 +182,25 @@ impl FlowTable {
     }
 
     pub fn remove(&mut self, slot: Slot) -> Option<(FlowKey, Box<Flow>)> {
-        let (key, flow) = self.slots.get_mut(slot as usize)?.take()?;
+        let (key, entry) = self.slots.get_mut(slot as usize)?.take()?;
         self.index.remove(&key);
         self.free.push(slot);
-        Some((key.unpack(), flow))
+        Some((key.unpack(), entry.into_flow()))
     }
 
     /// Takes every flow out, leaving the table empty.
-    pub fn take_all(&mut self) -> impl Iterator<Item = (FlowKey, Box<Flow>)> {
+    pub fn take_all(&mut self) -> impl Iterator<Item = (FlowKey, Entry)> {
         self.index = HashMap::default();
         self.free = Vec::new();
         std::mem::take(&mut self.slots).into_iter().flatten().map(|(key, flow)| (key.unpack(), flow))
     }
 
-    pub fn flows(&self) -> impl Iterator<Item = &Flow> {
-        self.slots.iter().flatten().map(|(_, flow)| &**flow)
+    /// Each flow's state and start.
+    pub fn states(&self) -> impl Iterator<Item = (State, Timestamp)> + '_ {
+        self.slots.iter().flatten().map(|(_, entry)| match entry {
+            Entry::Waiting(w) => (State::SynSent, w.start),
+            Entry::Tracked(flow) => (flow.state, flow.start),
+        })
     }
 }
 
