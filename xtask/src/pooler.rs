@@ -398,22 +398,11 @@ fn silent_or_timed_out(client: &str, outcome: &'static str, r: &ClientResult) ->
         server: format!("{SERVER_V4}:5432"),
         outcome,
         tcp_outcome: "established",
-        answer_kind: None,
-        answer_from: None,
-        icmp_code: None,
-        gave_up: None,
-        min_syns: None,
-        sqlstate: None,
         // psql's first packet is an SSLRequest (sslmode=prefer): a silent
         // server never gets to see the user.
         user: (outcome == "auth_timeout").then(|| "app_md5".to_owned()),
         auth: (outcome == "auth_timeout").then_some("md5"),
-        encryption: None,
-        session_errors: None,
-        pooler: None,
-        tls_version: None,
-        certificate_subject: None,
-        outcome_without_keys: None,
         client_saw: crate::record::first_line(&r.error),
+        ..Default::default()
     }
 }

@@ -21,7 +21,7 @@ mod tls;
 use crate::lab::{finished, sh, Capture, Client, ClientResult, Lab, Psql, Sniffer, SERVER_NS, SERVER_V4};
 
 /// One expected attempt, in the order the client made them.
-#[derive(Serialize, Clone)]
+#[derive(Serialize, Clone, Default)]
 pub(crate) struct Expected {
     pub(crate) client: String,
     pub(crate) server: String,
@@ -184,16 +184,8 @@ impl Recorder<'_> {
             icmp_code: code,
             gave_up,
             min_syns: matches!(staged, Staged::Dropped).then_some(2),
-            sqlstate: None,
-            user: None,
-            auth: None,
-            encryption: None,
-            session_errors: None,
-            pooler: None,
-            tls_version: None,
-            certificate_subject: None,
-            outcome_without_keys: None,
             client_saw: if r.ok { "connected".to_owned() } else { first_line(&r.error) },
+            ..Default::default()
         })
     }
 }
@@ -220,11 +212,6 @@ impl Recorder<'_> {
                 server: if p.v6 { format!("[{host}]:{}", p.port) } else { format!("{host}:{}", p.port) },
                 outcome: want.outcome,
                 tcp_outcome: "established",
-                answer_kind: None,
-                answer_from: None,
-                icmp_code: None,
-                gave_up: None,
-                min_syns: None,
                 sqlstate: want.sqlstate,
                 // Refused or encrypted before the startup message: no user on the wire.
                 user: (want.encryption != Some("ssl") && want.outcome != "ssl_refused").then(|| p.user.to_owned()),
@@ -232,11 +219,8 @@ impl Recorder<'_> {
                 encryption: want.encryption,
                 session_errors: (!want.session_errors.is_empty())
                     .then(|| want.session_errors.iter().copied().collect()),
-                pooler: None,
-                tls_version: None,
-                certificate_subject: None,
-                outcome_without_keys: None,
                 client_saw: if r.ok { "connected".to_owned() } else { first_line(&r.error) },
+                ..Default::default()
             });
         }
         Ok(())
@@ -585,21 +569,8 @@ fn midstream(rec: &mut Recorder<'_>, pcap: &Path) -> Result<()> {
             server: format!("{SERVER_V4}:5432"),
             outcome: "midstream",
             tcp_outcome: "midstream",
-            answer_kind: None,
-            answer_from: None,
-            icmp_code: None,
-            gave_up: None,
-            min_syns: None,
-            sqlstate: None,
-            user: None,
-            auth: None,
-            encryption: None,
-            session_errors: None,
-            pooler: None,
-            tls_version: None,
-            certificate_subject: None,
-            outcome_without_keys: None,
             client_saw: "connected before the capture started".to_owned(),
+            ..Default::default()
         });
         rec.attempt(&c, false, 5432, Staged::Connects)
     });

@@ -129,21 +129,8 @@ fn failed_lookup(c: &Client, said: &ClientResult) -> Expected {
         server: format!("{RESOLVER}:53"),
         outcome: "dns_failed",
         tcp_outcome: "not_attempted",
-        answer_kind: None,
-        answer_from: None,
-        icmp_code: None,
-        gave_up: None,
-        min_syns: None,
-        sqlstate: None,
-        user: None,
-        auth: None,
-        encryption: None,
-        session_errors: None,
-        pooler: None,
-        tls_version: None,
-        certificate_subject: None,
-        outcome_without_keys: None,
         client_saw: first_line(&said.error),
+        ..Default::default()
     }
 }
 
