@@ -12,17 +12,7 @@ const RESOLVER: &str = "192.0.2.53:53";
 
 /// A DNS response for `name` (A records, ttl 60) sent to `client`.
 fn answer(client: &str, name: &str, addresses: &[[u8; 4]]) -> Vec<u8> {
-    let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, addresses.len() as u8, 0, 0, 0, 0];
-    for label in name.split('.') {
-        m.push(label.len() as u8);
-        m.extend_from_slice(label.as_bytes());
-    }
-    m.extend_from_slice(&[0, 0, 1, 0, 1]);
-    for a in addresses {
-        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-        m.extend_from_slice(a);
-    }
-    udp_frame(RESOLVER, client, &m)
+    udp_frame(RESOLVER, client, &message(name, [0x81, 0x80], addresses))
 }
 
 #[test]
