@@ -456,7 +456,7 @@ impl Flow {
             wait_ms: wait.map(millis),
             session_end: if connected { Some(self.session_end.unwrap_or(SessionEnd::Open)) } else { self.session_end },
             traffic: self.traffic,
-            pg,
+            pg: pg.map(Box::new),
             notes: self.notes.clone(),
             client_isn: self.client_isn.map(|isn| isn.0),
             ..AttemptRecord::bare(self.id, (client, server), (outcome, tcp), (self.start, self.last))

@@ -17,6 +17,7 @@
 //! - [`engine`]: the analyzer around the table; takes frames and time, yields records; no I/O, no clock.
 //! - [`evict`]: which flow leaves a full table first.
 //! - [`capture`]: the input adapters around the engine, files and live interfaces.
+//! - [`handoff`]: the second core: the engine's attempts passed in batches to the thread that reports them.
 //! - [`points`]: several capture points: the same attempts matched across them, and where packets were lost.
 //! - [`redact`]: stable pseudonyms for names and addresses in records.
 //! - [`analysis`]: what the records add up to (summary, timeline, diagnosis).
@@ -34,6 +35,7 @@ pub mod duplicate;
 pub mod engine;
 pub mod evict;
 pub mod flow;
+pub mod handoff;
 pub mod legs;
 pub mod outcome;
 pub mod outfile;

@@ -140,11 +140,11 @@ pub struct AttemptRecord {
     pub traffic: Traffic,
     /// What PostgreSQL said, for established connections.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pg: Option<PgSummary>,
+    pub pg: Option<Box<PgSummary>>,
     /// The DNS answer that gave the client this server's address shortly
     /// before, when the capture holds it: the name the client asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dns: Option<Lookup>,
+    pub dns: Option<Box<Lookup>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<Note>,
     /// A pooler's own connection to PostgreSQL (seen on the pooler's host),
@@ -325,7 +325,7 @@ impl AttemptRecord {
         let ends = (Outcome::DnsFailed, TcpOutcome::NotAttempted);
         let mut record =
             AttemptRecord::bare(id, (client, SocketAddr::new(lookup.resolver, 53)), ends, (lookup.at, lookup.at));
-        record.dns = Some(lookup);
+        record.dns = Some(Box::new(lookup));
         record
     }
 

@@ -4,7 +4,7 @@
 //! (64 bytes): under a SYN flood they hold millions of entries.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -208,27 +208,55 @@ impl FlowTable {
 /// flow's slot and id. An entry is current while the flow in that slot has
 /// that id and is armed for that time; others are stale and skipped (lazy
 /// deletion).
+///
+/// Most deadlines come in order (a SYN's time-out is its time plus the
+/// same wait, and packets come in time order): those queue at the back of
+/// a FIFO, in constant time; only one earlier than the FIFO's last goes into
+/// the heap. The earliest deadline is at the front of one or the other.
 #[derive(Default)]
-pub struct Deadlines(BinaryHeap<Reverse<(Timestamp, u64, Slot)>>);
+pub struct Deadlines {
+    in_order: VecDeque<Deadline>,
+    out_of_order: BinaryHeap<Reverse<Deadline>>,
+}
+
+/// When, which attempt, and its slot.
+type Deadline = (Timestamp, u64, Slot);
 
 impl Deadlines {
     pub fn push(&mut self, due: Timestamp, id: u64, slot: Slot) {
-        self.0.push(Reverse((due, id, slot)));
+        let entry = (due, id, slot);
+        if self.in_order.back().is_none_or(|&last| last <= entry) {
+            self.in_order.push_back(entry);
+        } else {
+            self.out_of_order.push(Reverse(entry));
+        }
+    }
+
+    fn earliest(&self) -> Option<Deadline> {
+        let heap = self.out_of_order.peek().map(|&Reverse(entry)| entry);
+        match (self.in_order.front().copied(), heap) {
+            (Some(fifo), Some(heap)) => Some(fifo.min(heap)),
+            (fifo, heap) => fifo.or(heap),
+        }
     }
 
     pub fn next_due(&self) -> Option<Timestamp> {
-        self.0.peek().map(|Reverse((due, ..))| *due)
+        self.earliest().map(|(due, ..)| due)
     }
 
     /// The earliest entry due at or before `now`.
-    pub fn pop_due(&mut self, now: Timestamp) -> Option<(Timestamp, u64, Slot)> {
-        let &Reverse(entry) = self.0.peek().filter(|Reverse((due, ..))| *due <= now)?;
-        self.0.pop();
+    pub fn pop_due(&mut self, now: Timestamp) -> Option<Deadline> {
+        let entry = self.earliest().filter(|&(due, ..)| due <= now)?;
+        if self.in_order.front() == Some(&entry) {
+            self.in_order.pop_front();
+        } else {
+            self.out_of_order.pop();
+        }
         Some(entry)
     }
 
     pub fn clear(&mut self) {
-        self.0 = BinaryHeap::new();
+        *self = Deadlines::default();
     }
 }
 
@@ -248,5 +276,29 @@ mod tests {
             assert_eq!(PackedKey::of(key).unpack(), *key);
         }
         assert!(PackedKey::of(&keys[0]) != PackedKey::of(&keys[2]));
+    }
+
+    #[test]
+    fn deadlines_come_out_earliest_first_however_they_went_in() {
+        // In order, out of order, and equal times told apart by the attempt.
+        let pushed = [(5, 1), (7, 2), (3, 3), (7, 4), (9, 5), (1, 6), (7, 0), (9, 5), (12, 7), (2, 8)];
+        let mut deadlines = Deadlines::default();
+        for (i, &(secs, id)) in pushed.iter().enumerate() {
+            deadlines.push(Timestamp::from_secs_nanos(secs, 0), id, i as Slot);
+        }
+        let mut expected: Vec<Deadline> = pushed
+            .iter()
+            .enumerate()
+            .map(|(i, &(secs, id))| (Timestamp::from_secs_nanos(secs, 0), id, i as Slot))
+            .collect();
+        expected.sort();
+        assert_eq!(deadlines.next_due(), Some(expected[0].0));
+        assert_eq!(deadlines.pop_due(Timestamp::from_secs_nanos(0, 0)), None, "nothing due yet");
+        let mut popped = Vec::new();
+        while let Some(entry) = deadlines.pop_due(Timestamp::from_secs_nanos(100, 0)) {
+            popped.push(entry);
+        }
+        assert_eq!(popped, expected);
+        assert_eq!(deadlines.next_due(), None);
     }
 }

@@ -174,7 +174,10 @@ pub struct ClientSummary {
 #[derive(Debug)]
 pub struct Summary {
     pub totals: OutcomeCounts,
-    clients: HashMap<IpAddr, ClientSummary>,
+    /// Each client's place in `clients`: a small index that stays in cache,
+    /// where a map of whole summaries would miss on every lookup.
+    client_index: HashMap<IpAddr, u32>,
+    clients: Vec<ClientSummary>,
     max_clients: usize,
     /// Attempts of clients beyond `max_clients`, counted together.
     pub other_clients: OutcomeCounts,
@@ -216,7 +219,8 @@ impl Summary {
     pub fn new(max_clients: usize, max_attempts: usize, bucket: Option<Duration>) -> Summary {
         Summary {
             totals: OutcomeCounts::default(),
-            clients: HashMap::default(),
+            client_index: HashMap::default(),
+            clients: Vec::new(),
             max_clients,
             other_clients: OutcomeCounts::default(),
             attempts: Vec::new(),
@@ -276,8 +280,8 @@ impl Summary {
         }
         let ip = record.client.ip();
         let room = self.clients.len() < self.max_clients;
-        match self.clients.get_mut(&ip) {
-            Some(c) => c.add(&record),
+        match self.client_index.get(&ip) {
+            Some(&at) => self.clients[at as usize].add(&record),
             None if room => {
                 let mut c = ClientSummary {
                     client: ip,
@@ -297,7 +301,8 @@ impl Summary {
                     handshakes_ms: Vec::new(),
                 };
                 c.add(&record);
-                self.clients.insert(ip, c);
+                self.client_index.insert(ip, self.clients.len() as u32);
+                self.clients.push(c);
             }
             None => self.other_clients.add(record.outcome),
         }
@@ -315,7 +320,7 @@ impl Summary {
 
     /// Clients with the most failed attempts first, then the busiest, then by address.
     pub fn clients(&self) -> Vec<ClientSummary> {
-        let mut clients: Vec<ClientSummary> = self.clients.values().cloned().map(ClientSummary::finish).collect();
+        let mut clients: Vec<ClientSummary> = self.clients.iter().cloned().map(ClientSummary::finish).collect();
         clients.sort_by(|a, b| {
             b.counts
                 .failures()
@@ -348,7 +353,7 @@ impl Summary {
 
     /// Clients that had at least one attempt with this outcome.
     pub fn clients_with(&self, outcome: Outcome) -> usize {
-        self.clients.values().filter(|c| c.counts.get(outcome) > 0).count()
+        self.clients.iter().filter(|c| c.counts.get(outcome) > 0).count()
     }
 
     fn add_detail(&mut self, a: &AttemptRecord) {

@@ -4,7 +4,9 @@
 //! after the routing. The two copies become one attempt, the client's side
 //! kept, with both pairs as `nat` evidence.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::time::Duration;
 
 use crate::record::{AttemptRecord, Nat, NatKind, NatPair, PathEvidence};
@@ -22,15 +24,25 @@ const HOLD: Duration = Duration::from_secs(5);
 /// on unmerged.
 pub const MAX_HELD: usize = 8192;
 
+/// An attempt waiting for its twin.
+struct Held {
+    record: AttemptRecord,
+    /// The latest end seen when it came.
+    came: Option<Timestamp>,
+    /// The attempt held before it with the same SYN sequence number.
+    same_isn_before: Option<u64>,
+}
+
 /// Merges the copies of each attempt as the engine finishes them, keeping
 /// their order.
 pub struct NatMerger {
     point: String,
-    /// Each attempt with the latest end seen when it came.
-    held: VecDeque<(AttemptRecord, Option<Timestamp>)>,
+    held: VecDeque<Held>,
     /// The number of attempts let go so far: `held[i]` is attempt `released + i`.
     released: u64,
-    by_isn: HashMap<u32, Vec<u64>>,
+    /// The latest attempt held for each SYN sequence number; the ones
+    /// before it are chained through [`Held::same_isn_before`].
+    by_isn: HashMap<u32, u64>,
     latest_end: Option<Timestamp>,
     /// Copies merged into another attempt.
     pub merged: u64,
@@ -54,18 +66,17 @@ impl NatMerger {
         self.latest_end = self.latest_end.max(Some(record.end));
         match self.twin_of(&record) {
             Some(i) => {
-                let slot = &mut self.held[i].0;
+                let slot = &mut self.held[i].record;
                 *slot = merge(&self.point, std::mem::replace(slot, record.clone()), record);
                 self.merged += 1;
             }
             None => {
-                if let Some(isn) = record.client_isn {
-                    self.by_isn.entry(isn).or_default().push(self.released + self.held.len() as u64);
-                }
-                self.held.push_back((record, self.latest_end));
+                let number = self.released + self.held.len() as u64;
+                let same_isn_before = record.client_isn.and_then(|isn| self.by_isn.insert(isn, number));
+                self.held.push_back(Held { record, came: self.latest_end, same_isn_before });
             }
         }
-        while let Some((_, came)) = self.held.front() {
+        while let Some(Held { came, .. }) = self.held.front() {
             let waited = match (self.latest_end, came) {
                 (Some(now), Some(then)) => now.since(*then) > HOLD,
                 _ => false,
@@ -86,13 +97,12 @@ impl NatMerger {
     }
 
     fn release(&mut self, out: &mut dyn FnMut(AttemptRecord)) {
-        let Some((record, _)) = self.held.pop_front() else { return };
+        let Some(Held { record, .. }) = self.held.pop_front() else { return };
+        // Held attempts before the latest of an ISN are released first, so
+        // the entry goes with the last of them.
         if let Some(isn) = record.client_isn {
-            if let Some(list) = self.by_isn.get_mut(&isn) {
-                list.retain(|&n| n != self.released);
-                if list.is_empty() {
-                    self.by_isn.remove(&isn);
-                }
+            if self.by_isn.get(&isn) == Some(&self.released) {
+                self.by_isn.remove(&isn);
             }
         }
         self.released += 1;
@@ -107,16 +117,23 @@ impl NatMerger {
         let isn = record.client_isn?;
         record.syn.as_ref()?;
         let ttl = record.client_ttl?;
-        self.by_isn.get(&isn)?.iter().find_map(|&n| {
-            let i = usize::try_from(n - self.released).ok()?;
-            let held = &self.held.get(i)?.0;
+        // From the latest held attempt of this ISN back: the earliest that fits wins.
+        let mut twin = None;
+        let mut next = self.by_isn.get(&isn).copied();
+        while let Some(i) = next.and_then(|n| usize::try_from(n.checked_sub(self.released)?).ok()) {
+            let Some(entry) = self.held.get(i) else { break };
+            let held = &entry.record;
             let routed = held.client_ttl.is_some_and(|t| t.abs_diff(ttl) == 1);
             let apart =
                 if held.start > record.start { held.start.since(record.start) } else { record.start.since(held.start) };
             let ports_kept = held.server.port() == record.server.port() || held.client.port() == record.client.port();
             let other_pair = (held.client, held.server) != (record.client, record.server);
-            (held.syn.is_some() && routed && other_pair && ports_kept && apart <= SAME_SYN).then_some(i)
-        })
+            if held.syn.is_some() && routed && other_pair && ports_kept && apart <= SAME_SYN {
+                twin = Some(i);
+            }
+            next = entry.same_isn_before;
+        }
+        twin
     }
 }
 

@@ -62,7 +62,9 @@ struct Said {
     count: u64,
 }
 
-pub fn render(report: &Report<'_>) -> String {
+/// Writes the document to `out` as it is serialised: a report of many
+/// clients and attempts is never held whole in memory.
+pub fn write(report: &Report<'_>, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let s = report.summary;
     let doc = Document {
         schema_version: SCHEMA_VERSION,
@@ -103,7 +105,6 @@ pub fn render(report: &Report<'_>) -> String {
         input_notes: &report.input_notes,
         capture: report.capture,
     };
-    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-    out.push('\n');
-    out
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    out.write_all(b"\n")
 }

@@ -51,7 +51,7 @@ pub struct OutputOptions {
 
 pub struct Output {
     opts: OutputOptions,
-    out: Box<dyn Write>,
+    out: Box<dyn Write + Send>,
     redactor: Option<Redactor>,
     /// Every reported attempt by outcome, whatever the format (row formats
     /// keep no summary): for `--fail-on`.
@@ -67,7 +67,7 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn new(opts: OutputOptions, out: Box<dyn Write>) -> Output {
+    pub fn new(opts: OutputOptions, out: Box<dyn Write + Send>) -> Output {
         let lists_attempts = opts.connections || matches!(opts.format, Format::Json | Format::Markdown | Format::Html);
         let listed = if lists_attempts { opts.max_listed } else { 0 };
         let mut summary = Summary::new(MAX_CLIENTS, listed, opts.bucket);
@@ -201,21 +201,21 @@ impl Output {
         capture: Option<CaptureCounters>,
     ) -> io::Result<()> {
         self.write_csv_header();
-        let rendered = {
+        // The report borrows the rest of `self` while it is written out.
+        let mut out = std::mem::replace(&mut self.out, Box::new(io::sink()));
+        let finished = {
             let report = self.report(stats, files, problems, input_notes, capture);
             match self.opts.format {
-                Format::Table => Some(text::render(&report, self.opts.connections, self.opts.colour, self.opts.width)),
-                Format::Json => Some(json::render(&report)),
-                Format::Markdown => Some(markdown::render(&report, self.opts.connections)),
-                Format::Html => Some(html::render(&report)),
-                Format::Csv | Format::Ndjson => None,
+                Format::Table => out.write_all(
+                    text::render(&report, self.opts.connections, self.opts.colour, self.opts.width).as_bytes(),
+                ),
+                Format::Json => json::write(&report, &mut out),
+                Format::Markdown => out.write_all(markdown::render(&report, self.opts.connections).as_bytes()),
+                Format::Html => out.write_all(html::render(&report).as_bytes()),
+                Format::Csv | Format::Ndjson => Ok(()),
             }
         };
-        let finished = match rendered {
-            Some(text) => self.out.write_all(text.as_bytes()),
-            None => Ok(()),
-        };
-        match self.write_error.take().or(finished.err()).or(self.out.flush().err()) {
+        match self.write_error.take().or(finished.err()).or(out.flush().err()) {
             Some(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e),
             _ => Ok(()),
         }

@@ -174,7 +174,7 @@ pub(crate) fn open_output(
     live_view: bool,
     stdout_taken: bool,
 ) -> Option<(Output, Option<Pending>)> {
-    let (out, pending): (Box<dyn Write>, _) = match report_path(r).map(outfile::create) {
+    let (out, pending): (Box<dyn Write + Send>, _) = match report_path(r).map(outfile::create) {
         Some(Ok(Target::File(f, pending))) => (Box::new(BufWriter::new(f)), Some(pending)),
         Some(Ok(Target::Stream(f))) => (Box::new(BufWriter::new(f)), None),
         Some(Err(e)) => {

@@ -5,6 +5,7 @@
 use pgreach::capture::{analyze_files, FilterError, Problems};
 use pgreach::dns::DnsCounts;
 use pgreach::engine::{Analyzer, Config, Stats};
+use pgreach::handoff;
 use pgreach::points::nat::NatMerger;
 use pgreach::points::{self, Point, PointRecords, MAX_MATCHED};
 use pgreach::record::AttemptRecord;
@@ -43,16 +44,27 @@ fn read_one(
     on_progress: &mut dyn FnMut(u64),
 ) -> Result<Read, FilterError> {
     let mut analyzer = Analyzer::new(config.clone());
-    let mut merger = NatMerger::new(&point.name);
-    let mut start = Timestamp::default();
-    let mut on_attempt = |record, capture_start| {
-        start = capture_start;
-        merger.push(record, &mut |r| output.attempt(r, capture_start));
-    };
-    analyze_files(&point.files, filter, &mut analyzer, problems, &mut on_attempt, on_progress)?;
-    merger.finish(&mut |r| output.attempt(r, start));
+    // The engine reads on this thread while another merges NAT copies and
+    // builds the report from the attempts it finishes.
+    let (read, merged) = handoff::split(
+        |hand: &mut dyn FnMut((AttemptRecord, Timestamp))| {
+            let mut on_attempt = |record, capture_start| hand((record, capture_start));
+            analyze_files(&point.files, filter, &mut analyzer, problems, &mut on_attempt, on_progress)
+        },
+        |attempts| {
+            let mut merger = NatMerger::new(&point.name);
+            let mut start = Timestamp::default();
+            for (record, capture_start) in attempts {
+                start = capture_start;
+                merger.push(record, &mut |r| output.attempt(r, capture_start));
+            }
+            merger.finish(&mut |r| output.attempt(r, start));
+            merger.merged
+        },
+    );
+    read?;
     let mut stats = analyzer.stats().clone();
-    stats.attempts -= merger.merged.min(stats.attempts);
+    stats.attempts -= merged.min(stats.attempts);
     Ok(Read { stats, notes: Vec::new() })
 }
 
