@@ -137,7 +137,7 @@ impl Psql<'_> {
 }
 
 /// Single-quotes a string for the shell.
-fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 

@@ -107,7 +107,7 @@ impl Drop for Routed {
 
 /// A namespace whose interfaces send no IPv6 router solicitations: the
 /// captures hold the scenario's packets, not the hosts' chatter.
-fn add_namespace(ns: &str) -> Result<()> {
+pub fn add_namespace(ns: &str) -> Result<()> {
     sh(&format!("ip netns add {ns}"))?;
     exec(ns, "ip link set lo up && sysctl -qw net.ipv6.conf.default.router_solicitations=0").map(drop)
 }

@@ -52,7 +52,7 @@ pub fn analyze(root: &Path) -> Result<()> {
     sh(&format!("cc -O2 -o {0} {0}.c -lpcap", read_loop.display())).context("cc and libpcap-dev")?;
     let replay = Path::new(DIR).join("replay.pcap");
     let flood = Path::new(DIR).join("synflood.pcap");
-    let pgbench = Path::new(DIR).join("pgbench.pcap");
+    let pgbench = Path::new(DIR).join("pgbench-veth.pcap");
     let replay_attempts = write_replay(&std::fs::read(root.join("captures/incident.pcap"))?, &replay)?;
     if !flood.exists() {
         write_flood(&flood)?;
@@ -60,7 +60,10 @@ pub fn analyze(root: &Path) -> Result<()> {
     let staged = record_pgbench(&pgbench)?;
     let cases = [
         Case {
-            label: format!("pgbench -C on loopback ({} logins, staged errors)", staged.logins),
+            label: format!(
+                "pgbench -C between two namespaces ({} packets, largest frame {} bytes; {} logins, staged errors)",
+                staged.packets, staged.largest_frame, staged.logins
+            ),
             path: pgbench.display().to_string(),
             expect: vec![
                 ("success", staged.logins),

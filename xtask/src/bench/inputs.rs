@@ -1,13 +1,15 @@
 //! The files `cargo xtask bench analyze` reads: a replayed incident, a SYN
-//! flood from millions of sources, and a real pgbench capture with login
-//! errors staged among the logins. Each is made once and reused.
+//! flood from millions of sources, and a real pgbench capture between two
+//! namespaces with login errors staged among the logins. Each is made once
+//! and reused.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use super::veth::{NamespacePair, CLIENT_V4, IFACE, MAX_FRAME, SERVER_NS, SERVER_V4};
 use super::{pgbench_transactions, Server, PG_BIN};
 use crate::lab::sh;
 
@@ -28,8 +30,11 @@ pub const PGBENCH_MISSING_DB: u32 = 50;
 pub const PGBENCH_HBA_REJECTED: u32 = 50;
 /// pgbench clients that stay connected, each reading 50-row results.
 const PGBENCH_PERSISTENT: u32 = 2;
-/// How long pgbench runs while the capture records.
-const PGBENCH_SECONDS: u32 = 30;
+/// How long pgbench runs while the capture records: about 5 M packets on
+/// this 2-core machine, as in issue 17's capture.
+const PGBENCH_SECONDS: u32 = 100;
+/// The server's port in its namespace.
+const PGBENCH_PORT: u16 = 5432;
 
 /// Writes REPLAY_COPIES copies of a pcap's records; returns the attempts
 /// that makes (the incident's 450 per copy).
@@ -123,79 +128,131 @@ fn flood_record(micros: u64, i: u32) -> Vec<u8> {
 
 /// What the pgbench capture holds, as staged: connections pgbench made (one
 /// per transaction, plus its own first one, and its persistent clients)
-/// and the failed logins, and the port the server listened on.
+/// and the failed logins, the port the server listened on, and the file's
+/// packets and largest frame.
 pub struct PgbenchCapture {
     pub logins: u64,
     pub database_missing: u32,
     pub hba_rejected: u32,
     pub port: u16,
+    pub packets: u64,
+    pub largest_frame: u32,
 }
 
-/// Records a real capture on loopback: `pgbench -C` (one connection per
-/// transaction) and PGBENCH_PERSISTENT persistent clients reading 50-row
-/// results, against a PostgreSQL 15 for PGBENCH_SECONDS, while clients with
-/// a missing database and a pg_hba.conf-rejected user fail beside them;
-/// tcpdump writes whole packets. Reused when already made (the staged
-/// logins and the port are kept beside it).
+/// Records a real capture between two namespaces joined by a veth pair
+/// (MTU 1500, offloads off): `pgbench -C` (one connection per transaction)
+/// and PGBENCH_PERSISTENT persistent clients reading 50-row results, against
+/// a PostgreSQL 15 for PGBENCH_SECONDS, while clients with a missing
+/// database and a pg_hba.conf-rejected user fail beside them; tcpdump on the
+/// server's end writes whole packets. Reused when already made (what it
+/// holds is kept beside it).
 pub fn record_pgbench(out: &Path) -> Result<PgbenchCapture> {
     let counts = out.with_extension("counts");
-    let staged = |logins, port| PgbenchCapture {
+    let staged = |logins, port, packets, largest_frame| PgbenchCapture {
         logins,
         database_missing: PGBENCH_MISSING_DB,
         hba_rejected: PGBENCH_HBA_REJECTED,
         port,
+        packets,
+        largest_frame,
     };
     if let Ok(text) = std::fs::read_to_string(&counts) {
-        let mut fields = text.split_whitespace().map(str::parse::<u64>);
-        if let (Some(Ok(logins)), Some(Ok(port)), true) = (fields.next(), fields.next(), out.exists()) {
-            return Ok(staged(logins, u16::try_from(port)?));
+        let fields: Vec<u64> = text.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        if let (&[logins, port, packets, largest], true) = (fields.as_slice(), out.exists()) {
+            return Ok(staged(logins, u16::try_from(port)?, packets, u32::try_from(largest)?));
         }
     }
-    let server = Server::start()?;
-    let port = server.port;
-    let hba = sh(&format!("su postgres -c '{PG_BIN}/psql -h 127.0.0.1 -p {port} -U postgres -Atc \"show hba_file\"'"))?;
-    sh(&format!("sed -i '1i host all rejectme 127.0.0.1/32 reject' {}", hba.trim()))?;
-    sh(&format!(
-        "su postgres -c '{PG_BIN}/psql -h 127.0.0.1 -p {port} -U postgres -c \"select pg_reload_conf()\"' >/dev/null"
-    ))?;
-    let pgbench = |extra: &str| format!("{PG_BIN}/pgbench -h 127.0.0.1 -p {port} -U postgres {extra} postgres");
-    sh(&format!("{} >/dev/null 2>&1", pgbench("-i -s 1")))?;
+    let net = NamespacePair::up()?;
+    let port = PGBENCH_PORT;
+    let server = Server::start_in(
+        SERVER_NS,
+        SERVER_V4,
+        port,
+        &format!("host all rejectme {CLIENT_V4}/32 reject\nhost all all {CLIENT_V4}/32 trust\n"),
+    )?;
+    let pgbench = |extra: &str| format!("{PG_BIN}/pgbench -h {SERVER_V4} -p {port} -U postgres {extra} postgres");
+    sh(&net.in_client(&format!("{} >/dev/null 2>&1", pgbench("-i -s 1"))))?;
     let script = out.with_extension("sql");
     std::fs::write(
         &script,
         "\\set aid random(1, 99950)\nSELECT * FROM pgbench_accounts WHERE aid BETWEEN :aid AND :aid + 49;\n",
     )?;
-    let mut tcpdump = std::process::Command::new("tcpdump")
-        .args(["-i", "lo", "-n", "-s", "0", "-B", "65536", "-w"])
+    let tcpdump_log = out.with_extension("tcpdump.log");
+    let mut tcpdump = std::process::Command::new("ip")
+        .args(["netns", "exec", SERVER_NS, "tcpdump", "-i", IFACE, "-n", "-s", "0", "-B", "65536", "-w"])
         .arg(out)
         .args(["tcp", "port", &port.to_string()])
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&tcpdump_log)?)
         .spawn()
         .context("tcpdump (apt-get install tcpdump)")?;
     std::thread::sleep(Duration::from_secs(1));
-    let failing = format!(
-        "for i in $(seq {PGBENCH_MISSING_DB}); do {PG_BIN}/psql -h 127.0.0.1 -p {port} -U postgres -d nosuchdb -c 'select 1' >/dev/null 2>&1; sleep 0.2; done & \
-         for i in $(seq {PGBENCH_HBA_REJECTED}); do {PG_BIN}/psql -h 127.0.0.1 -p {port} -U rejectme -d postgres -c 'select 1' >/dev/null 2>&1; sleep 0.2; done & wait"
-    );
-    let failing = std::thread::spawn(move || sh(&failing));
-    let persistent = pgbench(&format!("-n -c {PGBENCH_PERSISTENT} -j 1 -T {PGBENCH_SECONDS} -f {}", script.display()));
-    let persistent = std::thread::spawn(move || sh(&persistent));
-    let out_text = sh(&pgbench(&format!("-C -n -S -c 2 -j 1 -T {PGBENCH_SECONDS}")))?;
-    let persistent_text = persistent.join().map_err(|_| anyhow::anyhow!("the persistent clients' thread"))??;
-    failing.join().map_err(|_| anyhow::anyhow!("the failing clients' thread"))??;
+    let staged_run = stage_traffic(&net, &pgbench, &script);
+    // tcpdump is stopped even when the run failed, before its namespace goes.
     std::thread::sleep(Duration::from_secs(2));
     sh(&format!("kill -INT {}", tcpdump.id()))?;
     tcpdump.wait()?;
     drop(server);
+    drop(net);
+    let (out_text, persistent_text) = staged_run?;
     let transactions = pgbench_transactions(&out_text)?;
     // Reads a count only: the persistent run must have worked.
     pgbench_transactions(&persistent_text)?;
     if !out.exists() {
         bail!("tcpdump wrote no capture");
     }
+    // A capture that lost packets is no ground truth for the counts.
+    let said = std::fs::read_to_string(&tcpdump_log)?;
+    if !said.lines().any(|l| l == "0 packets dropped by kernel") {
+        bail!("tcpdump dropped packets (or said nothing): {said}");
+    }
+    let (packets, largest) = largest_frame(out)?;
+    if largest > MAX_FRAME {
+        bail!("{}: a {largest}-byte frame, more than the veth's MTU allows: were its offloads on?", out.display());
+    }
     // Each pgbench run opens one connection of its own before the
     // transactions; the persistent run's clients log in once each.
     let logins = transactions + 1 + u64::from(PGBENCH_PERSISTENT) + 1;
-    std::fs::write(&counts, format!("{logins} {port}"))?;
-    Ok(staged(logins, port))
+    std::fs::write(&counts, format!("{logins} {port} {packets} {largest}"))?;
+    Ok(staged(logins, port, packets, largest))
+}
+
+/// Runs, from the clients' namespace, pgbench -C, its persistent clients
+/// (`script`) and the failing logins, all at once; returns the two pgbench
+/// reports. `pgbench` makes a pgbench command line from its flags.
+fn stage_traffic(net: &NamespacePair, pgbench: &dyn Fn(&str) -> String, script: &Path) -> Result<(String, String)> {
+    let psql = |user: &str, db: &str| {
+        format!("{PG_BIN}/psql -h {SERVER_V4} -p {PGBENCH_PORT} -U {user} -d {db} -c \"select 1\" >/dev/null 2>&1; sleep 0.2")
+    };
+    let failing = net.in_client(&format!(
+        "for i in $(seq {PGBENCH_MISSING_DB}); do {}; done & for i in $(seq {PGBENCH_HBA_REJECTED}); do {}; done & wait",
+        psql("postgres", "nosuchdb"),
+        psql("rejectme", "postgres")
+    ));
+    let failing = std::thread::spawn(move || sh(&failing));
+    let persistent = net
+        .in_client(&pgbench(&format!("-n -c {PGBENCH_PERSISTENT} -j 1 -T {PGBENCH_SECONDS} -f {}", script.display())));
+    let persistent = std::thread::spawn(move || sh(&persistent));
+    let out_text = sh(&net.in_client(&pgbench(&format!("-C -n -S -c 2 -j 1 -T {PGBENCH_SECONDS}"))))?;
+    let persistent_text = persistent.join().map_err(|_| anyhow::anyhow!("the persistent clients' thread"))??;
+    failing.join().map_err(|_| anyhow::anyhow!("the failing clients' thread"))??;
+    Ok((out_text, persistent_text))
+}
+
+/// A pcap file's packet count and its largest frame's length on the wire.
+fn largest_frame(pcap: &Path) -> Result<(u64, u32)> {
+    let mut file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(pcap)?);
+    let mut header = [0u8; 24];
+    file.read_exact(&mut header)?;
+    if header[..4] != [0xd4, 0xc3, 0xb2, 0xa1] && header[..4] != [0x4d, 0x3c, 0xb2, 0xa1] {
+        bail!("{} is not a little-endian pcap", pcap.display());
+    }
+    let (mut packets, mut largest) = (0u64, 0u32);
+    let mut record = [0u8; 16];
+    while file.read_exact(&mut record).is_ok() {
+        let caplen = u32::from_le_bytes(record[8..12].try_into()?);
+        largest = largest.max(u32::from_le_bytes(record[12..16].try_into()?));
+        packets += 1;
+        file.seek_relative(i64::from(caplen))?;
+    }
+    Ok((packets, largest))
 }

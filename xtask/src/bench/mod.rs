@@ -5,6 +5,7 @@
 mod analyze;
 mod inputs;
 mod live;
+mod veth;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -61,20 +62,37 @@ fn measure(cmd: &str) -> Result<(f64, u64)> {
     Ok((secs, kib))
 }
 
-/// A PostgreSQL on 127.0.0.1, stopped on drop.
+/// A PostgreSQL 15, stopped on drop.
 pub(crate) struct Server {
     pub port: u16,
 }
 
 impl Server {
+    /// On 127.0.0.1, at a free port.
     pub fn start() -> Result<Server> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Server::start_at("", "127.0.0.1", port, "")
+    }
+
+    /// In network namespace `ns`, listening on its address `v4`, with
+    /// `hba` (pg_hba.conf lines) before initdb's own.
+    pub fn start_in(ns: &str, v4: &str, port: u16, hba: &str) -> Result<Server> {
+        Server::start_at(&format!("ip netns exec {ns} "), v4, port, hba)
+    }
+
+    /// `netns` prefixes the command that starts the server.
+    fn start_at(netns: &str, v4: &str, port: u16, hba: &str) -> Result<Server> {
         sh(&format!("rm -rf {SERVER_DIR} && mkdir -p {SERVER_DIR} && chown postgres {SERVER_DIR}"))?;
         sh(&format!("su postgres -c '{PG_BIN}/initdb -D {SERVER_DIR}/data -A trust -U postgres' >/dev/null"))?;
         sh(&format!(
-            "printf \"listen_addresses='127.0.0.1'\\nport={port}\\nunix_socket_directories='{SERVER_DIR}'\\nmax_connections=100\\nfsync=off\\n\" >> {SERVER_DIR}/data/postgresql.conf"
+            "printf \"listen_addresses='{v4}'\\nport={port}\\nunix_socket_directories='{SERVER_DIR}'\\nmax_connections=100\\nfsync=off\\n\" >> {SERVER_DIR}/data/postgresql.conf"
         ))?;
-        sh(&format!("su postgres -c '{PG_BIN}/pg_ctl -D {SERVER_DIR}/data -l {SERVER_DIR}/log -w start' >/dev/null"))?;
+        let hba_file = format!("{SERVER_DIR}/data/pg_hba.conf");
+        let initdb_lines = std::fs::read_to_string(&hba_file)?;
+        std::fs::write(&hba_file, format!("{hba}{initdb_lines}"))?;
+        sh(&format!(
+            "{netns}su postgres -c '{PG_BIN}/pg_ctl -D {SERVER_DIR}/data -l {SERVER_DIR}/log -w start' >/dev/null"
+        ))?;
         Ok(Server { port })
     }
 }
