@@ -315,7 +315,8 @@ impl Analyzer {
         loop {
             if let Some(mut record) = self.finished.pop_front() {
                 if record.dns.is_none() {
-                    record.dns = self.dns.behind(record.client.ip(), record.server.ip(), record.start).cloned().map(Box::new);
+                    record.dns =
+                        self.dns.behind(record.client.ip(), record.server.ip(), record.start).cloned().map(Box::new);
                 }
                 if let Some(lookup) = record.dns.as_ref().filter(|_| record.outcome != Outcome::DnsFailed) {
                     self.dns.used(&lookup.name);

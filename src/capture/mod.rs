@@ -6,6 +6,7 @@
 pub mod file;
 mod gzip;
 pub mod live;
+mod read_ahead;
 mod reader;
 
 use std::collections::BTreeMap;
