@@ -8,7 +8,9 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use foldhash::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 
 use crate::flow::{Flow, State, WaitingSyn};
 use crate::time::Timestamp;
@@ -122,9 +124,18 @@ fn full(cell: &mut Option<(PackedKey, Entry)>) -> Option<(&PackedKey, &mut Flow)
 
 #[derive(Default)]
 pub struct FlowTable {
-    index: HashMap<PackedKey, Slot>,
+    /// Each flow's slot, found by its key's hash. Entries are 4 bytes (the
+    /// keys stay in `slots`): a million flows index in 4 MiB, which the
+    /// caches hold far better than the keys themselves.
+    index: HashTable<Slot>,
+    hasher: foldhash::fast::RandomState,
     slots: Vec<Option<(PackedKey, Entry)>>,
     free: Vec<Slot>,
+}
+
+/// The key stored in `slot`.
+fn key_in(slots: &[Option<(PackedKey, Entry)>], slot: Slot) -> Option<&PackedKey> {
+    slots.get(slot as usize)?.as_ref().map(|(key, _)| key)
 }
 
 impl FlowTable {
@@ -136,8 +147,13 @@ impl FlowTable {
         self.index.is_empty()
     }
 
+    fn find(&self, key: &PackedKey) -> Option<Slot> {
+        let slots = &self.slots;
+        self.index.find(self.hasher.hash_one(key), |&slot| key_in(slots, slot) == Some(key)).copied()
+    }
+
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<(Slot, &mut Flow)> {
-        let slot = *self.index.get(&PackedKey::of(key))?;
+        let slot = self.find(&PackedKey::of(key))?;
         let (_, flow) = full(self.slots.get_mut(slot as usize)?)?;
         Some((slot, flow))
     }
@@ -160,7 +176,7 @@ impl FlowTable {
     /// Tracks a flow under `key`, ending the tracking of any flow there.
     pub fn insert(&mut self, key: FlowKey, flow: Flow) -> Slot {
         let (key, flow) = (PackedKey::of(&key), Entry::of(flow));
-        if let Some(slot) = self.index.get(&key).copied() {
+        if let Some(slot) = self.find(&key) {
             self.remove(slot);
         }
         let slot = match self.free.pop() {
@@ -177,20 +193,25 @@ impl FlowTable {
                 slot
             }
         };
-        self.index.insert(key, slot);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        let rehash = |&slot: &Slot| key_in(slots, slot).map_or(0, |key| hasher.hash_one(key));
+        self.index.insert_unique(hasher.hash_one(key), slot, rehash);
         slot
     }
 
     pub fn remove(&mut self, slot: Slot) -> Option<(FlowKey, Box<Flow>)> {
         let (key, entry) = self.slots.get_mut(slot as usize)?.take()?;
-        self.index.remove(&key);
+        // Found by the slot number: the removed key is not read again.
+        if let Ok(found) = self.index.find_entry(self.hasher.hash_one(key), |&s| s == slot) {
+            found.remove();
+        }
         self.free.push(slot);
         Some((key.unpack(), entry.into_flow()))
     }
 
     /// Takes every flow out, leaving the table empty.
     pub fn take_all(&mut self) -> impl Iterator<Item = (FlowKey, Entry)> {
-        self.index = HashMap::default();
+        self.index = HashTable::new();
         self.free = Vec::new();
         std::mem::take(&mut self.slots).into_iter().flatten().map(|(key, flow)| (key.unpack(), flow))
     }
