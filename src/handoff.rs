@@ -6,7 +6,7 @@
 //! batches: a slow consumer holds the producer back instead of letting
 //! items pile up in memory.
 
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 /// Items per batch: a few hundred attempts, a few hundred KiB.
 const BATCH: usize = 128;
@@ -26,14 +26,17 @@ where
 {
     std::thread::scope(|scope| {
         let (full, receive) = sync_channel::<Vec<T>>(IN_FLIGHT);
-        let consumer = scope.spawn(move || consume(Items { batches: receive, current: Vec::new().into_iter() }));
+        // Emptied batches come back to be filled again: no allocation per batch.
+        let (give_back, emptied) = sync_channel::<Vec<T>>(IN_FLIGHT + 1);
+        let consumer = scope.spawn(move || consume(Items { batches: receive, give_back }));
         let mut batch = Vec::with_capacity(BATCH);
         // A send fails only when the consumer has stopped (it panicked):
         // the join below says so.
         let produced = produce(&mut |item| {
             batch.push(item);
             if batch.len() == BATCH {
-                let _ = full.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+                let next = emptied.try_recv().unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                let _ = full.send(std::mem::replace(&mut batch, next));
             }
         });
         if !batch.is_empty() {
@@ -47,21 +50,31 @@ where
     })
 }
 
-/// The items as the consumer sees them, one at a time.
+/// The items as the consumer receives them.
 pub struct Items<T> {
     batches: Receiver<Vec<T>>,
-    current: std::vec::IntoIter<T>,
+    give_back: SyncSender<Vec<T>>,
 }
 
-impl<T> Iterator for Items<T> {
-    type Item = T;
+impl<T> Items<T> {
+    /// Hands each item to `take`, in order, until the producer is done.
+    pub fn for_each(self, mut take: impl FnMut(T)) {
+        self.take_while(|item| {
+            take(item);
+            true
+        });
+    }
 
-    fn next(&mut self) -> Option<T> {
-        loop {
-            if let Some(item) = self.current.next() {
-                return Some(item);
+    /// Hands items to `take` until it returns false or the producer is done.
+    pub fn take_while(self, mut take: impl FnMut(T) -> bool) {
+        for mut batch in &self.batches {
+            for item in batch.drain(..) {
+                if !take(item) {
+                    return;
+                }
             }
-            self.current = self.batches.recv().ok()?.into_iter();
+            // The producer makes a new one when none comes back.
+            let _ = self.give_back.try_send(batch);
         }
     }
 }
@@ -78,7 +91,11 @@ mod tests {
                     (0..count).for_each(&mut *hand);
                     count
                 },
-                |items| items.collect::<Vec<_>>(),
+                |items| {
+                    let mut seen = Vec::new();
+                    items.for_each(|item| seen.push(item));
+                    seen
+                },
             );
             assert_eq!(produced, count);
             assert_eq!(consumed, (0..count).collect::<Vec<_>>());
@@ -87,7 +104,17 @@ mod tests {
 
     #[test]
     fn a_consumer_that_stops_early_does_not_block_the_producer() {
-        let (_, first) = split(|hand: &mut dyn FnMut(u32)| (0..100_000).for_each(&mut *hand), |mut items| items.next());
+        let (_, first) = split(
+            |hand: &mut dyn FnMut(u32)| (0..100_000).for_each(&mut *hand),
+            |items| {
+                let mut first = None;
+                items.take_while(|item| {
+                    first = Some(item);
+                    false
+                });
+                first
+            },
+        );
         assert_eq!(first, Some(0));
     }
 

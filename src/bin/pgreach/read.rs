@@ -54,10 +54,10 @@ fn read_one(
         |attempts| {
             let mut merger = NatMerger::new(&point.name);
             let mut start = Timestamp::default();
-            for (record, capture_start) in attempts {
+            attempts.for_each(|(record, capture_start)| {
                 start = capture_start;
                 merger.push(record, &mut |r| output.attempt(r, capture_start));
-            }
+            });
             merger.finish(&mut |r| output.attempt(r, start));
             merger.merged
         },
