@@ -8,7 +8,6 @@ use std::io;
 use std::sync::mpsc;
 
 use super::gzip::{self, Readable};
-use super::read_ahead::ReadAhead;
 use super::reader::{FastReader, Next};
 use super::{Damage, FilterError, Problem, Problems, StepsBack, UnsupportedLink};
 use crate::decode::LinkType;
@@ -35,9 +34,9 @@ struct Source {
     pending: Option<Timestamp>,
     /// The pending packet's bytes, when libpcap read it.
     frame: Vec<u8>,
-    /// The fast reader (on its own thread), for a file read without a
-    /// filter until it meets something only libpcap should judge.
-    fast: Option<ReadAhead>,
+    /// The zero-copy reader, for a file read without a filter until it
+    /// meets something only libpcap should judge.
+    fast: Option<FastReader>,
     /// Why the thread feeding libpcap's pipe (gzip, standard input) stopped
     /// early, if it did.
     feeder_failed: Option<mpsc::Receiver<io::Error>>,
@@ -114,7 +113,7 @@ impl Source {
 
     /// The pending packet's bytes.
     fn frame(&self) -> &[u8] {
-        self.fast.as_ref().map_or(&self.frame, ReadAhead::frame)
+        self.fast.as_ref().map_or(&self.frame, FastReader::frame)
     }
 
     /// The file is read: what is worth a note about its timestamps.
@@ -229,10 +228,7 @@ fn open(path: &str, filter: Option<&str>, problems: &mut Problems) -> Result<Opt
     }
     // A file read whole (no filter, not through a pipe) takes the fast path;
     // libpcap has checked its header, and keeps the filter and the pipes.
-    let fast = (filter.is_none() && feeder_failed.is_none())
-        .then(|| FastReader::open(path, link))
-        .flatten()
-        .map(ReadAhead::start);
+    let fast = (filter.is_none() && feeder_failed.is_none()).then(|| FastReader::open(path, link)).flatten();
     // libpcap reports pcapng files as version 1, classic pcap as 2.
     let unsigned_seconds = capture.major_version() == 2;
     Ok(Some(Source {

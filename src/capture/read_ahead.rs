@@ -1,163 +1,116 @@
-//! The fast reader on a thread of its own: the kernel's copy of the file
-//! and the record parsing run on the second core while the engine works
-//! on the packets read before. Packets come over in batches (their bytes
-//! side by side in one buffer), so the threads meet once per batch, and
-//! the few batches on their way bound the memory.
+//! A file's bytes read on a thread of their own: the kernel's copy of the
+//! file into memory (a third of reading a large capture) runs on the
+//! second core while the engine works on the bytes read before. Chunks
+//! are large, few are on their way at once, and emptied ones come back to
+//! be filled again, so memory stays a few MiB whatever the file's size.
 
+use std::fs::File;
+use std::io::{ErrorKind, Read};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-use super::reader::{FastReader, Next};
-
-/// Frame bytes per batch: a few hundred packets.
-const BATCH_BYTES: usize = 256 * 1024;
-/// Packets per batch, when they are small.
-const BATCH_PACKETS: usize = 4096;
-/// Batches filled ahead of the engine.
+/// Bytes per chunk: large reads, few system calls and few hand-overs.
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// Chunks filled ahead of the reader.
 const AHEAD: usize = 4;
 
-/// Packets read ahead, and how the reading stopped once it has.
-#[derive(Default)]
-struct Batch {
-    frames: Vec<u8>,
-    /// Each packet's time (seconds, nanoseconds) and where its frame ends in `frames`.
-    packets: Vec<(i64, i64, usize)>,
-    /// `End` or `HandOver`, after the last packet of the last batch.
-    last: Option<Next>,
+/// What the reading thread sends.
+enum Sent {
+    /// A chunk and how many of its bytes were read.
+    Bytes(Vec<u8>, usize),
+    End,
+    Failed,
 }
 
-pub struct ReadAhead {
-    batches: Receiver<Batch>,
-    /// Emptied batches go back to the reading thread to be filled again.
-    give_back: SyncSender<Batch>,
-    batch: Batch,
-    /// The packet handed out last, as an index into `batch.packets`.
-    at: Option<usize>,
+/// The next bytes of a file, as [`Chunks::next`] gives them.
+pub enum Chunk {
+    Bytes(Vec<u8>, usize),
+    End,
+    /// A read failed (or the thread is gone): libpcap should read on.
+    Failed,
 }
 
-impl ReadAhead {
-    /// Starts reading `fast` on its own thread. The thread stops at the
-    /// file's end, at a hand-over, or when this reader is dropped.
-    pub fn start(mut fast: FastReader) -> ReadAhead {
-        let (filled, batches) = sync_channel(AHEAD);
-        let (give_back, emptied) = sync_channel::<Batch>(AHEAD + 1);
-        std::thread::spawn(move || loop {
-            let mut batch = emptied.try_recv().unwrap_or_default();
-            batch.frames.clear();
-            batch.packets.clear();
-            while batch.frames.len() < BATCH_BYTES && batch.packets.len() < BATCH_PACKETS {
-                match fast.next() {
-                    Next::Packet { secs, nanos } => {
-                        batch.frames.extend_from_slice(fast.frame());
-                        batch.packets.push((secs, nanos, batch.frames.len()));
-                    }
-                    last => {
-                        batch.last = Some(last);
-                        break;
+pub struct Chunks {
+    filled: Receiver<Sent>,
+    give_back: SyncSender<Vec<u8>>,
+}
+
+impl Chunks {
+    /// Starts reading `file` on its own thread, `chunk_bytes` at a time.
+    /// The thread stops at the end, at an error, or when this is dropped.
+    pub fn start(mut file: File, chunk_bytes: usize) -> Chunks {
+        let (send, filled) = sync_channel(AHEAD);
+        let (give_back, emptied) = sync_channel::<Vec<u8>>(AHEAD + 1);
+        std::thread::spawn(move || {
+            let mut at_end = false;
+            while !at_end {
+                // Chunks keep their full length: a new one is zeroed once.
+                let mut chunk = emptied.try_recv().unwrap_or_else(|_| vec![0; chunk_bytes]);
+                let (mut len, mut failed) = (0, false);
+                while let Some(space) = chunk.get_mut(len..).filter(|space| !space.is_empty()) {
+                    match file.read(space) {
+                        Ok(0) => {
+                            at_end = true;
+                            break;
+                        }
+                        Ok(n) => len += n,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
                     }
                 }
+                if len > 0 && send.send(Sent::Bytes(chunk, len)).is_err() {
+                    return;
+                }
+                if failed {
+                    let _ = send.send(Sent::Failed);
+                    return;
+                }
             }
-            let done = batch.last.is_some();
-            if filled.send(batch).is_err() || done {
-                return;
-            }
+            let _ = send.send(Sent::End);
         });
-        ReadAhead { batches, give_back, batch: Batch::default(), at: None }
+        Chunks { filled, give_back }
     }
 
-    /// The next packet, as [`FastReader::next`] says it.
-    pub fn next(&mut self) -> Next {
-        let next = self.at.map_or(0, |i| i + 1);
-        if let Some(&(secs, nanos, _)) = self.batch.packets.get(next) {
-            self.at = Some(next);
-            return Next::Packet { secs, nanos };
-        }
-        if let Some(last) = self.batch.last.take() {
-            self.at = None;
-            self.batch.packets.clear();
-            return last;
-        }
-        match self.batches.recv() {
-            Ok(batch) => {
-                let emptied = std::mem::replace(&mut self.batch, batch);
-                // The thread has one of its own when none comes back.
-                let _ = self.give_back.try_send(emptied);
-                self.at = None;
-                self.next()
-            }
-            // The reading thread is gone without saying how it ended:
-            // libpcap reads on from here.
-            Err(_) => Next::HandOver,
+    pub fn next(&mut self) -> Chunk {
+        match self.filled.recv() {
+            Ok(Sent::Bytes(chunk, len)) => Chunk::Bytes(chunk, len),
+            Ok(Sent::End) => Chunk::End,
+            Ok(Sent::Failed) | Err(_) => Chunk::Failed,
         }
     }
 
-    /// The frame of the packet `next` returned last.
-    pub fn frame(&self) -> &[u8] {
-        let Some(i) = self.at else { return &[] };
-        let start = i.checked_sub(1).and_then(|before| self.batch.packets.get(before)).map_or(0, |p| p.2);
-        let end = self.batch.packets.get(i).map_or(0, |p| p.2);
-        self.batch.frames.get(start..end).unwrap_or_default()
+    /// Hands a chunk back to be filled again.
+    pub fn recycle(&mut self, chunk: Vec<u8>) {
+        let _ = self.give_back.try_send(chunk);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::LinkType;
-    use std::path::Path;
-
-    /// Every packet and the ending, as a reader gives them.
-    fn read(path: &Path, ahead: bool) -> Vec<(Next, Vec<u8>)> {
-        let name = path.display().to_string();
-        let fast = || FastReader::open(&name, LinkType::Ethernet);
-        let mut seen = Vec::new();
-        let mut step = |next: Next, frame: &[u8]| {
-            let last = !matches!(next, Next::Packet { .. });
-            seen.push((next, frame.to_vec()));
-            last
-        };
-        if ahead {
-            let mut reader = ReadAhead::start(fast().expect("opens"));
-            while !step(reader.next(), reader.frame()) {}
-        } else {
-            let mut reader = fast().expect("opens");
-            while !step(reader.next(), reader.frame()) {}
-        }
-        seen
-    }
-
-    /// A classic pcap of `count` frames of growing length.
-    fn pcap(count: u32) -> Vec<u8> {
-        let mut file = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
-        file.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        file.extend_from_slice(&65535u32.to_le_bytes());
-        file.extend_from_slice(&1u32.to_le_bytes());
-        for i in 0..count {
-            let len = 60 + i % 1400;
-            for field in [i, i % 1_000_000, len, len] {
-                file.extend_from_slice(&field.to_le_bytes());
-            }
-            file.extend((0..len).map(|b| (b ^ i) as u8));
-        }
-        file
-    }
 
     #[test]
-    fn reading_ahead_hands_out_what_the_fast_reader_reads() {
-        let dir = std::env::temp_dir();
-        // Many batches, of both limits; then the same cut inside its last
-        // record, which ends in a hand-over.
-        let whole = pcap(3 * BATCH_PACKETS as u32 + 17);
-        let mut cut = whole.clone();
-        cut.truncate(whole.len() - 100);
-        for (name, bytes) in [("whole", whole), ("cut", cut)] {
-            let path = dir.join(format!("pgreach-read-ahead-{}-{name}.pcap", std::process::id()));
-            std::fs::write(&path, bytes).expect("write");
-            let (direct, ahead) = (read(&path, false), read(&path, true));
-            std::fs::remove_file(&path).expect("remove");
-            assert_eq!(direct.len(), 3 * BATCH_PACKETS + 17 + usize::from(name == "whole"), "{name}");
-            assert!(direct == ahead, "{name}: read ahead differs");
+    fn the_chunks_are_the_file() {
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let path = std::env::temp_dir().join(format!("pgreach-chunks-{}", std::process::id()));
+        std::fs::write(&path, &bytes).expect("write");
+        for chunk_bytes in [1, 4096, 99_999, 100_000, CHUNK_BYTES] {
+            let mut chunks = Chunks::start(File::open(&path).expect("open"), chunk_bytes);
+            let mut read = Vec::new();
+            loop {
+                match chunks.next() {
+                    Chunk::Bytes(chunk, len) => {
+                        read.extend_from_slice(&chunk[..len]);
+                        chunks.recycle(chunk);
+                    }
+                    Chunk::End => break,
+                    Chunk::Failed => panic!("a read failed"),
+                }
+            }
+            assert!(read == bytes, "{chunk_bytes}-byte chunks");
         }
-        let incident = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/incident.pcap");
-        assert!(read(&incident, false) == read(&incident, true), "incident.pcap");
+        std::fs::remove_file(&path).expect("remove");
     }
 }

@@ -1,6 +1,8 @@
 //! The fast path for capture files read without a filter: pcap and pcapng
-//! records parsed in place in large buffered reads (pcap-parser), each
-//! frame handed over where it lies in the buffer, never copied.
+//! records parsed in place (pcap-parser) in large chunks that a thread of
+//! their own reads ahead ([`super::read_ahead`]), each frame handed over
+//! where it lies, never copied; only a record that spans two chunks is put
+//! together in a small buffer of its own.
 //!
 //! It reads only what libpcap would read the same way. At anything else (a
 //! damaged or cut record, trailing bytes, a time resolution other than a
@@ -11,14 +13,17 @@
 
 use std::fs::File;
 
-use pcap_parser::pcapng::Block;
-use pcap_parser::traits::PcapReaderIterator;
-use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
+use pcap_parser::nom::{Err as NomErr, Needed};
+use pcap_parser::pcap::{parse_pcap_frame, parse_pcap_frame_be, parse_pcap_header};
+use pcap_parser::pcapng::{parse_block_be, parse_block_le, parse_sectionheaderblock, Block};
+use pcap_parser::PcapBlockOwned;
 
+use super::read_ahead::{Chunk, Chunks, CHUNK_BYTES};
 use crate::decode::LinkType;
 
-/// Bytes read at a time: large reads, few system calls.
-const BUFFER_BYTES: usize = 1 << 20;
+/// The longest record put together across chunks; a longer one (a damaged
+/// length) is libpcap's to judge.
+const MAX_RECORD: usize = CHUNK_BYTES;
 /// libpcap's MAXIMUM_SNAPLEN: the longest record it reads whole for the
 /// link types pgreach decodes.
 const MAXIMUM_SNAPLEN: u32 = 262_144;
@@ -51,21 +56,47 @@ enum Format {
     /// The classic format: nanosecond times or microsecond ones.
     Pcap {
         nanos: bool,
+        big_endian: bool,
     },
     Pcapng {
+        big_endian: bool,
         interfaces: Vec<Clock>,
         first_link: Option<LinkType>,
     },
 }
 
+/// Where the bytes being parsed are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Chunk,
+    /// A record that spans chunks, put together in `joined`.
+    Joined,
+}
+
+/// Why a block could not be parsed from the bytes at hand.
+enum Short {
+    /// More bytes are needed: this many, when the parser knows.
+    Incomplete(Option<usize>),
+    Invalid,
+}
+
 pub struct FastReader {
-    inner: Box<dyn PcapReaderIterator + Send>,
+    chunks: Chunks,
+    chunk: Vec<u8>,
+    /// The bytes of `chunk` read from the file, and how far parsing got.
+    chunk_len: usize,
+    at: usize,
+    joined: Vec<u8>,
+    joined_at: usize,
+    place: Place,
+    /// The file has no more chunks.
+    ended: bool,
     format: Option<Format>,
     link: LinkType,
     /// The file's snapshot length as libpcap applies it.
     snapshot: u32,
-    /// The record handed out last: its length, and where its frame lies in `inner.data()`.
-    pending: Option<(usize, usize, usize)>,
+    /// The frame of the packet handed out last: where, from, and its length.
+    frame: Option<(Place, usize, usize)>,
 }
 
 impl FastReader {
@@ -73,51 +104,151 @@ impl FastReader {
     /// pcap-parser recognises (libpcap then reads it, and says what is wrong).
     /// `link` is what libpcap read from the same file's header.
     pub fn open(path: &str, link: LinkType) -> Option<FastReader> {
-        let file = File::open(path).ok()?;
-        let inner = create_reader(BUFFER_BYTES, file).ok()?;
-        Some(FastReader { inner, format: None, link, snapshot: MAXIMUM_SNAPLEN, pending: None })
+        Self::open_in_chunks(path, link, CHUNK_BYTES)
+    }
+
+    fn open_in_chunks(path: &str, link: LinkType, chunk_bytes: usize) -> Option<FastReader> {
+        let mut chunks = Chunks::start(File::open(path).ok()?, chunk_bytes);
+        let Chunk::Bytes(chunk, chunk_len) = chunks.next() else { return None };
+        let head = chunk.get(..chunk_len).unwrap_or_default();
+        let recognised = match parse_sectionheaderblock(head) {
+            Ok(_) | Err(NomErr::Incomplete(_)) => true,
+            Err(_) => parse_pcap_header(head).is_ok(),
+        };
+        if !recognised {
+            return None;
+        }
+        Some(FastReader {
+            chunks,
+            chunk,
+            chunk_len,
+            at: 0,
+            joined: Vec::new(),
+            joined_at: 0,
+            place: Place::Chunk,
+            ended: false,
+            format: None,
+            link,
+            snapshot: MAXIMUM_SNAPLEN,
+            frame: None,
+        })
     }
 
     /// The frame of the packet `next` returned last.
     pub fn frame(&self) -> &[u8] {
-        match self.pending {
-            Some((_, start, len)) => self.inner.data().get(start..start + len).unwrap_or_default(),
-            None => &[],
-        }
+        let Some((place, start, len)) = self.frame else { return &[] };
+        let bytes = match place {
+            Place::Chunk => self.chunk.get(..self.chunk_len).unwrap_or_default(),
+            Place::Joined => &self.joined,
+        };
+        bytes.get(start..start + len).unwrap_or_default()
     }
 
     /// Moves past the packet handed out last and reads the next one.
     pub fn next(&mut self) -> Next {
-        // Consumed without moving the rest to the buffer's start: only a
-        // refill moves what is left, the part of one record.
-        if let Some((consumed, ..)) = self.pending.take() {
-            self.inner.consume_noshift(consumed);
-        }
+        self.frame = None;
         loop {
-            let (consumed, step) = match self.inner.next() {
+            if self.place == Place::Joined && self.joined_at == self.joined.len() {
+                self.place = Place::Chunk;
+            }
+            if self.place == Place::Chunk && self.at == self.chunk_len && !self.next_chunk() {
+                return if self.ended { Next::End } else { Next::HandOver };
+            }
+            let (data, base) = match self.place {
+                Place::Chunk => (self.chunk.get(self.at..self.chunk_len).unwrap_or_default(), self.at),
+                Place::Joined => (self.joined.get(self.joined_at..).unwrap_or_default(), self.joined_at),
+            };
+            let (consumed, step) = match parse_block(self.format.as_ref(), data) {
                 Ok((consumed, block)) => (consumed, read_block(&mut self.format, self.link, &mut self.snapshot, block)),
-                Err(PcapError::Eof) => return Next::End,
-                Err(PcapError::Incomplete(_)) => {
-                    // A record reaches past the buffer: read more, unless
-                    // the file ends inside it (libpcap words that).
-                    let had = self.inner.data().len();
-                    let refilled = !self.inner.reader_exhausted() && self.inner.refill().is_ok();
-                    if !refilled || (self.inner.data().len() == had && !self.inner.reader_exhausted()) {
+                Err(Short::Incomplete(more)) => {
+                    if !self.join_more(more) {
                         return Next::HandOver;
                     }
                     continue;
                 }
-                Err(_) => return Next::HandOver,
+                Err(Short::Invalid) => return Next::HandOver,
             };
+            match self.place {
+                Place::Chunk => self.at += consumed,
+                Place::Joined => self.joined_at += consumed,
+            }
             match step {
-                Step::Skip => self.inner.consume_noshift(consumed),
+                Step::Skip => {}
                 Step::Packet { secs, nanos, start, len } => {
-                    self.pending = Some((consumed, start, len));
+                    self.frame = Some((self.place, base + start, len));
                     return Next::Packet { secs, nanos };
                 }
                 Step::HandOver => return Next::HandOver,
             }
         }
+    }
+
+    /// Takes the next chunk as the current one; false at the end of the
+    /// file (`ended`) or when the reading failed.
+    fn next_chunk(&mut self) -> bool {
+        match self.chunks.next() {
+            Chunk::Bytes(chunk, len) => {
+                let emptied = std::mem::replace(&mut self.chunk, chunk);
+                self.chunks.recycle(emptied);
+                (self.chunk_len, self.at) = (len, 0);
+                true
+            }
+            Chunk::End => {
+                self.ended = true;
+                false
+            }
+            Chunk::Failed => false,
+        }
+    }
+
+    /// A record reaches past the bytes at hand: puts it together from this
+    /// chunk's rest and the next chunks' first bytes, `more` of them when
+    /// the parser knows. False when the file ends inside it (libpcap words
+    /// that) or it is too long to be whole.
+    fn join_more(&mut self, more: Option<usize>) -> bool {
+        if self.place == Place::Chunk {
+            self.joined.clear();
+            self.joined_at = 0;
+            self.joined.extend_from_slice(self.chunk.get(self.at..self.chunk_len).unwrap_or_default());
+            self.at = self.chunk_len;
+            self.place = Place::Joined;
+        }
+        let mut wanted = more.unwrap_or(PCAP_RECORD_HEADER).max(1);
+        if self.joined.len() - self.joined_at + wanted > MAX_RECORD {
+            return false;
+        }
+        while wanted > 0 {
+            if self.at == self.chunk_len && !self.next_chunk() {
+                return false;
+            }
+            let take = wanted.min(self.chunk_len - self.at);
+            self.joined.extend_from_slice(self.chunk.get(self.at..self.at + take).unwrap_or_default());
+            self.at += take;
+            wanted -= take;
+        }
+        true
+    }
+}
+
+/// The next block of a file in `format` (none yet: its header) from `data`:
+/// the bytes it takes, and the block.
+fn parse_block<'a>(format: Option<&Format>, data: &'a [u8]) -> Result<(usize, PcapBlockOwned<'a>), Short> {
+    let parsed = match format {
+        None => match parse_sectionheaderblock(data) {
+            Ok((rest, shb)) => Ok((rest, PcapBlockOwned::NG(Block::SectionHeader(shb)))),
+            Err(NomErr::Incomplete(needed)) => Err(NomErr::Incomplete(needed)),
+            Err(_) => parse_pcap_header(data).map(|(rest, header)| (rest, PcapBlockOwned::LegacyHeader(header))),
+        },
+        Some(Format::Pcap { big_endian: false, .. }) => parse_pcap_frame(data).map(|(r, b)| (r, b.into())),
+        Some(Format::Pcap { big_endian: true, .. }) => parse_pcap_frame_be(data).map(|(r, b)| (r, b.into())),
+        Some(Format::Pcapng { big_endian: false, .. }) => parse_block_le(data).map(|(r, b)| (r, b.into())),
+        Some(Format::Pcapng { big_endian: true, .. }) => parse_block_be(data).map(|(r, b)| (r, b.into())),
+    };
+    match parsed {
+        Ok((rest, block)) => Ok((data.len() - rest.len(), block)),
+        Err(NomErr::Incomplete(Needed::Size(n))) => Err(Short::Incomplete(Some(n.get()))),
+        Err(NomErr::Incomplete(Needed::Unknown)) => Err(Short::Incomplete(None)),
+        Err(_) => Err(Short::Invalid),
     }
 }
 
@@ -136,10 +267,10 @@ fn read_block(format: &mut Option<Format>, link: LinkType, snapshot: &mut u32, b
                 return Step::HandOver;
             }
             *snapshot = libpcap_snapshot(header.snaplen);
-            *format = Some(Format::Pcap { nanos: header.is_nanosecond_precision() });
+            *format = Some(Format::Pcap { nanos: header.is_nanosecond_precision(), big_endian: header.is_bigendian() });
             Step::Skip
         }
-        (Some(Format::Pcap { nanos }), PcapBlockOwned::Legacy(record)) => {
+        (Some(Format::Pcap { nanos, .. }), PcapBlockOwned::Legacy(record)) => {
             let limit = if *nanos { 1_000_000_000 } else { 1_000_000 };
             if record.caplen > *snapshot || record.ts_usec >= limit {
                 return Step::HandOver;
@@ -153,11 +284,11 @@ fn read_block(format: &mut Option<Format>, link: LinkType, snapshot: &mut u32, b
                 len: record.caplen as usize,
             }
         }
-        (None, PcapBlockOwned::NG(Block::SectionHeader(_))) => {
-            *format = Some(Format::Pcapng { interfaces: Vec::new(), first_link: None });
+        (None, PcapBlockOwned::NG(Block::SectionHeader(shb))) => {
+            *format = Some(Format::Pcapng { big_endian: shb.big_endian(), interfaces: Vec::new(), first_link: None });
             Step::Skip
         }
-        (Some(Format::Pcapng { interfaces, first_link }), PcapBlockOwned::NG(block)) => {
+        (Some(Format::Pcapng { interfaces, first_link, .. }), PcapBlockOwned::NG(block)) => {
             pcapng_block(interfaces, first_link, link, snapshot, block)
         }
         _ => Step::HandOver,
@@ -242,13 +373,13 @@ mod tests {
     /// The fast reader against libpcap on one file: the same packets (times
     /// and bytes) until the file ends or the fast reader hands it over.
     /// Returns the packets compared and whether the end was reached.
-    fn compare(path: &Path) -> Option<(u64, bool)> {
+    fn compare(path: &Path, chunk_bytes: usize) -> Option<(u64, bool)> {
         let name = path.display().to_string();
         let mut libpcap = pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano).ok()?;
         let link = LinkType::from_dlt(libpcap.get_datalink().0)?;
         let unsigned_seconds = libpcap.major_version() == 2;
-        let mut fast =
-            FastReader::open(&name, link).unwrap_or_else(|| panic!("{name}: libpcap opens it, pcap-parser not"));
+        let mut fast = FastReader::open_in_chunks(&name, link, chunk_bytes)
+            .unwrap_or_else(|| panic!("{name}: libpcap opens it, pcap-parser not"));
         let mut packets = 0;
         loop {
             match fast.next() {
@@ -282,10 +413,20 @@ mod tests {
         captures(&root.join("../shared/corpus"), &mut files);
         let (mut whole, mut pcapng, mut packets) = (0, 0, 0);
         for path in &files {
-            let Some((n, ended)) = compare(path) else { continue };
+            let Some((n, ended)) = compare(path, CHUNK_BYTES) else { continue };
             packets += n;
             whole += u32::from(ended);
             pcapng += u32::from(ended && path.extension().is_some_and(|e| e == "pcapng"));
+            // Chunks far smaller than a record: every record is put
+            // together across chunks, and read the same.
+            for chunk_bytes in [7, 61, 1500] {
+                assert_eq!(
+                    compare(path, chunk_bytes),
+                    Some((n, ended)),
+                    "{} in {chunk_bytes}-byte chunks",
+                    path.display()
+                );
+            }
         }
         // The recorded captures are whole files: all of them are read to
         // their end on the fast path, pcapng among them.
