@@ -63,6 +63,12 @@ impl Batch {
         self.packets.is_empty()
     }
 
+    /// Empties the batch, keeping its buffers for the next packets.
+    pub fn clear(&mut self) {
+        self.packets.clear();
+        self.data.clear();
+    }
+
     fn iter(&self) -> impl Iterator<Item = (Timestamp, &[u8])> {
         let starts = std::iter::once(0).chain(self.packets.iter().map(|&(_, end)| end));
         self.packets.iter().zip(starts).map(|(&(ts, end), start)| (ts, &self.data[start..end]))
@@ -76,6 +82,8 @@ pub struct Feed {
     rx: mpsc::Receiver<FromCapture>,
     stop: Arc<AtomicBool>,
     producer: Option<JoinHandle<()>>,
+    /// Where emptied batches go back to the producer, if it takes them.
+    spares: Option<std::sync::mpsc::SyncSender<Batch>>,
 }
 
 impl Feed {
@@ -85,7 +93,13 @@ impl Feed {
         stop: Arc<AtomicBool>,
         producer: Option<JoinHandle<()>>,
     ) -> Feed {
-        Feed { link, rx, stop, producer }
+        Feed { link, rx, stop, producer, spares: None }
+    }
+
+    /// Gives each batch back to the producer once its packets are fed, so
+    /// that batch buffers are reused rather than allocated anew.
+    pub fn with_spares(self, spares: std::sync::mpsc::SyncSender<Batch>) -> Feed {
+        Feed { spares: Some(spares), ..self }
     }
 }
 
@@ -146,7 +160,8 @@ pub async fn run(
     interrupt: &tokio::sync::Notify,
     sink: &mut dyn LiveSink,
 ) -> (Stopped, LiveStatus) {
-    let Feed { link, mut rx, stop, producer } = feed;
+    let Feed { link, mut rx, stop, producer, spares } = feed;
+    let source = Source { link, spares };
     let started = now();
     let mut status = LiveStatus {
         started,
@@ -173,7 +188,7 @@ pub async fn run(
         tokio::select! {
             message = rx.recv() => match message {
                 Some(message) => {
-                    if take(message, link, analyzer, &mut status, &mut losses, sink, stop_when.count) {
+                    if take(message, &source, analyzer, &mut status, &mut losses, sink, stop_when.count) {
                         break Stopped::Count;
                     }
                 }
@@ -216,7 +231,7 @@ pub async fn run(
             if stopped == Stopped::Count && matches!(message, FromCapture::Packets(_)) {
                 continue;
             }
-            take(message, link, analyzer, &mut status, &mut losses, sink, None);
+            take(message, &source, analyzer, &mut status, &mut losses, sink, None);
         }
     };
     // The reader notices the stop within one read time-out.
@@ -236,11 +251,18 @@ pub async fn run(
     (stopped, status)
 }
 
+/// The packets' link type, and where their emptied batches go back.
+struct Source {
+    link: LinkType,
+    spares: Option<std::sync::mpsc::SyncSender<Batch>>,
+}
+
 /// Feeds one message of the capture thread to the engine, the loss record
-/// or the sink; true when it brought the packet count to `count`.
+/// or the sink, and an emptied batch back to `spares`; true when it brought
+/// the packet count to `count`.
 fn take(
     message: FromCapture,
-    link: LinkType,
+    source: &Source,
     analyzer: &mut Analyzer,
     status: &mut LiveStatus,
     losses: &mut Losses,
@@ -248,15 +270,20 @@ fn take(
     count: Option<u64>,
 ) -> bool {
     match message {
-        FromCapture::Packets(batch) => {
+        FromCapture::Packets(mut batch) => {
             for (ts, frame) in batch.iter() {
                 status.packets += 1;
-                if let Err(e) = analyzer.handle_packet(ts, link, frame) {
+                if let Err(e) = analyzer.handle_packet(ts, source.link, frame) {
                     sink.bad_packet(status.packets, &e);
                 }
                 if count.is_some_and(|n| status.packets >= n) {
                     return true;
                 }
+            }
+            if let Some(spares) = &source.spares {
+                batch.clear();
+                // Enough spares already: this one is freed.
+                let _ = spares.try_send(batch);
             }
             false
         }
