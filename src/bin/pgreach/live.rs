@@ -269,6 +269,10 @@ impl LiveSink for LiveReport {
         view.draw(&text::live_view(&report, &lines, view.height(), view.width(), self.colour));
     }
 
+    fn watched(&self) -> bool {
+        self.view.is_some() || self.metrics.is_some()
+    }
+
     fn problem(&mut self, line: String) {
         if self.view.is_none() {
             eprintln!("pgreach: {line}");

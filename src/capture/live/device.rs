@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pcap::{Active, Capture, Precision};
 use tokio::sync::mpsc;
@@ -21,17 +22,17 @@ use crate::time::Timestamp;
 /// its first packet is this old. One wake-up per block instead of one per
 /// packet; the delay stays well under the driver's clock slack, and under
 /// what a person watching the view or a log shipper notices.
-const BLOCK_WAIT_MS: i32 = 100;
-/// The capture thread waits for packets at most this long at a time, so it
-/// notices a stop and reads libpcap's counters when nothing arrives.
-const READ_WAIT_MS: u16 = 100;
+const BLOCK_WAIT_MS: u16 = 100;
+/// After a stop, the capture thread reads on this long: the packets
+/// captured before it may sit in a block the kernel has not handed over.
+const LAST_BLOCK_WAIT: Duration = Duration::from_millis(BLOCK_WAIT_MS as u64 + 50);
 /// Batches of packets waiting between the capture thread and the engine
 /// (up to 8192 packets). When the engine falls behind, the kernel buffer
 /// fills and its drop counter says so.
 const CHANNEL_BATCHES: usize = 8192 / Batch::PACKETS;
 /// Emptied batches kept for reuse: enough that the capture thread rarely
 /// allocates, few enough that idle buffers stay small.
-const SPARE_BATCHES: usize = 4;
+const SPARE_BATCHES: usize = 2;
 
 /// How to open the capture.
 pub struct LiveOptions {
@@ -103,7 +104,7 @@ impl LiveCapture {
         let mut capture = Capture::from_device(opts.interface.as_str())
             .map_err(open_error)?
             .immediate_mode(false)
-            .timeout(BLOCK_WAIT_MS)
+            .timeout(i32::from(BLOCK_WAIT_MS))
             .promisc(opts.promiscuous)
             .snaplen(opts.snaplen)
             .buffer_size(opts.buffer_bytes)
@@ -181,8 +182,11 @@ impl LiveCapture {
     }
 }
 
-/// The capture thread: blocking libpcap reads, `-w` writes, and libpcap's
-/// counters every tick.
+/// The capture thread: libpcap reads, `-w` writes, and a tick with
+/// libpcap's counters every [`TICK`]. Between blocks of packets it sleeps
+/// until the next block or the next tick, whichever comes first; it notices
+/// a stop at the latest at the next tick, and ends once the kernel has
+/// handed over what it captured before it.
 fn spawn_reader(
     mut live: LiveCapture,
     tx: mpsc::Sender<FromCapture>,
@@ -191,7 +195,7 @@ fn spawn_reader(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut counters = Wrapping::default();
-        let mut next_counters = std::time::Instant::now();
+        let mut next_tick = Instant::now() + TICK;
         let mut batch = Batch::default();
         // Hands the packets read so far to the engine, refilling from a
         // batch it has emptied (its buffers already grown); false once the
@@ -202,9 +206,14 @@ fn spawn_reader(
                 tx.blocking_send(FromCapture::Packets(std::mem::replace(batch, spare))).is_ok()
             }
         };
-        while !stop.load(Ordering::Relaxed) {
-            // Whether the counters are due is asked only between batches:
-            // not a clock read per packet.
+        // Set at the stop: until when packets captured before it may come.
+        let mut last_block: Option<Instant> = None;
+        loop {
+            if last_block.is_none() && stop.load(Ordering::Relaxed) {
+                last_block = Some(Instant::now() + LAST_BLOCK_WAIT);
+            }
+            // Whether a tick is due is asked only between batches: not a
+            // clock read per packet.
             let between_batches = match live.capture.next_packet() {
                 Ok(packet) => {
                     let ts = Timestamp::from_secs_nanos(packet.header.ts.tv_sec, packet.header.ts.tv_usec);
@@ -217,14 +226,19 @@ fn spawn_reader(
                     if batch.is_full() && !flush(&mut batch) {
                         break;
                     }
+                    // Packets that keep coming after a stop do not hold it up.
+                    if last_block.is_some_and(|end| Instant::now() >= end) {
+                        break;
+                    }
                     batch.is_empty()
                 }
                 // Nothing more to read until the kernel hands over the next block.
                 Err(pcap::Error::TimeoutExpired) => {
-                    if !flush(&mut batch) {
+                    if !flush(&mut batch) || last_block.is_some_and(|end| Instant::now() >= end) {
                         break;
                     }
-                    wait_readable(&live.capture, READ_WAIT_MS);
+                    let wake = last_block.map_or(next_tick, |end| end.min(next_tick));
+                    wait_readable(&live.capture, wake.saturating_duration_since(Instant::now()));
                     true
                 }
                 Err(e) => {
@@ -233,17 +247,16 @@ fn spawn_reader(
                     break;
                 }
             };
-            if between_batches && std::time::Instant::now() >= next_counters {
-                next_counters += TICK;
-                // The counters follow the packets they count.
+            if between_batches && Instant::now() >= next_tick {
+                next_tick = Instant::now() + TICK;
+                // The tick follows the packets read before it.
                 if !flush(&mut batch) {
                     break;
                 }
-                if let Ok(stat) = live.capture.stats() {
-                    let m = FromCapture::Counters { at: now(), counters: counters.update(stat) };
-                    if tx.blocking_send(m).is_err() {
-                        break;
-                    }
+                let tick =
+                    FromCapture::Tick { at: now(), counters: live.capture.stats().ok().map(|s| counters.update(s)) };
+                if tx.blocking_send(tick).is_err() {
+                    break;
                 }
             }
         }
@@ -253,9 +266,10 @@ fn spawn_reader(
                 let _ = tx.blocking_send(FromCapture::Problem(format!("-w: {e}")));
             }
         }
-        if let Ok(stat) = live.capture.stats() {
-            let _ = tx.blocking_send(FromCapture::Counters { at: now(), counters: counters.update(stat) });
-        }
+        let _ = tx.blocking_send(FromCapture::Tick {
+            at: now(),
+            counters: live.capture.stats().ok().map(|s| counters.update(s)),
+        });
     })
 }
 
@@ -284,13 +298,15 @@ fn clear_capabilities() -> Result<(), String> {
     Ok(())
 }
 
-/// Waits until the capture has packets, or `ms`; whether it has.
-fn wait_readable(capture: &Capture<Active>, ms: u16) -> bool {
+/// Waits until the capture has packets, or for `most`.
+fn wait_readable(capture: &Capture<Active>, most: Duration) {
     use nix::poll::{poll, PollFd, PollFlags};
     use std::os::fd::AsFd;
     let mut fds = [PollFd::new(capture.as_fd(), PollFlags::POLLIN)];
+    // Rounded up: a wait of no time would spin until the tick.
+    let ms = u16::try_from(most.as_nanos().div_ceil(1_000_000)).unwrap_or(u16::MAX);
     // An interrupted or failed wait only means reading again sooner.
-    poll(&mut fds, ms).is_ok_and(|ready| ready > 0)
+    let _ = poll(&mut fds, ms);
 }
 
 /// libpcap's counters are 32-bit and wrap; these are 64-bit totals.

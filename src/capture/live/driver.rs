@@ -1,8 +1,9 @@
 //! The live loop: feeds the engine from the capture thread's channel,
-//! drives the time-outs of unanswered SYNs with a timer when no packet
-//! comes, and tells its caller about finished attempts and, about once a
-//! second, how the capture is going. It reads a [`Feed`], not a device, so
-//! it can be driven from a plain channel.
+//! drives the time-outs of unanswered SYNs at the capture thread's ticks
+//! when no packet comes, and tells its caller about finished attempts and,
+//! about once a second, how the capture is going. It reads a [`Feed`], not
+//! a device, so it can be driven from a plain channel whose producer sends
+//! the ticks.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,13 +19,15 @@ use crate::engine::{Analyzer, ConnectionsNow};
 use crate::record::{AttemptRecord, Note};
 use crate::time::Timestamp;
 
-/// How often the timer runs the engine's time-outs and the capture thread
-/// reads libpcap's counters.
+/// How often the capture thread reads libpcap's counters and sends a tick,
+/// at which the loop runs the engine's time-outs. The capture thread is
+/// the only clock: a timer of the loop's own would wake two more threads
+/// (tokio's timer and the loop) at every tick.
 pub(super) const TICK: Duration = Duration::from_millis(250);
 /// Ticks between two refreshes of the caller's view.
 const TICKS_PER_REFRESH: u32 = 4;
-/// The timer advances the engine's clock to now minus this: packets still on
-/// their way (in the kernel buffer or the channel) are older than now.
+/// A tick advances the engine's clock to its time minus this: packets still
+/// on their way (in the kernel's block or the channel) are older than that.
 const CLOCK_SLACK: Duration = Duration::from_millis(500);
 /// Loss periods remembered for marking attempts.
 const MAX_LOSS_PERIODS: usize = 4096;
@@ -32,7 +35,12 @@ const MAX_LOSS_PERIODS: usize = 4096;
 /// What the capture thread hands to the engine's loop.
 pub enum FromCapture {
     Packets(Batch),
-    Counters { at: Timestamp, counters: CaptureCounters },
+    /// Every [`TICK`], after the packets read before it: the time, and
+    /// libpcap's counters (none on a platform that has none).
+    Tick {
+        at: Timestamp,
+        counters: Option<CaptureCounters>,
+    },
     Problem(String),
 }
 
@@ -46,9 +54,11 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// A batch this large is handed over without waiting for more.
-    pub const PACKETS: usize = 256;
-    pub const BYTES: usize = 256 * 1024;
+    /// A batch this large is handed over without waiting for more: room
+    /// for all the packets of one of the kernel's blocks (256 KiB) in the
+    /// usual case, so that a block wakes the engine's loop once.
+    pub const PACKETS: usize = 1024;
+    pub const BYTES: usize = 512 * 1024;
 
     pub fn push(&mut self, ts: Timestamp, frame: &[u8]) {
         self.data.extend_from_slice(frame);
@@ -141,8 +151,11 @@ pub struct LiveStatus {
 pub trait LiveSink {
     /// An attempt is over (with the capture's start time).
     fn attempt(&mut self, record: AttemptRecord, capture_start: Timestamp);
-    /// About once a second.
+    /// About once a second, if [`Self::watched`].
     fn refresh(&mut self, status: &LiveStatus, analyzer: &Analyzer);
+    /// Whether anything shows what `refresh` is given (a view, metrics):
+    /// if not, the loop does not count the connections for it.
+    fn watched(&self) -> bool;
     /// A problem worth one line (a failed -w rotation, the capture ending).
     fn problem(&mut self, line: String);
     /// An undecodable packet (counted; a few kept as examples).
@@ -171,7 +184,6 @@ pub async fn run(
         connections: ConnectionsNow::default(),
     };
     let mut losses = Losses::default();
-    let mut ticks = tokio::time::interval(TICK);
     let mut tick_count = 0u32;
     let deadline = stop_when.duration.map(|d| tokio::time::Instant::now() + d);
     let until_deadline = async {
@@ -188,29 +200,25 @@ pub async fn run(
         tokio::select! {
             message = rx.recv() => match message {
                 Some(message) => {
+                    let tick = matches!(message, FromCapture::Tick { .. });
                     if take(message, &source, analyzer, &mut status, &mut losses, sink, stop_when.count) {
                         break Stopped::Count;
+                    }
+                    if tick {
+                        // Only with nothing queued: a backlog may hold the answer to
+                        // a SYN whose deadline the clock would otherwise pass.
+                        if rx.is_empty() {
+                            analyzer.handle_timeout(status.now - CLOCK_SLACK);
+                        }
+                        tick_count += 1;
+                        if tick_count.is_multiple_of(TICKS_PER_REFRESH) && sink.watched() {
+                            status.connections = analyzer.connections_now(status.now, syn_timeout);
+                            sink.refresh(&status, analyzer);
+                        }
                     }
                 }
                 None => break Stopped::CaptureEnded,
             },
-            _ = ticks.tick() => {
-                status.now = now();
-                // Only with nothing queued: a backlog may hold the answer to
-                // a SYN whose deadline the clock would otherwise pass.
-                if rx.is_empty() {
-                    analyzer.handle_timeout(status.now - CLOCK_SLACK);
-                }
-                tick_count += 1;
-                if tick_count.is_multiple_of(TICKS_PER_REFRESH) {
-                    status.connections = analyzer.connections_now(status.now, syn_timeout);
-                    sink.refresh(&status, analyzer);
-                }
-                // Without counters (a platform that has none), nothing waits for them.
-                if losses.last.is_none_or(|(at, _)| status.now.since(at) > 4 * TICK) {
-                    losses.counters(status.now, losses.last.map_or(0, |(_, d)| d));
-                }
-            }
             _ = &mut until_deadline => break Stopped::Duration,
             _ = &mut interrupted => break Stopped::Interrupted,
         }
@@ -287,9 +295,16 @@ fn take(
             }
             false
         }
-        FromCapture::Counters { at, counters } => {
-            losses.counters(at, counters.dropped());
-            status.counters = counters;
+        FromCapture::Tick { at, counters } => {
+            status.now = at;
+            match counters {
+                Some(counters) => {
+                    losses.counters(at, counters.dropped());
+                    status.counters = counters;
+                }
+                // Without counters (a platform that has none), nothing waits for them.
+                None => losses.counters(at, losses.last.map_or(0, |(_, d)| d)),
+            }
             false
         }
         FromCapture::Problem(line) => {
@@ -342,18 +357,19 @@ impl Losses {
         }
         self.released_up_to = known_until;
         let mut out = Vec::new();
-        let mut keep = VecDeque::new();
-        for mut record in self.pending.drain(..) {
+        // Once round the queue: the attempts kept go back in their order,
+        // and the queue keeps its buffer.
+        for _ in 0..self.pending.len() {
+            let Some(mut record) = self.pending.pop_front() else { break };
             if all || known_until.is_some_and(|t| record.end <= t) {
                 if self.periods.iter().any(|&(a, b)| a <= record.end && record.start <= b) {
                     record.notes.push(Note::CaptureDropsDuring);
                 }
                 out.push(record);
             } else {
-                keep.push_back(record);
+                self.pending.push_back(record);
             }
         }
-        self.pending = keep;
         out
     }
 }
