@@ -103,16 +103,18 @@ impl Drop for Server {
     }
 }
 
-/// CPU seconds (user + system) a process has used, from /proc.
+/// CPU seconds a process's threads have run, from /proc: the sum of each
+/// thread's time on a CPU in nanoseconds (`schedstat`), where the
+/// process's `stat` counts in clock ticks of 10 ms, too coarse for a
+/// capture that runs a few tens of milliseconds in a minute. Threads must
+/// live through the measurement: one that ends takes its time with it.
 pub(crate) fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("stat format")?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 =
-        fields.get(11).context("utime")?.parse::<f64>()? + fields.get(12).context("stime")?.parse::<f64>()?;
-    let hz: f64 = sh("getconf CLK_TCK")?.trim().parse()?;
-    Ok(ticks / hz)
+    let mut nanos = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(schedstat) = std::fs::read_to_string(task?.path().join("schedstat")) else { continue };
+        nanos += schedstat.split_whitespace().next().context("schedstat format")?.parse::<u64>()?;
+    }
+    Ok(nanos as f64 / 1e9)
 }
 
 /// Peak resident memory in KiB, from /proc.
