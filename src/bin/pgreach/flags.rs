@@ -81,9 +81,8 @@ pub struct LiveArgs {
     /// The kernel capture buffer, in MiB.
     #[arg(short = 'B', long, value_name = "MIB", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=2047))]
     pub buffer_size: u32,
-    /// Bytes kept of each packet. The default keeps whole login conversations; in immediate
-    /// mode libpcap gives each packet a ring slot of this size, so a small one holds more
-    /// packets in the buffer. Longer packets (bulk results) are cut: raise it to follow whole sessions.
+    /// Bytes kept of each packet. The default keeps whole login conversations. Longer packets
+    /// (bulk results) are cut: raise it to follow whole sessions.
     #[arg(short = 's', long, value_name = "BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(96..=262_144))]
     pub snaplen: u32,
     /// Put the interface in promiscuous mode (off by default).
