@@ -114,13 +114,15 @@ impl<K: Ord + Copy + Hash> IdleOrder<K> {
         None
     }
 
-    fn len(&self) -> usize {
-        self.in_order.len() + self.out_of_order.len() - self.gone.len()
+    /// Entries kept, those marked gone included: what memory holds.
+    fn stored(&self) -> usize {
+        self.in_order.len() + self.out_of_order.len()
     }
 
-    /// Drops entries of flows that are gone once they are most of the set.
+    /// Drops entries of flows that are gone, and those marked gone, once
+    /// they are most of what is kept.
     pub fn compact(&mut self, live: usize, mut current: impl FnMut(&K, u64) -> bool) {
-        if self.len() > 2 * live + 1024 {
+        if self.stored() > 2 * live + 1024 {
             let gone = std::mem::take(&mut self.gone);
             self.in_order.retain(|entry| !gone.contains(entry) && current(&entry.2, entry.1));
             self.out_of_order.retain(|(_, id, key)| current(key, *id));
@@ -137,6 +139,11 @@ mod tests {
     use super::*;
 
     impl<K: Ord + Copy + Hash> IdleOrder<K> {
+        /// Entries standing for flows.
+        fn len(&self) -> usize {
+            self.stored() - self.gone.len()
+        }
+
         fn holds(&self, entry: Idle<K>) -> bool {
             self.out_of_order.contains(&entry) || self.in_order.contains(&entry) && !self.gone.contains(&entry)
         }
@@ -231,5 +238,21 @@ mod tests {
             assert_eq!(q.pop_first(), Some(entry));
         }
         assert_eq!(q.pop_first(), None);
+    }
+
+    #[test]
+    fn flows_that_end_by_themselves_leave_nothing_behind() {
+        // A long capture of short connections: each added in order, then
+        // removed while still in the FIFO; a handful live at a time.
+        let mut q = IdleOrder::default();
+        for i in 0..100_000u32 {
+            q.insert(i, u64::from(i), at(i64::from(i)));
+            if i >= 10 {
+                q.remove(i - 10, u64::from(i - 10), at(i64::from(i - 10)));
+            }
+            q.compact(10, |&k, _| k + 10 > i);
+            assert!(q.stored() <= 2 * 10 + 1024 + 1, "{} entries kept at {i}", q.stored());
+        }
+        assert_eq!(q.len(), 10);
     }
 }
