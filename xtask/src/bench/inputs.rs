@@ -30,10 +30,11 @@ pub const PGBENCH_MISSING_DB: u32 = 50;
 pub const PGBENCH_HBA_REJECTED: u32 = 50;
 /// pgbench clients that stay connected, each reading 50-row results.
 const PGBENCH_PERSISTENT: u32 = 2;
-/// How long pgbench runs while the capture records: about 1.4 GB and
-/// 9,000 connections on this 2-core machine, as in issue 17's capture. A
-/// file much larger than that is not kept whole in this machine's page
-/// cache between runs, and the bench would time the disk.
+/// How long pgbench runs while the capture records: about 3 M packets,
+/// 2.5 GB and 11,000 connections on this 2-core machine, of the order of
+/// issue 17's capture. A file much larger (100 s made 3.9 GB) is not kept
+/// whole in this machine's page cache between runs, and the bench would
+/// time the disk.
 const PGBENCH_SECONDS: u32 = 36;
 /// The server's port in its namespace.
 const PGBENCH_PORT: u16 = 5432;
