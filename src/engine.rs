@@ -333,7 +333,7 @@ impl Analyzer {
                 }
                 return None;
             };
-            self.report(key, &mut entry.into_flow(), EndCause::CaptureEnd);
+            entry.with_flow(|flow| self.report(key, flow, EndCause::CaptureEnd));
         }
     }
 
@@ -485,15 +485,17 @@ impl Analyzer {
         let Some(slot) = self.midstream_order.pop_idlest(current).or_else(|| self.syn_order.pop_idlest(current)) else {
             return false;
         };
-        if let Some((key, mut flow)) = self.flows.remove(slot) {
-            if flow.state != State::Closed {
-                if flow.origin == Origin::Midstream {
-                    self.stats.evicted_midstream += 1;
-                } else {
-                    self.stats.evicted += 1;
+        if let Some((key, entry)) = self.flows.remove(slot) {
+            entry.with_flow(|flow| {
+                if flow.state != State::Closed {
+                    if flow.origin == Origin::Midstream {
+                        self.stats.evicted_midstream += 1;
+                    } else {
+                        self.stats.evicted += 1;
+                    }
                 }
-            }
-            self.report(key, &mut flow, EndCause::Evicted);
+                self.report(key, flow, EndCause::Evicted);
+            });
         }
         true
     }
@@ -544,7 +546,7 @@ impl Analyzer {
 
     /// Takes a flow out of the table and out of the eviction order.
     fn take(&mut self, slot: Slot) -> Option<Box<Flow>> {
-        let (_, flow) = self.flows.remove(slot)?;
+        let flow = self.flows.remove(slot)?.1.into_flow();
         let (id, last) = (flow.id, flow.last);
         self.order(flow.origin == Origin::Midstream).remove(slot, id, last);
         Some(flow)

@@ -100,6 +100,15 @@ impl Entry {
         }
     }
 
+    /// Lends the flow to `f`; a waiting SYN (a flood's every flow) as a
+    /// flow made on the stack, not boxed again.
+    pub fn with_flow<R>(self, f: impl FnOnce(&mut Flow) -> R) -> R {
+        match self {
+            Entry::Waiting(w) => f(&mut Flow::from(w)),
+            Entry::Tracked(mut flow) => f(&mut flow),
+        }
+    }
+
     pub fn into_flow(self) -> Box<Flow> {
         match self {
             Entry::Waiting(w) => Box::new(Flow::from(w)),
@@ -199,14 +208,14 @@ impl FlowTable {
         slot
     }
 
-    pub fn remove(&mut self, slot: Slot) -> Option<(FlowKey, Box<Flow>)> {
+    pub fn remove(&mut self, slot: Slot) -> Option<(FlowKey, Entry)> {
         let (key, entry) = self.slots.get_mut(slot as usize)?.take()?;
         // Found by the slot number: the removed key is not read again.
         if let Ok(found) = self.index.find_entry(self.hasher.hash_one(key), |&s| s == slot) {
             found.remove();
         }
         self.free.push(slot);
-        Some((key.unpack(), entry.into_flow()))
+        Some((key.unpack(), entry))
     }
 
     /// Takes every flow out, leaving the table empty.
