@@ -22,6 +22,7 @@ mod postgres;
 mod privileges;
 mod recovery;
 mod reports;
+mod threads;
 mod tidy;
 mod timestamps;
 mod tls;
