@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
 
 /// Bytes per chunk: large reads, few system calls and few hand-overs.
 pub const CHUNK_BYTES: usize = 1 << 20;
@@ -30,8 +31,10 @@ pub enum Chunk {
 }
 
 pub struct Chunks {
-    filled: Receiver<Sent>,
+    /// Taken when dropped: the thread stops once nobody receives.
+    filled: Option<Receiver<Sent>>,
     give_back: SyncSender<Vec<u8>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Chunks {
@@ -40,7 +43,7 @@ impl Chunks {
     pub fn start(mut file: File, chunk_bytes: usize) -> Chunks {
         let (send, filled) = sync_channel(AHEAD);
         let (give_back, emptied) = sync_channel::<Vec<u8>>(AHEAD + 1);
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             let mut at_end = false;
             while !at_end {
                 // Chunks keep their full length: a new one is zeroed once.
@@ -70,20 +73,31 @@ impl Chunks {
             }
             let _ = send.send(Sent::End);
         });
-        Chunks { filled, give_back }
+        Chunks { filled: Some(filled), give_back, thread: Some(thread) }
     }
 
     pub fn next(&mut self) -> Chunk {
-        match self.filled.recv() {
-            Ok(Sent::Bytes(chunk, len)) => Chunk::Bytes(chunk, len),
-            Ok(Sent::End) => Chunk::End,
-            Ok(Sent::Failed) | Err(_) => Chunk::Failed,
+        match self.filled.as_ref().map(Receiver::recv) {
+            Some(Ok(Sent::Bytes(chunk, len))) => Chunk::Bytes(chunk, len),
+            Some(Ok(Sent::End)) => Chunk::End,
+            Some(Ok(Sent::Failed) | Err(_)) | None => Chunk::Failed,
         }
     }
 
     /// Hands a chunk back to be filled again.
     pub fn recycle(&mut self, chunk: Vec<u8>) {
         let _ = self.give_back.try_send(chunk);
+    }
+}
+
+impl Drop for Chunks {
+    /// A reader dropped early (a hand-over to libpcap) waits for its thread
+    /// to stop, at its next read or send: no thread outlives its file.
+    fn drop(&mut self) {
+        drop(self.filled.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -111,6 +125,23 @@ mod tests {
             }
             assert!(read == bytes, "{chunk_bytes}-byte chunks");
         }
+        std::fs::remove_file(&path).expect("remove");
+    }
+
+    #[test]
+    fn a_reader_dropped_early_stops_its_thread() {
+        let path = std::env::temp_dir().join(format!("pgreach-chunks-drop-{}", std::process::id()));
+        std::fs::write(&path, vec![7u8; 64 * 1024]).expect("write");
+        let mut chunks = Chunks::start(File::open(&path).expect("open"), 1024);
+        assert!(matches!(chunks.next(), Chunk::Bytes(_, 1024)));
+        // The thread waits to send more than fits on the way: dropping the
+        // reader stops it, and the drop (which joins it) returns.
+        let (done, dropped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(chunks);
+            let _ = done.send(());
+        });
+        assert!(dropped.recv_timeout(std::time::Duration::from_secs(10)).is_ok(), "the reading thread did not stop");
         std::fs::remove_file(&path).expect("remove");
     }
 }
