@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::inputs::{record_pgbench, write_flood, write_replay, FLOOD_RETRANSMISSIONS, FLOOD_SYNS, REPLAY_COPIES};
-use super::{build, measure, DIR};
+use super::{build, measure, measure_median, DIR};
 use crate::lab::sh;
 
 /// The floor: libpcap's pcap_next_ex over the file, nothing else.
@@ -94,6 +94,7 @@ pub fn analyze(root: &Path) -> Result<()> {
             port: None,
         },
     ];
+    // Seconds are the median of five runs for commands under 5 s.
     println!("| file | tool | seconds | peak memory | time / read loop | memory / read loop |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
     for case in &cases {
@@ -104,7 +105,7 @@ pub fn analyze(root: &Path) -> Result<()> {
         // Once unmeasured, so that every tool reads the file from the page
         // cache: the first would otherwise pay the disk for all.
         measure(&format!("{} {path}", read_loop.display()))?;
-        let floor = measure(&format!("{} {path}", read_loop.display()))?;
+        let floor = measure_median(&format!("{} {path}", read_loop.display()))?;
         let mut tools = vec![
             (
                 "pgreach --format json".to_owned(),
@@ -132,7 +133,7 @@ pub fn analyze(root: &Path) -> Result<()> {
         }
         println!("| {label} | libpcap read loop (C) | {:.2} | {} MiB | 1 | 1 |", floor.0, floor.1 >> 10);
         for (name, cmd) in tools {
-            let (secs, kib) = measure(&cmd)?;
+            let (secs, kib) = measure_median(&cmd)?;
             println!(
                 "| {label} | {name} | {secs:.2} | {} MiB | {:.1} | {:.1} |",
                 kib >> 10,
