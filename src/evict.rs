@@ -200,11 +200,10 @@ mod tests {
         let mut model: BTreeSet<Idle<u32>> = BTreeSet::new();
         let mut q = IdleOrder::default();
         let mut last: Vec<Option<(u64, Timestamp)>> = vec![None; 64];
-        let (mut state, mut now, mut next_id) = (0x2545_f491_4f6c_dd1du64, 1_000_000_000i64, 0u64);
+        let mut random = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
+        let (mut now, mut next_id) = (1_000_000_000i64, 0u64);
         for _ in 0..20_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            let state = random();
             // Time mostly moves on, sometimes steps back.
             now += (state % 300_000_000) as i64 - 50_000_000;
             let t = Timestamp::from_nanos(now);

@@ -48,5 +48,7 @@ pub mod report;
 pub mod seq;
 pub mod stream;
 pub mod table;
+#[cfg(test)]
+mod testing;
 pub mod time;
 pub mod tls;

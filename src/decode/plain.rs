@@ -72,13 +72,7 @@ mod tests {
 
     #[test]
     fn the_plain_case_is_read_as_the_general_path_reads_it() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut random = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut random = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         let (mut plain, mut compared) = (0, 0);
         for name in ["incident.pcap", "cooked_v1.pcap", "cooked_any.pcap", "pg_pgbench.pcap"] {
             let (link, frames) = frames(name);
@@ -97,7 +91,7 @@ mod tests {
                             *byte = random() as u8;
                         }
                     }
-                    if random() % 4 == 0 {
+                    if random().is_multiple_of(4) {
                         bad.truncate((random() % 80) as usize);
                     }
                     if let Some(segment) = ipv4_tcp(link, &bad) {

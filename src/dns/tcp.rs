@@ -242,13 +242,7 @@ mod tests {
 
     #[test]
     fn any_bytes_in_any_pieces_never_panic() {
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..2000 {
             let mut s = TcpStreams::default();
             let mut seq = next() as u32;
